@@ -10,7 +10,7 @@ import (
 	"github.com/meridian-vpn/meridian/wg"
 )
 
-// Version is the API path prefix.
+// Prefix is the API path prefix.
 const Prefix = "/api/v1"
 
 // Error is the body of every non-2xx answer.
@@ -88,9 +88,6 @@ type TunnelInfo struct {
 	DNS                 []netip.Addr `json:"dns,omitempty"`
 	PersistentKeepalive int          `json:"persistent_keepalive"`
 	MTU                 int          `json:"mtu,omitempty"`
-	// Prefix lengths of the pools, used for the Address lines.
-	IPv4Bits int `json:"ipv4_bits"`
-	IPv6Bits int `json:"ipv6_bits"`
 }
 
 // JoinTokenRequest is the body of POST /gateway-tokens.

@@ -12,6 +12,7 @@ type Config struct {
 	PrivateKey Key
 	Addresses  []netip.Prefix
 	DNS        []netip.Addr
+	DNSSearch  []string // DNS search domains; written on the DNS line after the addresses
 	MTU        int
 	ListenPort int
 	Peers      []PeerConfig

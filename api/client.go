@@ -1,0 +1,238 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client is a typed client of the control server's API.
+type Client struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+}
+
+// NewClient returns a client for the control server at baseURL (scheme and
+// host, e.g. https://control.example:8443). token is the bearer credential
+// (admin token or gateway credential; may be empty for joining). caHash is
+// the hex SHA-256 of the control CA certificate: with https it is required,
+// and the server's chain must lead to exactly that CA. Plain http is allowed
+// only to loopback addresses.
+func NewClient(baseURL, token, caHash string) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("control server URL %q: want http(s)://host:port", baseURL)
+	}
+	tr := &http.Transport{
+		Proxy:               nil, // never send control traffic through an environment proxy
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}
+	switch u.Scheme {
+	case "http":
+		if !IsLoopbackHost(u.Hostname()) {
+			return nil, fmt.Errorf("control server URL %q: plain http is allowed only on loopback; use https", baseURL)
+		}
+	case "https":
+		if caHash == "" {
+			return nil, fmt.Errorf("control server URL %q: https needs the control CA fingerprint (from the join token or --ca-sha256)", baseURL)
+		}
+		tr.TLSClientConfig = PinnedTLS(caHash)
+	default:
+		return nil, fmt.Errorf("control server URL %q: scheme must be http or https", baseURL)
+	}
+	return &Client{base: u, token: token, http: &http.Client{Transport: tr}}, nil
+}
+
+// IsLoopbackHost reports whether host (a name or address) is loopback.
+func IsLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// PinnedTLS returns a TLS client configuration that accepts a server only if
+// its certificate chains to the CA whose certificate has SHA-256 caHash.
+func PinnedTLS(caHash string) *tls.Config {
+	want := strings.ToLower(caHash)
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // replaced by the pin check below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("control server sent no certificate")
+			}
+			var ca *x509.Certificate
+			for _, c := range cs.PeerCertificates[1:] {
+				sum := sha256.Sum256(c.Raw)
+				if hex.EncodeToString(sum[:]) == want {
+					ca = c
+				}
+			}
+			if ca == nil {
+				return errors.New("control server's CA does not match the pinned fingerprint (wrong server, or a token from another control server)")
+			}
+			roots := x509.NewCertPool()
+			roots.AddCert(ca)
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+			return err
+		},
+	}
+}
+
+// StatusError is a non-2xx answer from the server.
+type StatusError struct {
+	Code    int
+	Message string
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Code) }
+
+// Do sends a JSON request and decodes a JSON answer into out (if not nil).
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+Prefix+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e Error
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(b))
+		}
+		return &StatusError{Code: resp.StatusCode, Message: e.Error}
+	}
+	if out == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// CreateUser adds an account.
+func (c *Client) CreateUser(ctx context.Context, r CreateUserRequest) (User, error) {
+	var u User
+	return u, c.Do(ctx, "POST", "/users", r, &u)
+}
+
+// Users lists accounts.
+func (c *Client) Users(ctx context.Context) ([]User, error) {
+	var u []User
+	return u, c.Do(ctx, "GET", "/users", nil, &u)
+}
+
+// DeleteUser removes an account without devices.
+func (c *Client) DeleteUser(ctx context.Context, name string) error {
+	return c.Do(ctx, "DELETE", "/users/"+url.PathEscape(name), nil, nil)
+}
+
+// CreateDevice adds a device.
+func (c *Client) CreateDevice(ctx context.Context, r CreateDeviceRequest) (CreateDeviceResponse, error) {
+	var d CreateDeviceResponse
+	return d, c.Do(ctx, "POST", "/devices", r, &d)
+}
+
+// Devices lists devices, of one user if user is not empty.
+func (c *Client) Devices(ctx context.Context, user string) ([]Device, error) {
+	var d []Device
+	p := "/devices"
+	if user != "" {
+		p += "?user=" + url.QueryEscape(user)
+	}
+	return d, c.Do(ctx, "GET", p, nil, &d)
+}
+
+// RevokeDevice revokes a device: gateways drop it within seconds.
+func (c *Client) RevokeDevice(ctx context.Context, id int64) (Device, error) {
+	var d Device
+	return d, c.Do(ctx, "POST", fmt.Sprintf("/devices/%d/revoke", id), nil, &d)
+}
+
+// DeleteDevice deletes a device and frees its addresses.
+func (c *Client) DeleteDevice(ctx context.Context, id int64) error {
+	return c.Do(ctx, "DELETE", fmt.Sprintf("/devices/%d", id), nil, nil)
+}
+
+// CreateJoinToken creates a gateway join token.
+func (c *Client) CreateJoinToken(ctx context.Context, r JoinTokenRequest) (JoinToken, error) {
+	var t JoinToken
+	return t, c.Do(ctx, "POST", "/gateway-tokens", r, &t)
+}
+
+// JoinTokens lists join tokens (without their secrets).
+func (c *Client) JoinTokens(ctx context.Context) ([]JoinToken, error) {
+	var t []JoinToken
+	return t, c.Do(ctx, "GET", "/gateway-tokens", nil, &t)
+}
+
+// RevokeJoinToken revokes a join token.
+func (c *Client) RevokeJoinToken(ctx context.Context, id string) error {
+	return c.Do(ctx, "DELETE", "/gateway-tokens/"+url.PathEscape(id), nil, nil)
+}
+
+// Gateways lists gateways with their status and load.
+func (c *Client) Gateways(ctx context.Context) ([]Gateway, error) {
+	var g []Gateway
+	return g, c.Do(ctx, "GET", "/gateways", nil, &g)
+}
+
+// Join registers a gateway using a join token (the client's token).
+func (c *Client) Join(ctx context.Context, r JoinRequest) (JoinResponse, error) {
+	var j JoinResponse
+	return j, c.Do(ctx, "POST", "/gateways/join", r, &j)
+}
+
+// Netmap long-polls for the peers a gateway must accept. since 0 asks for a
+// full netmap; otherwise the answer holds the changes after since, waiting
+// up to wait for one to happen.
+func (c *Client) Netmap(ctx context.Context, since int64, wait time.Duration) (Netmap, error) {
+	var nm Netmap
+	return nm, c.Do(ctx, "GET", fmt.Sprintf("/gateway/netmap?since=%d&wait=%s", since, wait), nil, &nm)
+}
+
+// Report sends a gateway's health and aggregate load.
+func (c *Client) Report(ctx context.Context, r GatewayReport) error {
+	return c.Do(ctx, "POST", "/gateway/report", r, nil)
+}
+
+// Health checks that the server answers.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var h Health
+	return h, c.Do(ctx, "GET", "/health", nil, &h)
+}

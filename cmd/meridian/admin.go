@@ -1,0 +1,443 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/wg"
+)
+
+// clientFlags are the flags every admin command shares: where the control
+// server is and which token to use. They fall back to MERIDIAN_SERVER,
+// MERIDIAN_TOKEN and MERIDIAN_CA_SHA256, then to the files that
+// 'meridian up' writes in its data directory.
+type clientFlags struct {
+	server, token, caHash, data string
+	json                        bool
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.server, "server", "", "control server URL (default $MERIDIAN_SERVER, then DATA/control.url)")
+	fs.StringVar(&c.token, "token", "", "admin token (default $MERIDIAN_TOKEN, then DATA/admin-token)")
+	fs.StringVar(&c.caHash, "ca-sha256", "", "control CA fingerprint for https (default $MERIDIAN_CA_SHA256, then DATA/control/ca.pem)")
+	fs.StringVar(&c.data, "data", "./meridian-data", "data directory of 'meridian up' to read defaults from")
+	fs.BoolVar(&c.json, "json", false, "print JSON for scripts")
+}
+
+func (c *clientFlags) client() (*api.Client, error) {
+	read := func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(c.data, name))
+		return strings.TrimSpace(string(b))
+	}
+	server := firstNonEmpty(c.server, os.Getenv("MERIDIAN_SERVER"), read(controlURLFile))
+	token := firstNonEmpty(c.token, os.Getenv("MERIDIAN_TOKEN"), read(adminTokenFile))
+	if server == "" {
+		return nil, errors.New("no control server: give --server URL, set MERIDIAN_SERVER, or run in the directory where 'meridian up' keeps ./meridian-data")
+	}
+	if token == "" {
+		return nil, errors.New("no admin token: give --token, set MERIDIAN_TOKEN, or point --data at the control server's data directory")
+	}
+	caHash := firstNonEmpty(c.caHash, os.Getenv("MERIDIAN_CA_SHA256"))
+	if caHash == "" && strings.HasPrefix(server, "https://") {
+		if pemBytes, err := os.ReadFile(filepath.Join(c.data, "control", "ca.pem")); err == nil {
+			caHash, _ = caFingerprint(pemBytes)
+		}
+	}
+	return api.NewClient(server, token, caHash)
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func table(header string, rows func(w *tabwriter.Writer)) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, header)
+	rows(w)
+	w.Flush()
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func runUserAdd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("user add", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	kind := fs.String("kind", "consumer", "consumer (a customer of a VPN service) or enterprise (an organisation's own staff)")
+	pos, err := parse(fs, args, "NAME")
+	if err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	u, err := c.CreateUser(ctx, api.CreateUserRequest{Name: pos[0], Kind: api.TenantKind(*kind)})
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(u)
+	}
+	fmt.Printf("added %s user %q\n", u.Kind, u.Name)
+	return nil
+}
+
+func runUserList(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("user list", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	users, err := c.Users(ctx)
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(users)
+	}
+	table("NAME\tKIND\tDEVICES\tCREATED", func(w *tabwriter.Writer) {
+		for _, u := range users {
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", u.Name, u.Kind, u.Devices, u.CreatedAt.Format(time.DateTime))
+		}
+	})
+	return nil
+}
+
+func runUserDelete(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("user delete", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	pos, err := parse(fs, args, "NAME")
+	if err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteUser(ctx, pos[0]); err != nil {
+		return err
+	}
+	fmt.Printf("deleted user %q\n", pos[0])
+	return nil
+}
+
+func runDeviceAdd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("device add", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	user := fs.String("user", "", "owner of the device (required)")
+	name := fs.String("name", "", "device name (required)")
+	out := fs.String("out", "", "write the WireGuard config here (mode 0600)")
+	qr := fs.String("qr", "", "write the config as a QR code PNG here, for the mobile WireGuard apps")
+	qrTerm := fs.Bool("qr-terminal", false, "print the config as a QR code in the terminal")
+	serverKey := fs.Bool("server-key", false, "let the server generate the key pair (default: generated here; the private key never leaves this machine)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *user == "" || *name == "" {
+		return usageError{errors.New("device add: --user and --name are required")}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	req := api.CreateDeviceRequest{User: *user, Name: *name}
+	var priv wg.Key
+	if !*serverKey {
+		if priv, err = wg.NewPrivateKey(); err != nil {
+			return err
+		}
+		pub := priv.Public()
+		req.PublicKey = &pub
+	}
+	resp, err := c.CreateDevice(ctx, req)
+	if err != nil {
+		return err
+	}
+	if resp.PrivateKey != nil {
+		priv = *resp.PrivateKey
+	}
+	if cf.json && *out == "" && *qr == "" {
+		return printJSON(resp)
+	}
+	fmt.Printf("added device %d %q for %q: %s, %s\n", resp.Device.ID, resp.Device.Name, resp.Device.User, resp.Device.IPv4, resp.Device.IPv6)
+	if *out == "" && *qr == "" && !*qrTerm {
+		if !*serverKey {
+			fmt.Println("note: no --out given, so the private key generated here is gone; delete this device and add it again with --out FILE.conf")
+		}
+		return nil
+	}
+	if resp.Tunnel.Endpoint == "" {
+		return errors.New("no gateway has joined the control server yet, so no config can be written; start one and run 'meridian device delete' + 'device add' again")
+	}
+	conf := resp.Config(priv).Render()
+	if *out != "" {
+		if err := os.WriteFile(*out, conf, 0o600); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s (gateway %q at %s)\n", *out, resp.Tunnel.Gateway, resp.Tunnel.Endpoint)
+	}
+	if *qr != "" {
+		png, err := wg.QRCodePNG(string(conf), 512)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*qr, png, 0o600); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s\n", *qr)
+	}
+	if *qrTerm {
+		fmt.Print(wg.QRCodeTerminal(string(conf)))
+	}
+	return nil
+}
+
+func runDeviceList(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("device list", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	user := fs.String("user", "", "only this user's devices")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	devs, err := c.Devices(ctx, *user)
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(devs)
+	}
+	table("ID\tUSER\tNAME\tSTATUS\tIPV4\tIPV6\tPUBLIC KEY", func(w *tabwriter.Writer) {
+		for _, d := range devs {
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.User, d.Name, d.Status, d.IPv4, d.IPv6, d.PublicKey)
+		}
+	})
+	return nil
+}
+
+func deviceIDArg(fs *flag.FlagSet, args []string) (int64, error) {
+	pos, err := parse(fs, args, "ID")
+	if err != nil {
+		return 0, err
+	}
+	id, err := strconv.ParseInt(pos[0], 10, 64)
+	if err != nil {
+		return 0, usageError{fmt.Errorf("%s: device ID must be a number (see 'meridian device list')", fs.Name())}
+	}
+	return id, nil
+}
+
+func runDeviceRevoke(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("device revoke", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	id, err := deviceIDArg(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.RevokeDevice(ctx, id)
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(d)
+	}
+	fmt.Printf("revoked device %d %q of %q; gateways drop it within seconds\n", d.ID, d.Name, d.User)
+	return nil
+}
+
+func runDeviceDelete(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("device delete", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	id, err := deviceIDArg(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteDevice(ctx, id); err != nil {
+		return err
+	}
+	fmt.Printf("deleted device %d\n", id)
+	return nil
+}
+
+func runGatewayToken(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("gateway token", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	reusable := fs.Bool("reusable", false, "let several gateways join with this token")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	t, err := c.CreateJoinToken(ctx, api.JoinTokenRequest{Reusable: *reusable, TTL: *ttl})
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(t)
+	}
+	kind := "single-use"
+	if t.Reusable {
+		kind = "reusable"
+	}
+	fmt.Printf("%s\n\n%s join token %s, valid until %s. On the gateway:\n  meridian gateway --control URL --join-token %s --endpoint PUBLIC_HOST:51820\n",
+		t.Token, kind, t.ID, t.ExpiresAt.Format(time.RFC3339), t.Token)
+	return nil
+}
+
+func runGatewayTokens(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("gateway tokens", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	ts, err := c.JoinTokens(ctx)
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(ts)
+	}
+	table("ID\tREUSABLE\tEXPIRES\tUSED\tREVOKED", func(w *tabwriter.Writer) {
+		for _, t := range ts {
+			used := "-"
+			if !t.UsedAt.IsZero() {
+				used = t.UsedAt.Format(time.DateTime)
+			}
+			fmt.Fprintf(w, "%s\t%v\t%s\t%s\t%v\n", t.ID, t.Reusable, t.ExpiresAt.Format(time.DateTime), used, t.Revoked)
+		}
+	})
+	return nil
+}
+
+func runGatewayRevokeToken(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("gateway revoke-token", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	pos, err := parse(fs, args, "ID")
+	if err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	if err := c.RevokeJoinToken(ctx, pos[0]); err != nil {
+		return err
+	}
+	fmt.Printf("revoked join token %s\n", pos[0])
+	return nil
+}
+
+func runGatewayList(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("gateway list", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	gws, err := c.Gateways(ctx)
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(gws)
+	}
+	table("NAME\tSTATUS\tMODE\tENDPOINT\tPEERS\tACTIVE\tRX\tTX\tLAST SEEN", func(w *tabwriter.Writer) {
+		for _, g := range gws {
+			status := "down"
+			if g.Healthy {
+				status = "up"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", g.Name, status, g.Mode, g.Endpoint,
+				g.Load.Peers, g.Load.ActivePeers, bytesString(g.Load.RxBytes), bytesString(g.Load.TxBytes), ago(g.LastSeen))
+		}
+	})
+	return nil
+}
+
+func bytesString(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// caFingerprint is the hex SHA-256 of a PEM certificate, as join tokens carry it.
+func caFingerprint(pemBytes []byte) (string, error) {
+	b, _ := pem.Decode(pemBytes)
+	if b == nil {
+		return "", errors.New("not a PEM certificate")
+	}
+	sum := sha256.Sum256(b.Bytes)
+	return hex.EncodeToString(sum[:]), nil
+}

@@ -1,0 +1,197 @@
+// Command meridian is the Meridian VPN platform: control server, gateway,
+// client and admin commands in one binary.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string) error
+	sub     []*command
+}
+
+func commands() []*command {
+	return []*command{
+		{name: "up", summary: "run a control server and a rootless gateway in one process", run: runUp},
+		{name: "control", summary: "run the control server", run: runControl, sub: []*command{
+			{name: "admin-token", summary: "create an admin token in a control server's data directory", run: runAdminToken},
+		}},
+		{name: "gateway", summary: "run a gateway node joined to a control server", run: runGateway, sub: []*command{
+			{name: "token", summary: "create a join token for a new gateway", run: runGatewayToken},
+			{name: "tokens", summary: "list join tokens", run: runGatewayTokens},
+			{name: "revoke-token", summary: "revoke a join token: meridian gateway revoke-token ID", run: runGatewayRevokeToken},
+			{name: "list", summary: "list gateways with status and load", run: runGatewayList},
+		}},
+		{name: "connect", summary: "connect with a WireGuard config and expose the tunnel as a local SOCKS5/HTTP proxy", run: runConnect},
+		{name: "user", summary: "manage accounts", sub: []*command{
+			{name: "add", summary: "add an account: meridian user add NAME [--kind consumer|enterprise]", run: runUserAdd},
+			{name: "list", summary: "list accounts", run: runUserList},
+			{name: "delete", summary: "delete an account without devices: meridian user delete NAME", run: runUserDelete},
+		}},
+		{name: "device", summary: "manage devices and their WireGuard configs", sub: []*command{
+			{name: "add", summary: "add a device and write its WireGuard config", run: runDeviceAdd},
+			{name: "list", summary: "list devices", run: runDeviceList},
+			{name: "revoke", summary: "revoke a device: meridian device revoke ID", run: runDeviceRevoke},
+			{name: "delete", summary: "delete a device and free its addresses: meridian device delete ID", run: runDeviceDelete},
+		}},
+		{name: "version", summary: "print the version", run: func(context.Context, []string) error { fmt.Println(version); return nil }},
+	}
+}
+
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := dispatch(ctx, commands(), os.Args[1:], "meridian")
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meridian:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ error }
+
+func dispatch(ctx context.Context, cmds []*command, args []string, path string) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(os.Stdout, cmds, path)
+		if len(args) == 0 {
+			return usageError{errors.New("a command is required")}
+		}
+		return nil
+	}
+	for _, c := range cmds {
+		if c.name != args[0] {
+			continue
+		}
+		if len(c.sub) > 0 && len(args) > 1 && !strings.HasPrefix(args[1], "-") {
+			for _, s := range c.sub {
+				if s.name == args[1] {
+					return s.run(ctx, args[2:])
+				}
+			}
+			if c.run == nil {
+				return usageError{fmt.Errorf("unknown command %q %q; try 'meridian %s help'", c.name, args[1], c.name)}
+			}
+		}
+		if c.run == nil || (len(args) > 1 && args[1] == "help") {
+			usage(os.Stdout, c.sub, path+" "+c.name)
+			return nil
+		}
+		return c.run(ctx, args[1:])
+	}
+	return usageError{fmt.Errorf("unknown command %q; try 'meridian help'", args[0])}
+}
+
+func usage(w io.Writer, cmds []*command, path string) {
+	fmt.Fprintf(w, "usage: %s <command> [flags]\n\ncommands:\n", path)
+	for _, c := range cmds {
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+		for _, s := range c.sub {
+			fmt.Fprintf(w, "  %-14s %s\n", c.name+" "+s.name, s.summary)
+		}
+	}
+	fmt.Fprintf(w, "\nRun '%s <command> -h' for a command's flags.\n", path)
+}
+
+// parse parses flags that may come before or after positional arguments,
+// and checks the number of positional arguments.
+func parse(fs *flag.FlagSet, args []string, positional ...string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	if len(pos) != len(positional) {
+		want := "no arguments"
+		if len(positional) > 0 {
+			want = strings.Join(positional, " ")
+		}
+		return nil, usageError{fmt.Errorf("%s: want %s, got %d argument(s)", fs.Name(), want, len(pos))}
+	}
+	return pos, nil
+}
+
+// prefixList is a repeatable flag of CIDR prefixes.
+type prefixList []netip.Prefix
+
+func (p *prefixList) String() string {
+	s := make([]string, len(*p))
+	for i, x := range *p {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *prefixList) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		pfx, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return fmt.Errorf("%q is not a CIDR prefix or address", f)
+			}
+			pfx = netip.PrefixFrom(a, a.BitLen())
+		}
+		*p = append(*p, pfx.Masked())
+	}
+	return nil
+}
+
+// addrList is a repeatable flag of addresses.
+type addrList []netip.Addr
+
+func (a *addrList) String() string {
+	s := make([]string, len(*a))
+	for i, x := range *a {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (a *addrList) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		addr, err := netip.ParseAddr(strings.TrimSpace(f))
+		if err != nil {
+			return fmt.Errorf("%q is not an IP address", f)
+		}
+		*a = append(*a, addr)
+	}
+	return nil
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}

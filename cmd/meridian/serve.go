@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/control"
+	"github.com/meridian-vpn/meridian/gateway"
+	"github.com/meridian-vpn/meridian/internal/atomicfile"
+)
+
+// Files in a data directory that the admin commands read.
+const (
+	adminTokenFile = "admin-token"
+	controlURLFile = "control.url"
+)
+
+type controlFlags struct {
+	data     string
+	listen   string
+	hosts    string
+	pool4    string
+	pool6    string
+	dns      addrList
+	logLevel string
+}
+
+func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
+	fs.StringVar(&c.data, "data", "./meridian-data", "data directory")
+	fs.StringVar(&c.listen, "listen", defaultListen, "API listen address; loopback serves HTTP, any other address HTTPS with the control CA")
+	fs.StringVar(&c.hosts, "hosts", "", "comma-separated host names/addresses for the HTTPS certificate")
+	fs.StringVar(&c.pool4, "ipv4-pool", control.DefaultIPv4Pool.String(), "IPv4 tunnel address pool")
+	fs.StringVar(&c.pool6, "ipv6-pool", control.DefaultIPv6Pool.String(), "IPv6 tunnel address pool")
+	fs.Var(&c.dns, "dns", "DNS server for client configs (repeatable)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+// start opens the control server, makes the first admin token if there is
+// none, and starts serving. It returns the server and its URL.
+func (c *controlFlags) start(ctx context.Context, errc chan<- error) (*control.Server, string, error) {
+	log, err := newLogger(c.logLevel)
+	if err != nil {
+		return nil, "", err
+	}
+	p4, err := netip.ParsePrefix(c.pool4)
+	if err != nil {
+		return nil, "", fmt.Errorf("--ipv4-pool: %v", err)
+	}
+	p6, err := netip.ParsePrefix(c.pool6)
+	if err != nil {
+		return nil, "", fmt.Errorf("--ipv6-pool: %v", err)
+	}
+	if err := os.MkdirAll(c.data, 0o700); err != nil {
+		return nil, "", err
+	}
+	srv, err := control.New(ctx, control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log})
+	if err != nil {
+		return nil, "", err
+	}
+	tokenFile := filepath.Join(c.data, adminTokenFile)
+	if err := ensureAdminToken(ctx, srv, tokenFile); err != nil {
+		srv.Close()
+		return nil, "", err
+	}
+	l, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		srv.Close()
+		return nil, "", fmt.Errorf("--listen %s: %w", c.listen, err)
+	}
+	url := control.URLFor(l)
+	if err := atomicfile.Write(filepath.Join(c.data, controlURLFile), []byte(url+"\n"), 0o644); err != nil {
+		srv.Close()
+		return nil, "", err
+	}
+	var hosts []string
+	if c.hosts != "" {
+		hosts = strings.Split(c.hosts, ",")
+	}
+	go func() { errc <- srv.Serve(ctx, l, hosts) }()
+	log.Info("control server listening", "url", url, "ca_sha256", srv.CAFingerprint())
+	return srv, url, nil
+}
+
+func ensureAdminToken(ctx context.Context, srv *control.Server, file string) error {
+	if _, err := os.Stat(file); err == nil {
+		return nil
+	}
+	tok, err := srv.CreateAdminToken(ctx, "initial")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(file, []byte(tok+"\n"), 0o600)
+}
+
+type gatewayFlags struct {
+	state      string
+	name       string
+	listenPort int
+	endpoint   string
+	mode       string
+	allow      prefixList
+	tunName    string
+	exit4      string
+	exit6      string
+}
+
+func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
+	fs.IntVar(&g.listenPort, "listen-port", 51820, "WireGuard UDP port")
+	fs.StringVar(&g.endpoint, "endpoint", "", "host:port that clients dial (default 127.0.0.1:PORT when the control server is on loopback)")
+	fs.StringVar(&g.name, "name", "", "gateway name (default: host name)")
+	fs.Var(&g.allow, "egress-allow", "CIDR the userspace exit may reach although it is private/loopback (repeatable)")
+	if withTUN {
+		fs.StringVar(&g.mode, "mode", "userspace", "userspace (rootless, gVisor netstack) or tun (kernel TUN + nftables NAT, needs root)")
+		fs.StringVar(&g.tunName, "tun-name", "mrd0", "TUN interface name (tun mode)")
+		fs.StringVar(&g.exit4, "exit-ipv4", "", "IPv4 address to SNAT tunnel traffic to (tun mode; default: masquerade)")
+		fs.StringVar(&g.exit6, "exit-ipv6", "", "IPv6 address to SNAT tunnel traffic to (tun mode; default: masquerade)")
+	}
+}
+
+func (g *gatewayFlags) config() (gateway.Config, error) {
+	cfg := gateway.Config{
+		StateDir: g.state, Name: g.name, ListenPort: g.listenPort, Endpoint: g.endpoint,
+		Mode: api.GatewayMode(g.mode), EgressAllow: g.allow, TUNName: g.tunName,
+	}
+	for flagName, s := range map[string]string{"--exit-ipv4": g.exit4, "--exit-ipv6": g.exit6} {
+		if s == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return cfg, fmt.Errorf("%s: %q is not an IP address", flagName, s)
+		}
+		if a.Is4() {
+			cfg.ExitIPv4 = a
+		} else {
+			cfg.ExitIPv6 = a
+		}
+	}
+	return cfg, nil
+}
+
+func runUp(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	var cf controlFlags
+	var gf gatewayFlags
+	cf.register(fs, "127.0.0.1:8420")
+	gf.register(fs, false)
+	gwMetrics := fs.String("gateway-metrics", "", "serve the gateway's Prometheus metrics on this address")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	gf.mode = string(api.Userspace)
+	errc := make(chan error, 1)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srv, url, err := cf.start(ctx, errc)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	gf.state = filepath.Join(cf.data, "gateway")
+	gcfg, err := gf.config()
+	if err != nil {
+		return err
+	}
+	gcfg.Control = url
+	if gcfg.Name == "" {
+		gcfg.Name = "local"
+	}
+	gcfg.Logger, _ = newLogger(cf.logLevel)
+	if _, err := os.Stat(filepath.Join(gf.state, "gateway.json")); err != nil {
+		tok, err := srv.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: time.Hour})
+		if err != nil {
+			return err
+		}
+		gcfg.JoinToken = tok.Token
+	}
+	gw, err := gateway.Start(ctx, gcfg)
+	if err != nil {
+		return err
+	}
+	defer gw.Close()
+	if *gwMetrics != "" {
+		go func() { errc <- serveMetrics(ctx, *gwMetrics, gw) }()
+	}
+
+	abs, _ := filepath.Abs(cf.data)
+	fmt.Printf(`Meridian is up.
+  control API   %s/api/v1   (OpenAPI: %s/api/v1/openapi.json, metrics: %s/metrics)
+  gateway       %q, WireGuard on UDP %d, rootless userspace exit
+  admin token   %s
+  data          %s
+
+Next, in another terminal (the commands find the server and token in %s):
+  meridian user add alice
+  meridian device add --user alice --name laptop --out laptop.conf --qr laptop.png
+  meridian connect --config laptop.conf --socks5 127.0.0.1:1080 --http 127.0.0.1:8080
+  curl --proxy socks5h://127.0.0.1:1080 https://example.com/
+
+Stop with Ctrl-C; everything is kept in the data directory.
+`, url, url, url, gw.Name(), gf.listenPort, filepath.Join(abs, adminTokenFile), abs, cf.data)
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+func runControl(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("control", flag.ContinueOnError)
+	var cf controlFlags
+	cf.register(fs, "127.0.0.1:8420")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	srv, url, err := cf.start(ctx, errc)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	abs, _ := filepath.Abs(cf.data)
+	fmt.Printf("Meridian control server at %s\n  CA SHA-256  %s\n  admin token %s\nCreate a join token for a gateway with: meridian gateway token\n",
+		url, srv.CAFingerprint(), filepath.Join(abs, adminTokenFile))
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+func runAdminToken(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("control admin-token", flag.ContinueOnError)
+	data := fs.String("data", "./meridian-data", "data directory of the control server")
+	name := fs.String("name", "admin", "a name for the token")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	srv, err := control.New(ctx, control.Config{DataDir: filepath.Join(*data, "control")})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	tok, err := srv.CreateAdminToken(ctx, *name)
+	if err != nil {
+		return err
+	}
+	fmt.Println(tok)
+	return nil
+}
+
+func runGateway(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	var gf gatewayFlags
+	controlURL := fs.String("control", "", "control server URL (needed to join)")
+	joinToken := fs.String("join-token", "", "join token from 'meridian gateway token' (needed once)")
+	metrics := fs.String("metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9586)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&gf.state, "state", "./meridian-gateway", "state directory")
+	gf.register(fs, true)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := gf.config()
+	if err != nil {
+		return err
+	}
+	cfg.Control, cfg.JoinToken = *controlURL, *joinToken
+	if cfg.JoinToken == "" {
+		cfg.JoinToken = os.Getenv("MERIDIAN_JOIN_TOKEN")
+	}
+	if cfg.Logger, err = newLogger(*logLevel); err != nil {
+		return err
+	}
+	gw, err := gateway.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer gw.Close()
+	errc := make(chan error, 1)
+	if *metrics != "" {
+		go func() { errc <- serveMetrics(ctx, *metrics, gw) }()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+// serveMetrics serves a gateway's metrics on addr.
+func serveMetrics(ctx context.Context, addr string, gw *gateway.Gateway) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", gw.MetricsHandler())
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("--metrics %s: %w", addr, err)
+	}
+	return nil
+}

@@ -1,0 +1,120 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/store"
+)
+
+// Credentials are random, shown once and stored as SHA-256 hashes. The
+// prefix says what a credential is, so a leaked one is recognisable.
+const (
+	adminTokenPrefix  = "mrd-admin-"
+	gatewayCredPrefix = "mrd-gw-"
+	RoleAdmin         = "admin"
+)
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func hashSecret(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+// principal is who a request comes from.
+type principal struct {
+	admin   *store.AdminToken
+	gateway *api.Gateway
+}
+
+type principalKey struct{}
+
+func principalOf(ctx context.Context) principal {
+	p, _ := ctx.Value(principalKey{}).(principal)
+	return p
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// authenticate resolves the bearer token to an admin or a gateway.
+func (s *Server) authenticate(ctx context.Context, tok string) (principal, error) {
+	switch {
+	case strings.HasPrefix(tok, adminTokenPrefix):
+		t, err := s.db.AdminTokenByHash(ctx, hashSecret(tok))
+		if err != nil {
+			return principal{}, err
+		}
+		return principal{admin: &t}, nil
+	case strings.HasPrefix(tok, gatewayCredPrefix):
+		g, err := s.db.GatewayByCredential(ctx, hashSecret(tok))
+		if err != nil {
+			return principal{}, err
+		}
+		return principal{gateway: &g}, nil
+	}
+	return principal{}, store.ErrNotFound
+}
+
+type role int
+
+const (
+	asAdmin role = iota
+	asGateway
+)
+
+// require wraps a handler so that only the given kind of caller gets in.
+func (s *Server) require(want role, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		if tok == "" {
+			writeError(w, http.StatusUnauthorized, "missing bearer token (Authorization: Bearer …)")
+			return
+		}
+		p, err := s.authenticate(r.Context(), tok)
+		if errors.Is(err, store.ErrNotFound) {
+			s.metrics.authFailures.Inc()
+			writeError(w, http.StatusUnauthorized, "invalid or revoked token")
+			return
+		}
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		if (want == asAdmin && p.admin == nil) || (want == asGateway && p.gateway == nil) {
+			writeError(w, http.StatusForbidden, "this credential may not call this endpoint")
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	}
+}
+
+// CreateAdminToken makes a new admin token, stores its hash and returns the
+// token itself, which is not kept anywhere.
+func (s *Server) CreateAdminToken(ctx context.Context, name string) (string, error) {
+	tok := adminTokenPrefix + randomString(32)
+	id := hex.EncodeToString(hashSecret(tok)[:6])
+	return tok, s.db.AddAdminToken(ctx, id, name, RoleAdmin, hashSecret(tok))
+}
+
+func secretEqual(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

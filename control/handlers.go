@@ -1,0 +1,376 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/ipam"
+	"github.com/meridian-vpn/meridian/store"
+	"github.com/meridian-vpn/meridian/wg"
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
+
+func checkName(what, name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%s name must be 1-64 characters of letters, digits, '.', '_', '@' or '-', starting with a letter or digit", what)
+	}
+	return nil
+}
+
+// storeError maps store errors to HTTP answers.
+func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error, notFound string) {
+	var ce *store.ConflictError
+	var te *store.TokenError
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, notFound)
+	case errors.As(err, &ce):
+		writeError(w, http.StatusConflict, ce.What)
+	case errors.As(err, &te):
+		writeError(w, http.StatusUnauthorized, te.Error())
+	default:
+		s.internalError(w, r, err)
+	}
+}
+
+func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
+	var req api.CreateUserRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if err := checkName("user", req.Name); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	switch req.Kind {
+	case "":
+		req.Kind = api.Consumer
+	case api.Consumer, api.Enterprise:
+	default:
+		writeError(w, http.StatusBadRequest, `kind must be "consumer" or "enterprise"`)
+		return
+	}
+	u, err := s.db.CreateUser(r.Context(), req.Name, req.Kind)
+	if err != nil {
+		s.storeError(w, r, err, "")
+		return
+	}
+	writeJSON(w, http.StatusCreated, u)
+}
+
+func (s *Server) handleUsers(w http.ResponseWriter, r *http.Request) {
+	users, err := s.db.Users(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, users)
+}
+
+func (s *Server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := s.db.DeleteUser(r.Context(), name); err != nil {
+		s.storeError(w, r, err, fmt.Sprintf("no user named %q", name))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleCreateDevice(w http.ResponseWriter, r *http.Request) {
+	var req api.CreateDeviceRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.User == "" {
+		writeError(w, http.StatusBadRequest, "user is required")
+		return
+	}
+	if err := checkName("device", req.Name); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var resp api.CreateDeviceResponse
+	var pub wg.Key
+	if req.PublicKey != nil {
+		pub = *req.PublicKey
+	} else {
+		priv, err := wg.NewPrivateKey()
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		pub, resp.PrivateKey = priv.Public(), &priv
+	}
+	if pub.IsZero() {
+		writeError(w, http.StatusBadRequest, "public_key is all zeroes")
+		return
+	}
+	if _, err := s.db.User(r.Context(), req.User); err != nil {
+		s.storeError(w, r, err, fmt.Sprintf("no user named %q", req.User))
+		return
+	}
+	v4, err := s.pool4.Allocate()
+	if err != nil {
+		s.poolError(w, r, err, s.pool4)
+		return
+	}
+	v6, err := s.pool6.Allocate()
+	if err != nil {
+		s.pool4.Release(v4)
+		s.poolError(w, r, err, s.pool6)
+		return
+	}
+	d, err := s.db.CreateDevice(r.Context(), store.NewDevice{User: req.User, Name: req.Name, PublicKey: pub, IPv4: v4, IPv6: v6})
+	if err != nil {
+		s.pool4.Release(v4)
+		s.pool6.Release(v6)
+		s.storeError(w, r, err, fmt.Sprintf("no user named %q", req.User))
+		return
+	}
+	s.changed.notify()
+	resp.Device = d
+	resp.Tunnel = s.tunnelInfo(r)
+	writeJSON(w, http.StatusCreated, resp)
+}
+
+func (s *Server) poolError(w http.ResponseWriter, r *http.Request, err error, p *ipam.Pool) {
+	if errors.Is(err, ipam.ErrExhausted) {
+		writeError(w, http.StatusConflict, fmt.Sprintf("tunnel address pool %s is exhausted; delete unused devices or configure a larger pool", p.Prefix()))
+		return
+	}
+	s.internalError(w, r, err)
+}
+
+// tunnelInfo picks the gateway a new device's config points at: a healthy
+// one if any, else any joined gateway. (Choosing by location comes with
+// locations.)
+func (s *Server) tunnelInfo(r *http.Request) api.TunnelInfo {
+	t := api.TunnelInfo{DNS: s.cfg.DNS, PersistentKeepalive: 25}
+	gws, err := s.db.Gateways(r.Context())
+	if err != nil || len(gws) == 0 {
+		return t
+	}
+	best := gws[0]
+	for _, g := range gws {
+		if s.healthy(g.Name) {
+			best = g
+			break
+		}
+	}
+	t.Gateway, t.PublicKey, t.Endpoint = best.Name, best.PublicKey, best.Endpoint
+	return t
+}
+
+func (s *Server) handleDevices(w http.ResponseWriter, r *http.Request) {
+	user := r.URL.Query().Get("user")
+	if user != "" {
+		if _, err := s.db.User(r.Context(), user); err != nil {
+			s.storeError(w, r, err, fmt.Sprintf("no user named %q", user))
+			return
+		}
+	}
+	devs, err := s.db.Devices(r.Context(), user)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, devs)
+}
+
+func deviceID(w http.ResponseWriter, r *http.Request) (int64, bool) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		writeError(w, http.StatusBadRequest, "device id must be a positive number")
+		return 0, false
+	}
+	return id, true
+}
+
+func (s *Server) handleRevokeDevice(w http.ResponseWriter, r *http.Request) {
+	id, ok := deviceID(w, r)
+	if !ok {
+		return
+	}
+	d, err := s.db.RevokeDevice(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, err, fmt.Sprintf("no device with id %d", id))
+		return
+	}
+	s.changed.notify()
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (s *Server) handleDeleteDevice(w http.ResponseWriter, r *http.Request) {
+	id, ok := deviceID(w, r)
+	if !ok {
+		return
+	}
+	d, err := s.db.DeleteDevice(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, err, fmt.Sprintf("no device with id %d", id))
+		return
+	}
+	s.pool4.Release(d.IPv4)
+	s.pool6.Release(d.IPv6)
+	s.changed.notify()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+const (
+	defaultJoinTTL = 24 * time.Hour
+	maxJoinTTL     = 365 * 24 * time.Hour
+)
+
+func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request) {
+	var req api.JoinTokenRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.TTL == 0 {
+		req.TTL = defaultJoinTTL
+	}
+	if req.TTL < time.Minute || req.TTL > maxJoinTTL {
+		writeError(w, http.StatusBadRequest, "ttl must be between 1 minute and 1 year")
+		return
+	}
+	t, err := s.CreateJoinToken(r.Context(), req)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, t)
+}
+
+// CreateJoinToken makes a join token and stores its hash.
+func (s *Server) CreateJoinToken(ctx context.Context, req api.JoinTokenRequest) (api.JoinToken, error) {
+	parts := api.JoinTokenParts{ID: randomString(6), Secret: randomString(24), CAHash: s.ca.Fingerprint()}
+	exp := time.Now().Add(req.TTL).UTC().Truncate(time.Second)
+	if err := s.db.AddJoinToken(ctx, parts.ID, hashSecret(parts.Secret), req.Reusable, exp); err != nil {
+		return api.JoinToken{}, err
+	}
+	return api.JoinToken{ID: parts.ID, Token: parts.String(), Reusable: req.Reusable, ExpiresAt: exp}, nil
+}
+
+func (s *Server) handleJoinTokens(w http.ResponseWriter, r *http.Request) {
+	ts, err := s.db.JoinTokens(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ts)
+}
+
+func (s *Server) handleRevokeJoinToken(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := s.db.RevokeJoinToken(r.Context(), id); err != nil {
+		s.storeError(w, r, err, fmt.Sprintf("no join token with id %q", id))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
+	parts, err := api.ParseJoinToken(bearer(r))
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, err.Error())
+		return
+	}
+	if parts.CAHash != s.ca.Fingerprint() {
+		writeError(w, http.StatusUnauthorized, "join token was issued by another control server (CA fingerprint differs)")
+		return
+	}
+	var req api.JoinRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if err := checkName("gateway", req.Name); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if req.PublicKey.IsZero() {
+		writeError(w, http.StatusBadRequest, "public_key is required")
+		return
+	}
+	if _, port, err := net.SplitHostPort(req.Endpoint); err != nil || port == "0" {
+		writeError(w, http.StatusBadRequest, "endpoint must be host:port, the address clients dial")
+		return
+	}
+	switch req.Mode {
+	case api.Userspace, api.TUN:
+	default:
+		writeError(w, http.StatusBadRequest, `mode must be "userspace" or "tun"`)
+		return
+	}
+	cred := gatewayCredPrefix + randomString(32)
+	err = s.db.JoinGateway(r.Context(), store.NewGateway{
+		TokenID: parts.ID, Name: req.Name, PublicKey: req.PublicKey, Endpoint: req.Endpoint, Mode: req.Mode, CredHash: hashSecret(cred),
+	}, func(stored []byte) bool { return secretEqual(stored, hashSecret(parts.Secret)) })
+	if err != nil {
+		s.metrics.joinFailures.Inc()
+		s.storeError(w, r, err, "")
+		return
+	}
+	s.log.Info("gateway joined", "gateway", req.Name, "mode", req.Mode)
+	writeJSON(w, http.StatusCreated, api.JoinResponse{Name: req.Name, Credential: cred, Addresses: s.gatewayAddresses()})
+}
+
+// gatewayAddresses are the gateway's own tunnel addresses: the first host
+// of each pool, with the pool's prefix length.
+func (s *Server) gatewayAddresses() []netip.Prefix {
+	return []netip.Prefix{
+		netip.PrefixFrom(s.pool4.Gateway(), s.pool4.Prefix().Bits()),
+		netip.PrefixFrom(s.pool6.Gateway(), s.pool6.Prefix().Bits()),
+	}
+}
+
+func (s *Server) handleGateways(w http.ResponseWriter, r *http.Request) {
+	gws, err := s.db.Gateways(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	s.mu.Lock()
+	for i := range gws {
+		st := s.status[gws[i].Name]
+		gws[i].LastSeen, gws[i].Load = st.lastSeen, st.report
+		gws[i].Healthy = !st.lastSeen.IsZero() && time.Since(st.lastSeen) < s.cfg.HeartbeatTimeout
+	}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, gws)
+}
+
+func (s *Server) healthy(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status[name]
+	return !st.lastSeen.IsZero() && time.Since(st.lastSeen) < s.cfg.HeartbeatTimeout
+}
+
+func (s *Server) seen(name string, report *api.GatewayReport) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status[name]
+	st.lastSeen = time.Now()
+	if report != nil {
+		st.report = *report
+	}
+	s.status[name] = st
+}
+
+func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
+	var rep api.GatewayReport
+	if !decode(w, r, &rep) {
+		return
+	}
+	s.seen(principalOf(r.Context()).gateway.Name, &rep)
+	w.WriteHeader(http.StatusNoContent)
+}

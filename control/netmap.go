@@ -1,0 +1,108 @@
+package control
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/meridian-vpn/meridian/api"
+)
+
+// broadcast wakes every waiter when the peer set changes: each waiter holds
+// the current channel, which notify closes and replaces.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newBroadcast() *broadcast { return &broadcast{ch: make(chan struct{})} }
+
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ch
+}
+
+func (b *broadcast) notify() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	close(b.ch)
+	b.ch = make(chan struct{})
+}
+
+const (
+	defaultNetmapWait = 30 * time.Second
+	maxNetmapWait     = 120 * time.Second
+	// peerChangesKept is how much of the change log is kept for deltas;
+	// gateways further behind get a full netmap.
+	peerChangesKept = 100_000
+)
+
+// handleNetmap answers a gateway's long poll: since=0 (or a version this
+// server does not know) gets a full netmap; otherwise the changes after
+// since, as soon as there are any, or an empty delta after wait.
+func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
+	gw := principalOf(r.Context()).gateway
+	q := r.URL.Query()
+	since, err := strconv.ParseInt(q.Get("since"), 10, 64)
+	if err != nil || since < 0 {
+		writeError(w, http.StatusBadRequest, "since must be a version number (0 for a full netmap)")
+		return
+	}
+	wait := defaultNetmapWait
+	if v := q.Get("wait"); v != "" {
+		if wait, err = time.ParseDuration(v); err != nil || wait < 0 || wait > maxNetmapWait {
+			writeError(w, http.StatusBadRequest, "wait must be a duration between 0s and 120s")
+			return
+		}
+	}
+	s.seen(gw.Name, nil)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		changed := s.changed.wait()
+		cur, err := s.db.NetmapVersion(r.Context())
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		if since == 0 || since > cur {
+			s.writeFullNetmap(w, r)
+			return
+		}
+		if cur > since {
+			nm, ok, err := s.db.NetmapSince(r.Context(), since)
+			if err != nil {
+				s.internalError(w, r, err)
+				return
+			}
+			if !ok {
+				s.writeFullNetmap(w, r)
+				return
+			}
+			s.metrics.netmapDeltas.Inc()
+			writeJSON(w, http.StatusOK, nm)
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			writeJSON(w, http.StatusOK, api.Netmap{Version: since, Peers: []api.Peer{}})
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (s *Server) writeFullNetmap(w http.ResponseWriter, r *http.Request) {
+	nm, err := s.db.FullNetmap(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	nm.Addresses = s.gatewayAddresses()
+	s.metrics.netmapFull.Inc()
+	writeJSON(w, http.StatusOK, nm)
+}

@@ -1,0 +1,280 @@
+// Package control is the control server: accounts, devices, tunnel
+// addresses, gateways and the netmaps they follow, behind a JSON HTTP API.
+package control
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/ipam"
+	"github.com/meridian-vpn/meridian/store"
+)
+
+// Config configures a control server.
+type Config struct {
+	DataDir  string       // database, CA and keys live here
+	IPv4Pool netip.Prefix // tunnel addresses for devices; default 10.200.0.0/16
+	IPv6Pool netip.Prefix // default fd6d:7269:6469::/64
+	DNS      []netip.Addr // DNS servers written into client configs, if any
+	// HeartbeatTimeout is how long a gateway may stay silent and still count
+	// as healthy. Default 30 s.
+	HeartbeatTimeout time.Duration
+	Logger           *slog.Logger
+}
+
+// Defaults for the tunnel address pools.
+var (
+	DefaultIPv4Pool = netip.MustParsePrefix("10.200.0.0/16")
+	DefaultIPv6Pool = netip.MustParsePrefix("fd6d:7269:6469::/64")
+)
+
+// maxBody bounds every request body.
+const maxBody = 64 << 10
+
+// Server is a control server.
+type Server struct {
+	cfg     Config
+	db      *store.DB
+	ca      *authority
+	pool4   *ipam.Pool
+	pool6   *ipam.Pool
+	log     *slog.Logger
+	metrics *metrics
+	changed *broadcast
+
+	mu     sync.Mutex
+	status map[string]gatewayStatus // by gateway name; in memory only
+}
+
+type gatewayStatus struct {
+	lastSeen time.Time
+	report   api.GatewayReport
+}
+
+// New opens (or creates) the control server's state in cfg.DataDir.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("control: no data directory")
+	}
+	if !cfg.IPv4Pool.IsValid() {
+		cfg.IPv4Pool = DefaultIPv4Pool
+	}
+	if !cfg.IPv6Pool.IsValid() {
+		cfg.IPv6Pool = DefaultIPv6Pool
+	}
+	if !cfg.IPv4Pool.Addr().Is4() || !cfg.IPv6Pool.Addr().Is6() {
+		return nil, fmt.Errorf("control: IPv4 pool %s / IPv6 pool %s are of the wrong family", cfg.IPv4Pool, cfg.IPv6Pool)
+	}
+	if cfg.HeartbeatTimeout == 0 {
+		cfg.HeartbeatTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	ca, err := loadOrCreateCA(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("control CA: %w", err)
+	}
+	db, err := store.Open(ctx, filepath.Join(cfg.DataDir, "meridian.db"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, db: db, ca: ca, log: cfg.Logger, changed: newBroadcast(), status: map[string]gatewayStatus{}}
+	if err := s.loadPools(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.metrics = newMetrics(s)
+	return s, nil
+}
+
+// loadPools builds the address pools, refusing to start if the configured
+// pools do not match the ones the stored devices were given.
+func (s *Server) loadPools(ctx context.Context) error {
+	for key, p := range map[string]netip.Prefix{"ipv4_pool": s.cfg.IPv4Pool, "ipv6_pool": s.cfg.IPv6Pool} {
+		stored, err := s.db.Setting(ctx, key)
+		if err != nil {
+			return err
+		}
+		if stored == "" {
+			if err := s.db.SetSetting(ctx, key, p.String()); err != nil {
+				return err
+			}
+		} else if stored != p.String() {
+			return fmt.Errorf("control: %s is %s in the database but %s was configured; changing pools of existing devices is not supported", key, stored, p)
+		}
+	}
+	var err error
+	if s.pool4, err = ipam.NewPool(s.cfg.IPv4Pool); err != nil {
+		return fmt.Errorf("IPv4 pool: %w", err)
+	}
+	if s.pool6, err = ipam.NewPool(s.cfg.IPv6Pool); err != nil {
+		return fmt.Errorf("IPv6 pool: %w", err)
+	}
+	addrs, err := s.db.AllocatedAddresses(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		p := s.pool6
+		if a.Is4() {
+			p = s.pool4
+		}
+		if err := p.MarkUsed(a); err != nil {
+			return fmt.Errorf("stored device address: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close releases the database.
+func (s *Server) Close() error { return s.db.Close() }
+
+// CAFingerprint is the hex SHA-256 of the control CA certificate.
+func (s *Server) CAFingerprint() string { return s.ca.Fingerprint() }
+
+// Serve answers API requests on l until ctx ends. Listeners on loopback
+// addresses serve plain HTTP; all others serve HTTPS with a certificate
+// from the control CA covering hosts (plus the listener's own address).
+func (s *Server) Serve(ctx context.Context, l net.Listener, hosts []string) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// Requests end with ctx, so long polls do not hold up a shutdown.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+	}
+	addr := l.Addr().(*net.TCPAddr)
+	if !addr.IP.IsLoopback() {
+		cert, err := s.ca.serverCert(append(hosts, addr.IP.String(), "localhost", "127.0.0.1", "::1"))
+		if err != nil {
+			return err
+		}
+		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	shutdown := make(chan struct{})
+	go func() {
+		defer close(shutdown)
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
+	}()
+	err := srv.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		<-shutdown // handlers have returned: the database may be closed now
+		return nil
+	}
+	return err
+}
+
+// URLFor returns the URL clients use to reach a listener of this server.
+func URLFor(l net.Listener) string {
+	addr := l.Addr().(*net.TCPAddr)
+	if addr.IP.IsLoopback() {
+		return "http://" + addr.String()
+	}
+	return "https://" + addr.String()
+}
+
+// Handler returns the API's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	p := api.Prefix
+	mux.HandleFunc("GET "+p+"/health", s.handleHealth)
+	mux.HandleFunc("GET "+p+"/openapi.json", s.handleOpenAPI)
+	mux.HandleFunc("POST "+p+"/users", s.require(asAdmin, s.handleCreateUser))
+	mux.HandleFunc("GET "+p+"/users", s.require(asAdmin, s.handleUsers))
+	mux.HandleFunc("DELETE "+p+"/users/{name}", s.require(asAdmin, s.handleDeleteUser))
+	mux.HandleFunc("POST "+p+"/devices", s.require(asAdmin, s.handleCreateDevice))
+	mux.HandleFunc("GET "+p+"/devices", s.require(asAdmin, s.handleDevices))
+	mux.HandleFunc("POST "+p+"/devices/{id}/revoke", s.require(asAdmin, s.handleRevokeDevice))
+	mux.HandleFunc("DELETE "+p+"/devices/{id}", s.require(asAdmin, s.handleDeleteDevice))
+	mux.HandleFunc("POST "+p+"/gateway-tokens", s.require(asAdmin, s.handleCreateJoinToken))
+	mux.HandleFunc("GET "+p+"/gateway-tokens", s.require(asAdmin, s.handleJoinTokens))
+	mux.HandleFunc("DELETE "+p+"/gateway-tokens/{id}", s.require(asAdmin, s.handleRevokeJoinToken))
+	mux.HandleFunc("GET "+p+"/gateways", s.require(asAdmin, s.handleGateways))
+	mux.HandleFunc("POST "+p+"/gateways/join", s.handleJoin)
+	mux.HandleFunc("GET "+p+"/gateway/netmap", s.require(asGateway, s.handleNetmap))
+	mux.HandleFunc("POST "+p+"/gateway/report", s.require(asGateway, s.handleReport))
+	mux.Handle("GET /metrics", s.metrics.handler())
+	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return s.metrics.instrument(mux)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, api.Error{Error: msg})
+}
+
+// internalError logs err (which carries no personal data: errors built in
+// this package never include addresses or names of people) and answers 500.
+func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	writeError(w, http.StatusInternalServerError, "internal error; see the control server's log")
+}
+
+// decode reads a JSON body into v: bounded in size, unknown fields and
+// trailing data refused, with a message that says what was wrong.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("unexpected data after the JSON object")
+	}
+	if err == nil {
+		if _, e := dec.Token(); e != io.EOF {
+			err = errors.New("unexpected data after the JSON object")
+		}
+	}
+	if err == nil {
+		return true
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", maxBody))
+	case errors.Is(err, io.EOF):
+		writeError(w, http.StatusBadRequest, "empty request body; a JSON object is required")
+	default:
+		writeError(w, http.StatusBadRequest, "malformed JSON body: "+err.Error())
+	}
+	return false
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Version: Version})
+}
+
+// Version is the control server's version, set at build time.
+var Version = "dev"

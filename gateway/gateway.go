@@ -1,0 +1,253 @@
+// Package gateway is the node agent: it joins a control server, runs a
+// WireGuard device over a userspace or TUN data plane, follows its netmap
+// and applies peer changes incrementally, and reports aggregate load.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/exit"
+	"github.com/meridian-vpn/meridian/tunnet"
+	"github.com/meridian-vpn/meridian/wg"
+)
+
+// Config configures a gateway.
+type Config struct {
+	Control    string // control server URL; needed to join, remembered after
+	JoinToken  string // needed only until the gateway has joined
+	StateDir   string
+	Name       string // default: the host name
+	ListenPort int    // WireGuard UDP port, default 51820
+	Endpoint   string // host:port clients dial; default 127.0.0.1:ListenPort when the control server is on loopback
+	Mode       api.GatewayMode
+
+	// Userspace mode.
+	EgressAllow []netip.Prefix
+
+	// TUN mode.
+	TUNName  string
+	ExitIPv4 netip.Addr
+	ExitIPv6 netip.Addr
+
+	ReportInterval time.Duration // default 10 s
+	Logger         *slog.Logger
+}
+
+// dataplane is what carries decrypted tunnel traffic onwards: the userspace
+// exit (gVisor netstack) or a kernel TUN with NAT.
+type dataplane interface {
+	Device() tun.Device
+	Close() error
+}
+
+// Gateway is a running gateway.
+type Gateway struct {
+	cfg    Config
+	log    *slog.Logger
+	st     *state
+	client *api.Client
+	plane  dataplane
+	exit   *exit.Exit // nil in TUN mode
+	dev    *device.Device
+
+	mu        sync.Mutex
+	installed map[wg.Key][]netip.Prefix // as applied to dev
+	version   int64
+	dirty     chan struct{}
+
+	connected atomic.Bool
+	lastLoad  atomic.Pointer[api.GatewayReport]
+	cancel    context.CancelFunc
+	done      sync.WaitGroup
+	metrics   *metrics
+}
+
+// Start joins (if needed), brings the WireGuard device up with the last
+// known peers, and starts following the control server.
+func Start(ctx context.Context, cfg Config) (*Gateway, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("gateway: no state directory")
+	}
+	if cfg.ListenPort == 0 {
+		cfg.ListenPort = 51820
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = api.Userspace
+	}
+	if cfg.ReportInterval == 0 {
+		cfg.ReportInterval = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, installed: map[wg.Key][]netip.Prefix{}, dirty: make(chan struct{}, 1)}
+	if err := g.loadOrJoin(ctx); err != nil {
+		return nil, err
+	}
+	if err := g.startDevice(); err != nil {
+		return nil, err
+	}
+	g.metrics = newMetrics(g)
+	cached, err := loadNetmap(cfg.StateDir)
+	if err != nil {
+		g.log.Warn("ignoring cached netmap", "err", err)
+	} else if len(cached.Peers) > 0 {
+		if err := g.apply(api.Netmap{Version: cached.Version, Full: true, Peers: cached.Peers}); err != nil {
+			g.log.Warn("applying cached netmap", "err", err)
+		}
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	g.done.Add(3)
+	go g.syncLoop(runCtx)
+	go g.reportLoop(runCtx)
+	go g.saveLoop(runCtx)
+	g.log.Info("gateway up", "name", g.st.Name, "mode", cfg.Mode, "listen_port", cfg.ListenPort, "public_key", g.st.PrivateKey.Public().String())
+	return g, nil
+}
+
+func (g *Gateway) loadOrJoin(ctx context.Context) error {
+	st, err := loadState(g.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		priv, err := wg.NewPrivateKey()
+		if err != nil {
+			return err
+		}
+		name := g.cfg.Name
+		if name == "" {
+			if name, err = os.Hostname(); err != nil || name == "" {
+				name = "gateway"
+			}
+		}
+		st = &state{PrivateKey: priv, Name: name}
+		if err := st.save(g.cfg.StateDir); err != nil {
+			return err
+		}
+	}
+	g.st = st
+	if st.Credential == "" {
+		if err := g.join(ctx); err != nil {
+			return err
+		}
+	} else if g.cfg.Control != "" && g.cfg.Control != st.Control {
+		return fmt.Errorf("gateway already joined %s; to join %s, start with an empty state directory", st.Control, g.cfg.Control)
+	}
+	g.client, err = api.NewClient(st.Control, st.Credential, st.CAHash)
+	return err
+}
+
+func (g *Gateway) join(ctx context.Context) error {
+	if g.cfg.Control == "" || g.cfg.JoinToken == "" {
+		return errors.New("gateway has not joined a control server yet: give --control URL and --join-token TOKEN (from 'meridian gateway token')")
+	}
+	parts, err := api.ParseJoinToken(g.cfg.JoinToken)
+	if err != nil {
+		return err
+	}
+	c, err := api.NewClient(g.cfg.Control, g.cfg.JoinToken, parts.CAHash)
+	if err != nil {
+		return err
+	}
+	endpoint := g.cfg.Endpoint
+	if endpoint == "" {
+		host := strings.TrimPrefix(strings.TrimPrefix(g.cfg.Control, "http://"), "https://")
+		if i := strings.LastIndex(host, ":"); i >= 0 {
+			host = host[:i]
+		}
+		if !api.IsLoopbackHost(strings.Trim(host, "[]")) {
+			return errors.New("--endpoint HOST:PORT is required: the address clients dial to reach this gateway")
+		}
+		endpoint = fmt.Sprintf("127.0.0.1:%d", g.cfg.ListenPort)
+	}
+	resp, err := c.Join(ctx, api.JoinRequest{Name: g.st.Name, PublicKey: g.st.PrivateKey.Public(), Endpoint: endpoint, Mode: g.cfg.Mode})
+	if err != nil {
+		return fmt.Errorf("joining %s: %w", g.cfg.Control, err)
+	}
+	g.st.Control, g.st.CAHash, g.st.Credential, g.st.Addresses = g.cfg.Control, parts.CAHash, resp.Credential, resp.Addresses
+	g.log.Info("joined control server", "control", g.cfg.Control, "name", resp.Name)
+	return g.st.save(g.cfg.StateDir)
+}
+
+func (g *Gateway) startDevice() error {
+	var err error
+	switch g.cfg.Mode {
+	case api.Userspace:
+		g.exit, err = exit.New(exit.Config{Addresses: g.st.Addresses, Allow: g.cfg.EgressAllow, Logger: g.log})
+		g.plane = g.exit
+	case api.TUN:
+		g.plane, err = tunnet.Open(tunnet.Config{Name: g.cfg.TUNName, Addresses: g.st.Addresses, ExitIPv4: g.cfg.ExitIPv4, ExitIPv6: g.cfg.ExitIPv6})
+	default:
+		err = fmt.Errorf("unknown gateway mode %q: want userspace or tun", g.cfg.Mode)
+	}
+	if err != nil {
+		return err
+	}
+	g.dev = device.NewDevice(g.plane.Device(), conn.NewDefaultBind(), wgLogger(g.log))
+	if err := g.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", g.st.PrivateKey.Hex(), g.cfg.ListenPort)); err != nil {
+		g.dev.Close()
+		return fmt.Errorf("configuring WireGuard (UDP port %d in use?): %w", g.cfg.ListenPort, err)
+	}
+	if err := g.dev.Up(); err != nil {
+		g.dev.Close()
+		return fmt.Errorf("WireGuard device up (UDP port %d in use?): %w", g.cfg.ListenPort, err)
+	}
+	return nil
+}
+
+// Close stops following the control server and tears the device down.
+func (g *Gateway) Close() error {
+	g.cancel()
+	g.done.Wait()
+	g.mu.Lock()
+	nm := g.snapshotLocked()
+	g.mu.Unlock()
+	err := saveNetmap(g.cfg.StateDir, nm)
+	g.dev.Close() // closes the data plane's tun.Device too
+	if cerr := g.plane.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// PublicKey is the gateway's WireGuard public key.
+func (g *Gateway) PublicKey() wg.Key { return g.st.PrivateKey.Public() }
+
+// Name is the gateway's name at the control server.
+func (g *Gateway) Name() string { return g.st.Name }
+
+// Connected reports whether the last request to the control server worked.
+func (g *Gateway) Connected() bool { return g.connected.Load() }
+
+// NetmapVersion is the version of the last applied netmap.
+func (g *Gateway) NetmapVersion() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.version
+}
+
+// Peers returns the number of installed peers.
+func (g *Gateway) Peers() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.installed)
+}

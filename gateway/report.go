@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.zx2c4.com/wireguard/device"
+
+	"github.com/meridian-vpn/meridian/api"
+)
+
+// rejectAfter is WireGuard's Reject-After-Time: a peer without a handshake
+// for this long has no live session.
+const rejectAfter = 180 * time.Second
+
+// Load reads aggregate figures from the WireGuard device: nothing per peer
+// leaves this function.
+func (g *Gateway) Load() api.GatewayReport {
+	var r api.GatewayReport
+	out, err := g.dev.IpcGet()
+	if err != nil {
+		return r
+	}
+	now := time.Now()
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), "=")
+		switch k {
+		case "public_key":
+			r.Peers++
+		case "last_handshake_time_sec":
+			if sec, _ := strconv.ParseInt(v, 10, 64); sec > 0 && now.Sub(time.Unix(sec, 0)) < rejectAfter {
+				r.ActivePeers++
+			}
+		case "rx_bytes":
+			n, _ := strconv.ParseUint(v, 10, 64)
+			r.RxBytes += n
+		case "tx_bytes":
+			n, _ := strconv.ParseUint(v, 10, 64)
+			r.TxBytes += n
+		}
+	}
+	r.Version = g.NetmapVersion()
+	return r
+}
+
+func (g *Gateway) reportLoop(ctx context.Context) {
+	defer g.done.Done()
+	t := time.NewTicker(g.cfg.ReportInterval)
+	defer t.Stop()
+	for {
+		load := g.Load()
+		g.lastLoad.Store(&load)
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := g.client.Report(rctx, load)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			g.log.Debug("report failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// metrics are aggregate only: no label names a peer, key or address.
+type metrics struct {
+	reg *prometheus.Registry
+}
+
+func newMetrics(g *Gateway) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	// Figures read from the device come from the report loop's last
+	// reading, so a scrape costs nothing even with many peers.
+	load := func() api.GatewayReport {
+		if r := g.lastLoad.Load(); r != nil {
+			return *r
+		}
+		return api.GatewayReport{}
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		gauge("meridian_gateway_peers", "Peers installed in the WireGuard device.", func() float64 { return float64(g.Peers()) }),
+		gauge("meridian_gateway_active_peers", "Peers with a handshake in the last 180 s.", func() float64 { return float64(load().ActivePeers) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_rx_bytes_total", Help: "Bytes received from peers (current peers)."}, func() float64 { return float64(load().RxBytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_tx_bytes_total", Help: "Bytes sent to peers (current peers)."}, func() float64 { return float64(load().TxBytes) }),
+		gauge("meridian_gateway_netmap_version", "Version of the applied netmap.", func() float64 { return float64(g.NetmapVersion()) }),
+		gauge("meridian_gateway_control_connected", "1 while the control server answers.", func() float64 {
+			if g.Connected() {
+				return 1
+			}
+			return 0
+		}),
+	)
+	if g.exit != nil {
+		m.reg.MustRegister(
+			gauge("meridian_exit_tcp_open", "Forwarded TCP connections open.", func() float64 { return float64(g.exit.Stats().TCPOpen) }),
+			gauge("meridian_exit_udp_open", "Forwarded UDP flows open.", func() float64 { return float64(g.exit.Stats().UDPOpen) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_exit_denied_total", Help: "Flows refused by the egress policy."}, func() float64 { return float64(g.exit.Stats().Denied) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_exit_cap_hit_total", Help: "Flows refused by the connection caps."}, func() float64 { return float64(g.exit.Stats().CapHit) }),
+		)
+	}
+	return m
+}
+
+// MetricsHandler serves the gateway's Prometheus metrics.
+func (g *Gateway) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{})
+}
+
+// addrRE matches IPv4 and IPv6 literals (with optional port), which
+// wireguard-go's messages may carry: endpoints of peers are personal data
+// and never reach our logs.
+var addrRE = regexp.MustCompile(`\[?[0-9a-fA-F]*:[0-9a-fA-F:.]*:[0-9a-fA-F:.]*\]?(:\d+)?|\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b`)
+
+func redact(s string) string { return addrRE.ReplaceAllString(s, "<addr>") }
+
+// wgLogger passes wireguard-go's errors to slog with addresses removed and
+// drops its verbose log, which names peers and endpoints.
+func wgLogger(l interface {
+	Warn(msg string, args ...any)
+}) *device.Logger {
+	return &device.Logger{
+		Verbosef: device.DiscardLogf,
+		Errorf: func(format string, args ...any) {
+			l.Warn("wireguard", "msg", redact(fmt.Sprintf(format, args...)))
+		},
+	}
+}

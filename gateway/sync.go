@@ -1,0 +1,154 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/wg"
+)
+
+const (
+	pollWait   = 25 * time.Second
+	maxBackoff = 5 * time.Second
+)
+
+// syncLoop follows the control server's netmap. After any failure it asks
+// for a full netmap again, and applies only the difference to what is
+// installed, so live tunnels are not disturbed by a reconnect.
+func (g *Gateway) syncLoop(ctx context.Context) {
+	defer g.done.Done()
+	since := int64(0)
+	backoff := 250 * time.Millisecond
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, pollWait+15*time.Second)
+		nm, err := g.client.Netmap(rctx, since, pollWait)
+		cancel()
+		if err == nil {
+			err = g.apply(nm)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if g.connected.Swap(false) || since != 0 {
+				g.log.Warn("control server unreachable; forwarding with the last netmap", "err", err)
+			}
+			var se *api.StatusError
+			if errors.As(err, &se) && se.Code == 401 {
+				g.log.Error("control server refused this gateway's credential; was it removed?")
+			}
+			since = 0
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, maxBackoff)
+			continue
+		}
+		if !g.connected.Swap(true) {
+			g.log.Info("following control server", "netmap_version", nm.Version, "peers", g.Peers())
+		}
+		backoff = 250 * time.Millisecond
+		since = nm.Version
+	}
+}
+
+// apply installs a netmap into the WireGuard device, touching only the peers
+// that change: one IpcSet carries exactly the additions, updates and
+// removals.
+func (g *Gateway) apply(nm api.Netmap) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var b strings.Builder
+	upserts := make(map[wg.Key][]netip.Prefix, len(nm.Peers))
+	removes := map[wg.Key]bool{}
+	upsert := func(p api.Peer) {
+		upserts[p.PublicKey] = p.AllowedIPs
+		if cur, ok := g.installed[p.PublicKey]; ok && slices.Equal(cur, p.AllowedIPs) {
+			return
+		}
+		fmt.Fprintf(&b, "public_key=%s\nreplace_allowed_ips=true\n", p.PublicKey.Hex())
+		for _, a := range p.AllowedIPs {
+			fmt.Fprintf(&b, "allowed_ip=%s\n", a)
+		}
+	}
+	remove := func(k wg.Key) {
+		removes[k] = true
+		if _, ok := g.installed[k]; ok {
+			fmt.Fprintf(&b, "public_key=%s\nremove=true\n", k.Hex())
+		}
+	}
+	for _, p := range nm.Peers {
+		if p.Remove {
+			remove(p.PublicKey)
+		} else {
+			upsert(p)
+		}
+	}
+	if nm.Full {
+		for k := range g.installed {
+			if _, ok := upserts[k]; !ok {
+				remove(k)
+			}
+		}
+	}
+	if b.Len() > 0 {
+		if err := g.dev.IpcSet(b.String()); err != nil {
+			return fmt.Errorf("applying netmap %d: %w", nm.Version, err)
+		}
+	}
+	for k := range removes {
+		delete(g.installed, k)
+	}
+	maps.Copy(g.installed, upserts)
+	changed := b.Len() > 0 || g.version != nm.Version
+	g.version = nm.Version
+	if changed {
+		select {
+		case g.dirty <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+func (g *Gateway) snapshotLocked() cachedNetmap {
+	nm := cachedNetmap{Version: g.version, Peers: make([]api.Peer, 0, len(g.installed))}
+	for k, ips := range g.installed {
+		nm.Peers = append(nm.Peers, api.Peer{PublicKey: k, AllowedIPs: ips})
+	}
+	return nm
+}
+
+// saveLoop writes the installed netmap to the state directory, at most once
+// every two seconds, so a restarted gateway can forward before it reaches
+// the control server.
+func (g *Gateway) saveLoop(ctx context.Context) {
+	defer g.done.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.dirty:
+		}
+		g.mu.Lock()
+		nm := g.snapshotLocked()
+		g.mu.Unlock()
+		if err := saveNetmap(g.cfg.StateDir, nm); err != nil {
+			g.log.Warn("saving netmap", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}

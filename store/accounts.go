@@ -1,0 +1,267 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/wg"
+)
+
+// CreateUser adds an account.
+func (db *DB) CreateUser(ctx context.Context, name string, kind api.TenantKind) (api.User, error) {
+	now := db.now().UTC().Truncate(time.Second)
+	_, err := db.ExecContext(ctx, `INSERT INTO users (name, kind, created_at) VALUES (?, ?, ?)`, name, string(kind), now.Unix())
+	if isUnique(err) {
+		return api.User{}, &ConflictError{What: fmt.Sprintf("user %q already exists", name)}
+	}
+	if err != nil {
+		return api.User{}, err
+	}
+	return api.User{Name: name, Kind: kind, CreatedAt: now}, nil
+}
+
+const userCols = `u.name, u.kind, u.created_at, (SELECT count(*) FROM devices d WHERE d.user_id = u.id)`
+
+func scanUser(row interface{ Scan(...any) error }) (api.User, error) {
+	var u api.User
+	var kind string
+	var created int64
+	if err := row.Scan(&u.Name, &kind, &created, &u.Devices); err != nil {
+		return api.User{}, err
+	}
+	u.Kind = api.TenantKind(kind)
+	u.CreatedAt = time.Unix(created, 0).UTC()
+	return u, nil
+}
+
+// User returns one account.
+func (db *DB) User(ctx context.Context, name string) (api.User, error) {
+	u, err := scanUser(db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users u WHERE u.name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return api.User{}, ErrNotFound
+	}
+	return u, err
+}
+
+// Users lists all accounts by name.
+func (db *DB) Users(ctx context.Context) ([]api.User, error) {
+	rows, err := db.QueryContext(ctx, `SELECT `+userCols+` FROM users u ORDER BY u.name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	users := []api.User{}
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, err
+		}
+		users = append(users, u)
+	}
+	return users, rows.Err()
+}
+
+// DeleteUser removes an account that has no devices left.
+func (db *DB) DeleteUser(ctx context.Context, name string) error {
+	return db.Tx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		var n int
+		err := tx.QueryRowContext(ctx, `SELECT id, (SELECT count(*) FROM devices WHERE user_id = users.id) FROM users WHERE name = ?`, name).Scan(&id, &n)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return &ConflictError{What: fmt.Sprintf("user %q still has %d device(s); delete them first", name, n)}
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id)
+		return err
+	})
+}
+
+// NewDevice is a device about to be stored; its addresses are already allocated.
+type NewDevice struct {
+	User      string
+	Name      string
+	PublicKey wg.Key
+	IPv4      netip.Addr
+	IPv6      netip.Addr
+}
+
+// CreateDevice stores a device and records it in the peer change log, in
+// one transaction.
+func (db *DB) CreateDevice(ctx context.Context, nd NewDevice) (api.Device, error) {
+	now := db.now().UTC().Truncate(time.Second)
+	var d api.Device
+	err := db.Tx(ctx, func(tx *sql.Tx) error {
+		var uid int64
+		err := tx.QueryRowContext(ctx, `SELECT id FROM users WHERE name = ?`, nd.User).Scan(&uid)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("user %q: %w", nd.User, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO devices (user_id, name, public_key, ipv4, ipv6, status, created_at) VALUES (?, ?, ?, ?, ?, 'active', ?)`,
+			uid, nd.Name, nd.PublicKey.String(), nd.IPv4.String(), nd.IPv6.String(), now.Unix())
+		if isUnique(err) {
+			return uniqueDeviceConflict(ctx, tx, uid, nd)
+		}
+		if err != nil {
+			return err
+		}
+		id, _ := res.LastInsertId()
+		if err := addPeerChange(ctx, tx, nd.PublicKey, nd.IPv4, nd.IPv6, false); err != nil {
+			return err
+		}
+		d = api.Device{ID: id, User: nd.User, Name: nd.Name, PublicKey: nd.PublicKey, IPv4: nd.IPv4, IPv6: nd.IPv6, Status: api.DeviceActive, CreatedAt: now}
+		return nil
+	})
+	return d, err
+}
+
+func uniqueDeviceConflict(ctx context.Context, tx *sql.Tx, uid int64, nd NewDevice) error {
+	var n int
+	tx.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE public_key = ?`, nd.PublicKey.String()).Scan(&n)
+	if n > 0 {
+		return &ConflictError{What: "a device with this public key already exists"}
+	}
+	tx.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE user_id = ? AND name = ?`, uid, nd.Name).Scan(&n)
+	if n > 0 {
+		return &ConflictError{What: fmt.Sprintf("user %q already has a device named %q", nd.User, nd.Name)}
+	}
+	return &ConflictError{What: "tunnel address already in use"}
+}
+
+const deviceCols = `d.id, u.name, d.name, d.public_key, d.ipv4, d.ipv6, d.status, d.created_at`
+
+func scanDevice(row interface{ Scan(...any) error }) (api.Device, error) {
+	var d api.Device
+	var pub, v4, v6, status string
+	var created int64
+	if err := row.Scan(&d.ID, &d.User, &d.Name, &pub, &v4, &v6, &status, &created); err != nil {
+		return api.Device{}, err
+	}
+	var err error
+	if d.PublicKey, err = wg.ParseKey(pub); err != nil {
+		return api.Device{}, fmt.Errorf("device %d: stored key: %w", d.ID, err)
+	}
+	d.IPv4, _ = netip.ParseAddr(v4)
+	d.IPv6, _ = netip.ParseAddr(v6)
+	d.Status = api.DeviceStatus(status)
+	d.CreatedAt = time.Unix(created, 0).UTC()
+	return d, nil
+}
+
+// Device returns one device by id.
+func (db *DB) Device(ctx context.Context, id int64) (api.Device, error) {
+	d, err := scanDevice(db.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return api.Device{}, ErrNotFound
+	}
+	return d, err
+}
+
+// Devices lists devices, of one user if user is not empty.
+func (db *DB) Devices(ctx context.Context, user string) ([]api.Device, error) {
+	q := `SELECT ` + deviceCols + ` FROM devices d JOIN users u ON u.id = d.user_id`
+	var args []any
+	if user != "" {
+		q += ` WHERE u.name = ?`
+		args = append(args, user)
+	}
+	rows, err := db.QueryContext(ctx, q+` ORDER BY d.id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	devs := []api.Device{}
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, err
+		}
+		devs = append(devs, d)
+	}
+	return devs, rows.Err()
+}
+
+// RevokeDevice marks a device revoked; gateways drop it. Its addresses stay
+// allocated until it is deleted.
+func (db *DB) RevokeDevice(ctx context.Context, id int64) (api.Device, error) {
+	var d api.Device
+	err := db.Tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		d, err = scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = ?`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if d.Status == api.DeviceRevoked {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET status = 'revoked' WHERE id = ?`, id); err != nil {
+			return err
+		}
+		d.Status = api.DeviceRevoked
+		return addPeerChange(ctx, tx, d.PublicKey, netip.Addr{}, netip.Addr{}, true)
+	})
+	return d, err
+}
+
+// DeleteDevice removes a device; its addresses become free again.
+func (db *DB) DeleteDevice(ctx context.Context, id int64) (api.Device, error) {
+	var d api.Device
+	err := db.Tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		d, err = scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = ?`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id); err != nil {
+			return err
+		}
+		if d.Status == api.DeviceActive {
+			return addPeerChange(ctx, tx, d.PublicKey, netip.Addr{}, netip.Addr{}, true)
+		}
+		return nil
+	})
+	return d, err
+}
+
+// AllocatedAddresses returns the tunnel addresses of every stored device,
+// to seed the address pools at startup.
+func (db *DB) AllocatedAddresses(ctx context.Context) ([]netip.Addr, error) {
+	rows, err := db.QueryContext(ctx, `SELECT ipv4, ipv6 FROM devices`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []netip.Addr
+	for rows.Next() {
+		var v4, v6 string
+		if err := rows.Scan(&v4, &v6); err != nil {
+			return nil, err
+		}
+		for _, s := range []string{v4, v6} {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("stored tunnel address %q: %w", s, err)
+			}
+			out = append(out, a)
+		}
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,337 @@
+// Package netns makes throwaway Linux network namespaces for integration
+// tests: hosts joined by veth pairs, commands and long-running processes run
+// inside them, and everything removed when the test ends.
+//
+// It shells out to iproute2's ip (ip netns, ip link, ip addr), so the tests
+// read like the commands an operator would type. It needs root; tests call
+// Require (or Available) first and skip when the machine cannot do it.
+//
+// NETWORK SAFETY: namespaces made here start with nothing but a loopback
+// interface. They reach only what a test links to them, so give them no link
+// to the host's interfaces and no route out; use 10.200.0.0/16 and the
+// documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24,
+// 2001:db8::/32) inside.
+//
+// Run, Link, Sysctl, New and Start report failures with t.Fatalf, so call
+// them from the test's own goroutine.
+package netns
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	availOnce sync.Once
+	availErr  error
+)
+
+// Available reports whether this process can make network namespaces and
+// veth pairs: nil if so, else the reason, phrased for t.Skip. It tries once
+// (creating and deleting a probe namespace) and caches the answer.
+func Available() error {
+	availOnce.Do(func() { availErr = probe() })
+	return availErr
+}
+
+func probe() error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root to create network namespaces (CI runs these tests as root)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return errors.New("needs the ip tool from iproute2: run scripts/install-test-deps.sh (or apt-get install iproute2)")
+	}
+	name := "probe-" + suffix()
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("cannot create a network namespace (ip netns add): %v: %s", err, bytes.TrimSpace(out))
+	}
+	defer exec.Command("ip", "netns", "del", name).Run()
+	if out, err := exec.Command("ip", "-n", name, "link", "add", "pa", "type", "veth", "peer", "name", "pb").CombinedOutput(); err != nil {
+		return fmt.Errorf("cannot create a veth pair in a network namespace: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// Require skips the test unless Available and every named tool is on PATH.
+// Under CI (CI=true), where scripts/install-test-deps.sh has run as root, a
+// missing piece fails the test instead, so CI cannot go green by skipping.
+func Require(t testing.TB, tools ...string) {
+	t.Helper()
+	var reason string
+	if err := Available(); err != nil {
+		reason = err.Error()
+	} else {
+		var missing []string
+		for _, tool := range tools {
+			if _, err := exec.LookPath(tool); err != nil {
+				missing = append(missing, tool)
+			}
+		}
+		if len(missing) > 0 {
+			reason = fmt.Sprintf("needs %s on PATH: run scripts/install-test-deps.sh", strings.Join(missing, ", "))
+		}
+	}
+	if reason == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI: %s", reason)
+	}
+	t.Skip(reason)
+}
+
+// NS is a network namespace made by New.
+type NS struct {
+	Name string
+}
+
+// New creates a namespace named prefix-<pid><random>, brings its loopback
+// up, and registers a cleanup that stops the processes started in it and
+// deletes it. Keep prefix short and free of '/'.
+func New(t testing.TB, prefix string) *NS {
+	t.Helper()
+	if err := Available(); err != nil {
+		t.Fatalf("netns.New: %v", err)
+	}
+	n := &NS{Name: prefix + "-" + suffix()}
+	if out, err := exec.Command("ip", "netns", "add", n.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", n.Name, err, bytes.TrimSpace(out))
+	}
+	t.Cleanup(func() { n.destroy(t) })
+	// No duplicate address detection here: the test assigns every address.
+	// With DAD on, a new link's link-local address stays tentative for 1-2 s,
+	// and until then the kernel sends no neighbour solicitation for packets
+	// it forwards, which stalls the first forwarded IPv6 packet by ~2 s.
+	n.Run(t, "sh", "-c", `ip link set lo up &&
+		echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad &&
+		echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad`)
+	return n
+}
+
+// destroy kills whatever still runs in the namespace (every such process was
+// started by this test, directly or as a child of one it started) and
+// deletes the namespace.
+func (n *NS) destroy(t testing.TB) {
+	for range 3 {
+		out, _ := exec.Command("ip", "netns", "pids", n.Name).Output()
+		pids := strings.Fields(string(out))
+		if len(pids) == 0 {
+			break
+		}
+		for _, p := range pids {
+			if pid, err := strconv.Atoi(p); err == nil && pid > 1 && pid != os.Getpid() {
+				t.Logf("netns %s: killing leftover process %d", n.Name, pid)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
+		t.Errorf("ip netns del %s: %v: %s", n.Name, err, bytes.TrimSpace(out))
+	}
+}
+
+var linkSeq atomic.Uint32
+
+// Link joins a and b with a veth pair, gives each end its addresses (IPv6
+// ones with nodad, so they are usable at once), and sets both ends up. The
+// ends are created directly inside their namespaces, so their names never
+// meet the host's interfaces. It returns the interface names in a and in b.
+func Link(t testing.TB, a, b *NS, aAddrs, bAddrs []netip.Prefix) (aIf, bIf string) {
+	t.Helper()
+	seq := linkSeq.Add(1)
+	aIf = fmt.Sprintf("veth%da", seq)
+	bIf = fmt.Sprintf("veth%db", seq)
+	a.Run(t, "ip", "link", "add", aIf, "type", "veth", "peer", "name", bIf, "netns", b.Name)
+	// Up first, addresses second: IPv6 addresses added (even with nodad)
+	// while the link is down make the first neighbour discovery across it
+	// take 1-2.5 s once it is up; added after, it is immediate.
+	a.Run(t, "ip", "link", "set", aIf, "up")
+	b.Run(t, "ip", "link", "set", bIf, "up")
+	for _, side := range []struct {
+		ns    *NS
+		ifc   string
+		addrs []netip.Prefix
+	}{{a, aIf, aAddrs}, {b, bIf, bAddrs}} {
+		for _, p := range side.addrs {
+			args := []string{"ip", "addr", "add", p.String(), "dev", side.ifc}
+			if p.Addr().Is6() {
+				args = append(args, "nodad")
+			}
+			side.ns.Run(t, args...)
+		}
+	}
+	return aIf, bIf
+}
+
+// Command returns an unstarted command that runs args inside the namespace.
+func (n *NS) Command(args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...)
+}
+
+// Output runs args inside the namespace and returns its standard output; the
+// error, if any, carries the standard error too. For commands expected to fail.
+func (n *NS) Output(args ...string) (string, error) {
+	cmd := n.Command(args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("[%s] %s: %v\nstdout:\n%s\nstderr:\n%s",
+			n.Name, strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// Run runs args inside the namespace, fails the test with its output if it
+// fails, and returns its standard output.
+func (n *NS) Run(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := n.Output(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Sysctl sets a sysctl inside the namespace (key in dotted form, such as
+// net.ipv4.ip_forward). Network sysctls are per namespace.
+func (n *NS) Sysctl(t testing.TB, key, value string) {
+	t.Helper()
+	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+	n.Run(t, "sh", "-c", `printf '%s\n' "$1" > "$2"`, "sysctl", value, path)
+}
+
+// Proc is a long-running process started inside a namespace by Start.
+type Proc struct {
+	*exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error // Wait's result, set before done is closed
+}
+
+// Start starts args inside the namespace and returns at once. Standard output
+// and error go to one buffer (Output, WaitFor), which the test log shows with
+// logPrefix when the test ends. At cleanup the process gets SIGTERM, then
+// SIGKILL if it has not exited within 5 seconds. `ip netns exec` execs the
+// command itself, so the PID is the command's own.
+func (n *NS) Start(t testing.TB, logPrefix string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Cmd: n.Command(args...), out: new(syncBuffer), done: make(chan struct{})}
+	p.Stdout, p.Stderr = p.out, p.out
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatalf("[%s] start %s: %v", n.Name, strings.Join(args, " "), err)
+	}
+	go func() {
+		p.err = p.Cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		err := p.Stop(5 * time.Second)
+		status := "exited"
+		if err != nil {
+			status = err.Error()
+		}
+		t.Logf("%s (pid %d, %s) output:\n%s", logPrefix, p.Process.Pid, status, indent(p.Output()))
+	})
+	return p
+}
+
+// Output returns what the process has written so far.
+func (p *Proc) Output() string { return p.out.String() }
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Err returns the process's exit error once Done is closed (nil for exit 0).
+func (p *Proc) Err() error {
+	<-p.done
+	return p.err
+}
+
+// WaitFor waits until the process's output contains substr. It fails if the
+// process exits first or timeout passes.
+func (p *Proc) WaitFor(substr string, timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if strings.Contains(p.Output(), substr) {
+			return nil
+		}
+		select {
+		case <-p.done:
+			if strings.Contains(p.Output(), substr) {
+				return nil
+			}
+			return fmt.Errorf("%s exited (%v) before printing %q; output:\n%s", p.Path, p.err, substr, p.Output())
+		case <-deadline.C:
+			return fmt.Errorf("%q not printed within %v; output so far:\n%s", substr, timeout, p.Output())
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop sends SIGTERM, waits up to grace for the process to exit, then sends
+// SIGKILL. It returns the process's exit error (nil if it exited with 0).
+// Calling it again, or on a process that has exited, just returns that.
+func (p *Proc) Stop(grace time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	p.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(grace):
+	}
+	p.Process.Kill()
+	<-p.done
+	return fmt.Errorf("did not exit within %v of SIGTERM, killed: %v", grace, p.err)
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func suffix() string {
+	var r [3]byte
+	rand.Read(r[:])
+	return strconv.Itoa(os.Getpid()) + hex.EncodeToString(r[:])
+}
+
+func indent(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return "\t(none)"
+	}
+	return "\t" + strings.ReplaceAll(s, "\n", "\n\t")
+}

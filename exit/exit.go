@@ -1,0 +1,564 @@
+// Package exit is the rootless userspace exit of a gateway.
+//
+// wireguard-go runs on a tun.Device that is a gVisor netstack instead of a
+// kernel TUN. Packets from peers arrive decrypted in the netstack, which
+// terminates their TCP and UDP flows; each flow is relayed to an ordinary host
+// socket, so the gateway needs no root, no TUN and no NAT rules. An egress
+// Policy keeps peers away from the host itself and the networks around it.
+package exit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// Config configures an Exit. Zero values get the documented defaults.
+type Config struct {
+	// Addresses are the gateway's own tunnel addresses (e.g. 10.200.0.1/16,
+	// fd00::1/64). The netstack answers on them, and they are denied as
+	// egress targets.
+	Addresses []netip.Prefix
+	// MTU of the tunnel; default 1420.
+	MTU int
+	// Allow lists destinations that are reachable even though the deny list
+	// matches them (e.g. 127.0.0.1/32 for tests, or a local resolver).
+	Allow []netip.Prefix
+	// HostAddrs are the host's own addresses, denied unless in Allow (in
+	// addition to the fixed deny list).
+	HostAddrs []netip.Addr
+	// MaxConns caps in-flight forwarded flows (TCP and UDP); default 8192.
+	MaxConns int
+	// MaxConnsPerPeer caps flows per source tunnel address; default 512.
+	MaxConnsPerPeer int
+	// UDPIdle closes a UDP flow after this long without traffic in either
+	// direction; default 60s.
+	UDPIdle time.Duration
+	// DialTimeout bounds connecting to a TCP destination; default 10s.
+	DialTimeout time.Duration
+	// Logger gets aggregate events only: it never sees a tunnel or
+	// destination address, at any level. Default: discard.
+	Logger *slog.Logger
+}
+
+// Stats are aggregate counters; they hold no addresses.
+type Stats struct {
+	TCPOpen, UDPOpen int64  // flows being relayed now
+	TCPTotal         uint64 // TCP flows relayed since New
+	UDPTotal         uint64 // UDP flows relayed since New
+	Denied           uint64 // flows (for UDP: datagrams) refused by the egress policy
+	Refused          uint64 // flows whose destination could not be reached
+	CapHit           uint64 // flows (for UDP: datagrams) refused by MaxConns or MaxConnsPerPeer
+}
+
+const (
+	defaultMTU             = 1420
+	defaultMaxConns        = 8192
+	defaultMaxConnsPerPeer = 512
+	defaultUDPIdle         = 60 * time.Second
+	defaultDialTimeout     = 10 * time.Second
+
+	nicID = 1
+	// outQueueLen is how many packets the netstack may queue towards
+	// wireguard-go before it drops.
+	outQueueLen = 1024
+	// maxUDPPacket is the largest UDP payload relayed in either direction.
+	maxUDPPacket = 65535
+
+	// TCP buffer sizes, as tailscale sets them on non-mobile platforms: a
+	// larger maximum than gVisor's default 4 MiB helps on long fat paths.
+	tcpRXBufMin = tcp.MinBufferSize
+	tcpRXBufDef = tcp.DefaultReceiveBufferSize
+	tcpRXBufMax = 8 << 20
+	tcpTXBufMin = tcp.MinBufferSize
+	tcpTXBufDef = tcp.DefaultSendBufferSize
+	tcpTXBufMax = 6 << 20
+
+	// Keepalive on both legs of a TCP flow, so that flows to vanished peers
+	// or hosts end and free their slot under the caps.
+	keepAliveIdle     = 60 * time.Second
+	keepAliveInterval = 15 * time.Second
+	keepAliveCount    = 4
+)
+
+// Exit is a netstack-backed tun.Device that forwards peers' TCP and UDP flows
+// to host sockets.
+type Exit struct {
+	cfg      Config
+	log      *slog.Logger
+	policy   *Policy
+	tunAddrs []netip.Addr
+	dialer   net.Dialer
+
+	stack  *stack.Stack
+	ep     *channel.Endpoint
+	events chan tun.Event
+
+	// ctx is cancelled by Close; it stops Read, pending dials and all flows.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// devMu orders Write against Close, so nothing is injected into a
+	// stack that is being torn down.
+	devMu     sync.RWMutex
+	devClosed bool
+
+	mu      sync.Mutex
+	closed  bool
+	open    int
+	perPeer map[netip.Addr]int
+	flows   sync.WaitGroup // one per acquired slot
+
+	closeOnce sync.Once
+
+	tcpOpen, udpOpen                            atomic.Int64
+	tcpTotal, udpTotal, denied, refused, capHit atomic.Uint64
+}
+
+// New builds the netstack and its forwarders. Hand Device to
+// device.NewDevice; Close (or closing the wireguard-go device) tears it down.
+func New(cfg Config) (*Exit, error) {
+	if cfg.MTU == 0 {
+		cfg.MTU = defaultMTU
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = defaultMaxConns
+	}
+	if cfg.MaxConnsPerPeer == 0 {
+		cfg.MaxConnsPerPeer = defaultMaxConnsPerPeer
+	}
+	if cfg.UDPIdle == 0 {
+		cfg.UDPIdle = defaultUDPIdle
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = defaultDialTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case cfg.MTU < 576 || cfg.MTU > 65535:
+		return nil, fmt.Errorf("exit: MTU %d out of range 576..65535", cfg.MTU)
+	case cfg.MaxConns < 0 || cfg.MaxConnsPerPeer < 0:
+		return nil, errors.New("exit: connection caps must not be negative")
+	case cfg.UDPIdle < 0 || cfg.DialTimeout < 0:
+		return nil, errors.New("exit: timeouts must not be negative")
+	}
+
+	e := &Exit{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		events:  make(chan tun.Event, 1),
+		perPeer: make(map[netip.Addr]int),
+		dialer: net.Dialer{
+			KeepAliveConfig: net.KeepAliveConfig{
+				Enable:   true,
+				Idle:     keepAliveIdle,
+				Interval: keepAliveInterval,
+				Count:    keepAliveCount,
+			},
+		},
+	}
+	own := append([]netip.Addr(nil), cfg.HostAddrs...)
+	for _, p := range cfg.Addresses {
+		if !p.IsValid() {
+			return nil, errors.New("exit: invalid tunnel address")
+		}
+		a := p.Addr().Unmap().WithZone("")
+		if a.Is6() && cfg.MTU < 1280 {
+			return nil, fmt.Errorf("exit: MTU %d is below the IPv6 minimum 1280", cfg.MTU)
+		}
+		e.tunAddrs = append(e.tunAddrs, a)
+		own = append(own, a)
+	}
+	e.policy = NewPolicy(cfg.Allow, own)
+
+	if err := e.initStack(); err != nil {
+		return nil, err
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.events <- tun.EventUp
+	e.log.Info("exit ready", "mtu", cfg.MTU, "max_conns", cfg.MaxConns, "max_conns_per_peer", cfg.MaxConnsPerPeer)
+	return e, nil
+}
+
+func (e *Exit) initStack() error {
+	// Loopback destinations must be able to arrive on the tunnel NIC; the
+	// policy, not the stack, decides whether they may leave.
+	e.stack = stack.New(stack.Options{
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}),
+			ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: true}),
+		},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+	})
+	fail := func(what string, err tcpip.Error) error {
+		e.stack.Destroy()
+		return fmt.Errorf("exit: %s: %v", what, err)
+	}
+
+	sack := tcpip.TCPSACKEnabled(true)
+	if err := e.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
+		return fail("enable TCP SACK", err)
+	}
+	// Pin reno like tailscale does: gVisor's default may change, and cubic
+	// has hit an overflow in netstack's congestion window arithmetic.
+	reno := tcpip.CongestionControlOption("reno")
+	if err := e.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &reno); err != nil {
+		return fail("set TCP congestion control", err)
+	}
+	rx := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpRXBufMin, Default: tcpRXBufDef, Max: tcpRXBufMax}
+	if err := e.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &rx); err != nil {
+		return fail("set TCP receive buffer", err)
+	}
+	tx := tcpip.TCPSendBufferSizeRangeOption{Min: tcpTXBufMin, Default: tcpTXBufDef, Max: tcpTXBufMax}
+	if err := e.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &tx); err != nil {
+		return fail("set TCP send buffer", err)
+	}
+
+	e.ep = channel.New(outQueueLen, uint32(e.cfg.MTU), "")
+	if err := e.stack.CreateNIC(nicID, e.ep); err != nil {
+		return fail("create NIC", err)
+	}
+	// Promiscuous: accept packets for any destination, not only our own
+	// addresses. Spoofing: reply from those destinations' addresses.
+	if err := e.stack.SetPromiscuousMode(nicID, true); err != nil {
+		return fail("set promiscuous mode", err)
+	}
+	if err := e.stack.SetSpoofing(nicID, true); err != nil {
+		return fail("set spoofing", err)
+	}
+	for _, a := range e.tunAddrs {
+		proto := ipv4.ProtocolNumber
+		if a.Is6() {
+			proto = ipv6.ProtocolNumber
+		}
+		pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddrFromSlice(a.AsSlice()).WithPrefix()}
+		if err := e.stack.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+			return fail("add tunnel address", err)
+		}
+	}
+	e.stack.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: nicID},
+		{Destination: header.IPv6EmptySubnet, NIC: nicID},
+	})
+
+	tcpFwd := tcp.NewForwarder(e.stack, tcpRXBufDef, e.cfg.MaxConns, e.forwardTCP)
+	e.stack.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
+	udpFwd := udp.NewForwarder(e.stack, e.forwardUDP)
+	e.stack.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
+	return nil
+}
+
+// Device returns the tun.Device to hand to device.NewDevice. Closing it
+// closes the Exit.
+func (e *Exit) Device() tun.Device { return &device{e: e} }
+
+// Stats returns aggregate counters.
+func (e *Exit) Stats() Stats {
+	return Stats{
+		TCPOpen:  e.tcpOpen.Load(),
+		UDPOpen:  e.udpOpen.Load(),
+		TCPTotal: e.tcpTotal.Load(),
+		UDPTotal: e.udpTotal.Load(),
+		Denied:   e.denied.Load(),
+		Refused:  e.refused.Load(),
+		CapHit:   e.capHit.Load(),
+	}
+}
+
+// Close stops the device, aborts every flow and waits until all of their
+// goroutines have returned. It is safe to call more than once.
+func (e *Exit) Close() error {
+	e.closeOnce.Do(func() {
+		e.mu.Lock()
+		e.closed = true // no new flows
+		e.mu.Unlock()
+		e.cancel() // unblocks Read, aborts pending dials and running flows
+
+		e.devMu.Lock()
+		e.devClosed = true // no new packets; waits for Writes in progress
+		e.devMu.Unlock()
+
+		e.stack.Close()
+		e.flows.Wait()
+		e.stack.Wait()
+		e.ep.Close()
+		close(e.events)
+		s := e.Stats()
+		e.log.Info("exit closed", "tcp_total", s.TCPTotal, "udp_total", s.UDPTotal,
+			"denied", s.Denied, "refused", s.Refused, "cap_hit", s.CapHit)
+	})
+	return nil
+}
+
+// acquire takes a flow slot for src. It fails when the exit is closed or a
+// cap is reached (counted in CapHit). Each success must be paired with
+// release.
+func (e *Exit) acquire(src netip.Addr) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return false
+	}
+	if e.open >= e.cfg.MaxConns || e.perPeer[src] >= e.cfg.MaxConnsPerPeer {
+		e.capHit.Add(1)
+		return false
+	}
+	e.open++
+	e.perPeer[src]++
+	e.flows.Add(1)
+	return true
+}
+
+func (e *Exit) release(src netip.Addr) {
+	e.mu.Lock()
+	e.open--
+	if e.perPeer[src]--; e.perPeer[src] <= 0 {
+		delete(e.perPeer, src)
+	}
+	e.mu.Unlock()
+	e.flows.Done()
+}
+
+// endpoints returns the peer's tunnel address and the destination of a flow.
+func endpoints(id stack.TransportEndpointID) (src netip.Addr, dst netip.AddrPort) {
+	src, _ = netip.AddrFromSlice(id.RemoteAddress.AsSlice())
+	d, _ := netip.AddrFromSlice(id.LocalAddress.AsSlice())
+	return src.Unmap(), netip.AddrPortFrom(d.Unmap(), id.LocalPort)
+}
+
+// forwardTCP handles a SYN from a peer. It connects to the destination
+// first and completes the handshake with the peer only once that worked, so
+// the peer sees the destination's refusal as a reset. Every path calls
+// r.Complete exactly once.
+func (e *Exit) forwardTCP(r *tcp.ForwarderRequest) {
+	src, dst := endpoints(r.ID())
+	if !e.policy.Allowed(dst.Addr()) {
+		e.denied.Add(1)
+		e.log.Debug("tcp flow denied by egress policy")
+		r.Complete(true)
+		return
+	}
+	if !e.acquire(src) {
+		e.log.Debug("tcp flow refused: connection cap reached or exit closed")
+		r.Complete(true)
+		return
+	}
+	defer e.release(src)
+
+	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.DialTimeout)
+	c, err := e.dialer.DialContext(ctx, "tcp", dst.String())
+	cancel()
+	if err != nil {
+		e.refused.Add(1)
+		e.logDialError("tcp dial failed", err)
+		r.Complete(true)
+		return
+	}
+	host := c.(*net.TCPConn)
+
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		// The peer went away during the handshake.
+		host.Close()
+		r.Complete(true)
+		return
+	}
+	r.Complete(false)
+
+	ep.SocketOptions().SetKeepAlive(true)
+	idle := tcpip.KeepaliveIdleOption(keepAliveIdle)
+	ep.SetSockOpt(&idle)
+	intvl := tcpip.KeepaliveIntervalOption(keepAliveInterval)
+	ep.SetSockOpt(&intvl)
+	ep.SetSockOptInt(tcpip.KeepaliveCountOption, keepAliveCount)
+
+	e.tcpTotal.Add(1)
+	e.tcpOpen.Add(1)
+	defer e.tcpOpen.Add(-1)
+	e.spliceTCP(gonet.NewTCPConn(&wq, ep), ep, host)
+}
+
+// spliceTCP copies both directions until both have ended. An orderly close
+// (EOF) in one direction is passed on as a half-close; an error in either
+// direction, or Close, resets both legs.
+func (e *Exit) spliceTCP(peer *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn) {
+	abort := sync.OnceFunc(func() {
+		ep.Abort()
+		host.SetLinger(0) // reset, not FIN
+		host.Close()
+	})
+	stop := context.AfterFunc(e.ctx, abort)
+	defer stop()
+
+	errc := make(chan error, 1)
+	go func() { errc <- pipe(host, peer) }()
+	if err := pipe(peer, host); err != nil {
+		abort()
+	}
+	if err := <-errc; err != nil {
+		abort()
+	}
+	peer.Close()
+	host.Close()
+}
+
+type halfCloser interface {
+	io.Writer
+	CloseWrite() error
+}
+
+// pipe copies src to dst and half-closes dst when src ends cleanly.
+func pipe(dst halfCloser, src io.Reader) error {
+	if _, err := io.Copy(dst, src); err != nil {
+		return err
+	}
+	return dst.CloseWrite()
+}
+
+// forwardUDP handles the first datagram of a new UDP flow. It runs inside
+// the netstack's receive path, so it must not block: it only opens sockets
+// and leaves the relaying to a goroutine. Later datagrams of the flow go
+// straight to the endpoint created here.
+func (e *Exit) forwardUDP(r *udp.ForwarderRequest) {
+	src, dst := endpoints(r.ID())
+	if !e.policy.Allowed(dst.Addr()) {
+		e.denied.Add(1)
+		e.log.Debug("udp datagram denied by egress policy")
+		return
+	}
+	if !e.acquire(src) {
+		e.log.Debug("udp datagram dropped: connection cap reached or exit closed")
+		return
+	}
+	host, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+	if err != nil {
+		e.refused.Add(1)
+		e.logDialError("udp socket failed", err)
+		e.release(src)
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		host.Close()
+		e.release(src)
+		return
+	}
+	e.udpTotal.Add(1)
+	e.udpOpen.Add(1)
+	go func() {
+		defer e.release(src)
+		defer e.udpOpen.Add(-1)
+		e.relayUDP(gonet.NewUDPConn(&wq, ep), host)
+	}()
+}
+
+// relayUDP copies datagrams both ways until the flow has been idle for
+// UDPIdle, either socket fails, or the exit closes.
+func (e *Exit) relayUDP(peer *gonet.UDPConn, host *net.UDPConn) {
+	closeBoth := sync.OnceFunc(func() {
+		peer.Close()
+		host.Close()
+	})
+	stop := context.AfterFunc(e.ctx, closeBoth)
+	defer stop()
+
+	// Activity only stores a timestamp; the timer checks it when it fires
+	// and re-arms itself for the remainder, so the hot path takes no lock.
+	start := time.Now()
+	var last atomic.Int64 // time.Since(start) of the latest datagram
+	var idle *time.Timer
+	idle = time.AfterFunc(e.cfg.UDPIdle, func() {
+		if left := e.cfg.UDPIdle - (time.Since(start) - time.Duration(last.Load())); left > 0 {
+			idle.Reset(left)
+			return
+		}
+		closeBoth()
+	})
+	defer idle.Stop()
+	touch := func() { last.Store(int64(time.Since(start))) }
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		copyDatagrams(host, peer, touch)
+		closeBoth()
+	}()
+	copyDatagrams(peer, host, touch)
+	closeBoth()
+	<-done
+}
+
+// copyDatagrams copies datagrams from src to dst until either fails.
+func copyDatagrams(dst io.Writer, src io.Reader, touch func()) {
+	buf := make([]byte, maxUDPPacket)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		touch()
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// logDialError logs a failed dial without its destination. Running out of
+// file descriptors is the gateway's problem, not the destination's, so it is
+// a warning.
+func (e *Exit) logDialError(msg string, err error) {
+	class := dialErrorClass(err)
+	if class == "out of file descriptors" {
+		e.log.Warn(msg, "reason", class)
+		return
+	}
+	e.log.Debug(msg, "reason", class)
+}
+
+// dialErrorClass names the kind of a dial error for logs. The error itself
+// is never logged: its text carries the destination address.
+func dialErrorClass(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+		return "unreachable"
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return "out of file descriptors"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	default:
+		return "other"
+	}
+}

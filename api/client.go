@@ -218,12 +218,19 @@ func (c *Client) Join(ctx context.Context, r JoinRequest) (JoinResponse, error) 
 	return j, c.Do(ctx, "POST", "/gateways/join", r, &j)
 }
 
-// Netmap long-polls for the peers a gateway must accept. since 0 asks for a
-// full netmap; otherwise the answer holds the changes after since, waiting
-// up to wait for one to happen.
+// FullNetmap asks for every peer a gateway must accept, at once.
+const FullNetmap = -1
+
+// Netmap long-polls for the peers a gateway must accept. since FullNetmap
+// asks for a full netmap; otherwise the answer holds the changes after
+// since, waiting up to wait for one to happen.
 func (c *Client) Netmap(ctx context.Context, since int64, wait time.Duration) (Netmap, error) {
 	var nm Netmap
-	return nm, c.Do(ctx, "GET", fmt.Sprintf("/gateway/netmap?since=%d&wait=%s", since, wait), nil, &nm)
+	p := fmt.Sprintf("/gateway/netmap?wait=%s", wait)
+	if since != FullNetmap {
+		p += fmt.Sprintf("&since=%d", since)
+	}
+	return nm, c.Do(ctx, "GET", p, nil, &nm)
 }
 
 // Report sends a gateway's health and aggregate load.

@@ -82,9 +82,9 @@ type CreateDeviceResponse struct {
 
 // TunnelInfo is what a client config needs from the server side.
 type TunnelInfo struct {
-	Gateway             string       `json:"gateway"`
-	PublicKey           wg.Key       `json:"public_key"`
-	Endpoint            string       `json:"endpoint"`
+	Gateway             string       `json:"gateway,omitempty"` // empty while no gateway has joined
+	PublicKey           wg.Key       `json:"public_key,omitzero"`
+	Endpoint            string       `json:"endpoint,omitempty"`
 	DNS                 []netip.Addr `json:"dns,omitempty"`
 	PersistentKeepalive int          `json:"persistent_keepalive"`
 	MTU                 int          `json:"mtu,omitempty"`

@@ -39,16 +39,19 @@ const (
 	peerChangesKept = 100_000
 )
 
-// handleNetmap answers a gateway's long poll: since=0 (or a version this
+// handleNetmap answers a gateway's long poll: no since (or a version this
 // server does not know) gets a full netmap; otherwise the changes after
 // since, as soon as there are any, or an empty delta after wait.
 func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	gw := principalOf(r.Context()).gateway
 	q := r.URL.Query()
-	since, err := strconv.ParseInt(q.Get("since"), 10, 64)
-	if err != nil || since < 0 {
-		writeError(w, http.StatusBadRequest, "since must be a version number (0 for a full netmap)")
-		return
+	since := int64(-1) // no since: a full netmap
+	var err error
+	if v := q.Get("since"); v != "" {
+		if since, err = strconv.ParseInt(v, 10, 64); err != nil || since < 0 {
+			writeError(w, http.StatusBadRequest, "since must be a version number (leave it out for a full netmap)")
+			return
+		}
 	}
 	wait := defaultNetmapWait
 	if v := q.Get("wait"); v != "" {
@@ -67,7 +70,7 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 			s.internalError(w, r, err)
 			return
 		}
-		if since == 0 || since > cur {
+		if since < 0 || since > cur {
 			s.writeFullNetmap(w, r)
 			return
 		}

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -169,6 +170,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, hosts []string) erro
 		}
 		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
+	go s.maintain(ctx)
 	shutdown := make(chan struct{})
 	go func() {
 		defer close(shutdown)
@@ -187,6 +189,22 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, hosts []string) erro
 	return err
 }
 
+// maintain trims the peer change log now and every hour until ctx ends.
+func (s *Server) maintain(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if err := s.db.CompactPeerChanges(ctx, peerChangesKept); err != nil && ctx.Err() == nil {
+			s.log.Warn("compacting the peer change log", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // URLFor returns the URL clients use to reach a listener of this server.
 func URLFor(l net.Listener) string {
 	addr := l.Addr().(*net.TCPAddr)
@@ -196,28 +214,42 @@ func URLFor(l net.Listener) string {
 	return "https://" + addr.String()
 }
 
+type route struct {
+	pattern string // method and path below api.Prefix
+	handler http.HandlerFunc
+}
+
+// routes is the API: every entry is also documented in openapi.json.
+func (s *Server) routes() []route {
+	return []route{
+		{"GET /health", s.handleHealth},
+		{"GET /openapi.json", s.handleOpenAPI},
+		{"POST /users", s.require(asAdmin, s.handleCreateUser)},
+		{"GET /users", s.require(asAdmin, s.handleUsers)},
+		{"DELETE /users/{name}", s.require(asAdmin, s.handleDeleteUser)},
+		{"POST /devices", s.require(asAdmin, s.handleCreateDevice)},
+		{"GET /devices", s.require(asAdmin, s.handleDevices)},
+		{"POST /devices/{id}/revoke", s.require(asAdmin, s.handleRevokeDevice)},
+		{"DELETE /devices/{id}", s.require(asAdmin, s.handleDeleteDevice)},
+		{"POST /gateway-tokens", s.require(asAdmin, s.handleCreateJoinToken)},
+		{"GET /gateway-tokens", s.require(asAdmin, s.handleJoinTokens)},
+		{"DELETE /gateway-tokens/{id}", s.require(asAdmin, s.handleRevokeJoinToken)},
+		{"GET /gateways", s.require(asAdmin, s.handleGateways)},
+		{"POST /gateways/join", s.handleJoin},
+		{"GET /gateway/netmap", s.require(asGateway, s.handleNetmap)},
+		{"POST /gateway/report", s.require(asGateway, s.handleReport)},
+	}
+}
+
 // Handler returns the API's HTTP handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	p := api.Prefix
-	mux.HandleFunc("GET "+p+"/health", s.handleHealth)
-	mux.HandleFunc("GET "+p+"/openapi.json", s.handleOpenAPI)
-	mux.HandleFunc("POST "+p+"/users", s.require(asAdmin, s.handleCreateUser))
-	mux.HandleFunc("GET "+p+"/users", s.require(asAdmin, s.handleUsers))
-	mux.HandleFunc("DELETE "+p+"/users/{name}", s.require(asAdmin, s.handleDeleteUser))
-	mux.HandleFunc("POST "+p+"/devices", s.require(asAdmin, s.handleCreateDevice))
-	mux.HandleFunc("GET "+p+"/devices", s.require(asAdmin, s.handleDevices))
-	mux.HandleFunc("POST "+p+"/devices/{id}/revoke", s.require(asAdmin, s.handleRevokeDevice))
-	mux.HandleFunc("DELETE "+p+"/devices/{id}", s.require(asAdmin, s.handleDeleteDevice))
-	mux.HandleFunc("POST "+p+"/gateway-tokens", s.require(asAdmin, s.handleCreateJoinToken))
-	mux.HandleFunc("GET "+p+"/gateway-tokens", s.require(asAdmin, s.handleJoinTokens))
-	mux.HandleFunc("DELETE "+p+"/gateway-tokens/{id}", s.require(asAdmin, s.handleRevokeJoinToken))
-	mux.HandleFunc("GET "+p+"/gateways", s.require(asAdmin, s.handleGateways))
-	mux.HandleFunc("POST "+p+"/gateways/join", s.handleJoin)
-	mux.HandleFunc("GET "+p+"/gateway/netmap", s.require(asGateway, s.handleNetmap))
-	mux.HandleFunc("POST "+p+"/gateway/report", s.require(asGateway, s.handleReport))
+	for _, r := range s.routes() {
+		method, path, _ := strings.Cut(r.pattern, " ")
+		mux.HandleFunc(method+" "+api.Prefix+path, r.handler)
+	}
 	mux.Handle("GET /metrics", s.metrics.handler())
-	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(api.Prefix+"/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return s.metrics.instrument(mux)

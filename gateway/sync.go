@@ -24,7 +24,7 @@ const (
 // installed, so live tunnels are not disturbed by a reconnect.
 func (g *Gateway) syncLoop(ctx context.Context) {
 	defer g.done.Done()
-	since := int64(0)
+	since := int64(api.FullNetmap)
 	backoff := 250 * time.Millisecond
 	for ctx.Err() == nil {
 		rctx, cancel := context.WithTimeout(ctx, pollWait+15*time.Second)
@@ -37,14 +37,14 @@ func (g *Gateway) syncLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if g.connected.Swap(false) || since != 0 {
+			if g.connected.Swap(false) {
 				g.log.Warn("control server unreachable; forwarding with the last netmap", "err", err)
 			}
 			var se *api.StatusError
 			if errors.As(err, &se) && se.Code == 401 {
 				g.log.Error("control server refused this gateway's credential; was it removed?")
 			}
-			since = 0
+			since = api.FullNetmap
 			select {
 			case <-ctx.Done():
 				return

@@ -136,10 +136,20 @@ func (s *Server) handleCreateDevice(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, fmt.Sprintf("no user named %q", req.User))
 		return
 	}
-	s.changed.notify()
+	s.notifyAndWait(r.Context())
 	resp.Device = d
 	resp.Tunnel = s.tunnelInfo(r)
 	writeJSON(w, http.StatusCreated, resp)
+}
+
+// notifyAndWait wakes the gateways' long polls after a change to the peer
+// set and waits (bounded) until the healthy ones have applied it.
+func (s *Server) notifyAndWait(ctx context.Context) {
+	v, err := s.db.NetmapVersion(ctx)
+	s.changed.notify()
+	if err == nil {
+		s.waitApplied(ctx, v)
+	}
 }
 
 func (s *Server) poolError(w http.ResponseWriter, r *http.Request, err error, p *ipam.Pool) {
@@ -205,7 +215,7 @@ func (s *Server) handleRevokeDevice(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, fmt.Sprintf("no device with id %d", id))
 		return
 	}
-	s.changed.notify()
+	s.notifyAndWait(r.Context())
 	writeJSON(w, http.StatusOK, d)
 }
 

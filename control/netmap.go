@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"sync"
@@ -61,6 +62,9 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.seen(gw.Name, nil)
+	if since >= 0 {
+		s.markApplied(gw.Name, since)
+	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
@@ -108,4 +112,56 @@ func (s *Server) writeFullNetmap(w http.ResponseWriter, r *http.Request) {
 	nm.Addresses = s.gatewayAddresses()
 	s.metrics.netmapFull.Inc()
 	writeJSON(w, http.StatusOK, nm)
+}
+
+// markApplied records that a gateway holds netmap version v: it asks for
+// changes after v only once it has applied v.
+func (s *Server) markApplied(name string, v int64) {
+	s.mu.Lock()
+	st := s.status[name]
+	newer := v > st.applied
+	if newer {
+		st.applied = v
+		s.status[name] = st
+	}
+	s.mu.Unlock()
+	if newer {
+		s.applied.notify()
+	}
+}
+
+// maxApplyWait bounds how long a device change waits for the gateways.
+const maxApplyWait = 2 * time.Second
+
+// waitApplied waits until every healthy gateway holds netmap version v (or
+// newer), so that when the API answers "created" or "revoked" the gateways
+// already act on it. It gives up after maxApplyWait: a slow gateway catches
+// up on its own.
+func (s *Server) waitApplied(ctx context.Context, v int64) {
+	timer := time.NewTimer(maxApplyWait)
+	defer timer.Stop()
+	for {
+		changed := s.applied.wait()
+		if s.allApplied(v) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Server) allApplied(v int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.status {
+		if time.Since(st.lastSeen) < s.cfg.HeartbeatTimeout && st.applied < v {
+			return false
+		}
+	}
+	return true
 }

@@ -54,7 +54,8 @@ type Server struct {
 	pool6   *ipam.Pool
 	log     *slog.Logger
 	metrics *metrics
-	changed *broadcast
+	changed *broadcast // the peer set changed
+	applied *broadcast // a gateway reported a newer applied netmap
 
 	mu     sync.Mutex
 	status map[string]gatewayStatus // by gateway name; in memory only
@@ -63,6 +64,7 @@ type Server struct {
 type gatewayStatus struct {
 	lastSeen time.Time
 	report   api.GatewayReport
+	applied  int64 // the netmap version the gateway last said it holds
 }
 
 // New opens (or creates) the control server's state in cfg.DataDir.
@@ -96,7 +98,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, db: db, ca: ca, log: cfg.Logger, changed: newBroadcast(), status: map[string]gatewayStatus{}}
+	s := &Server{cfg: cfg, db: db, ca: ca, log: cfg.Logger, changed: newBroadcast(), applied: newBroadcast(), status: map[string]gatewayStatus{}}
 	if err := s.loadPools(ctx); err != nil {
 		db.Close()
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -192,10 +193,10 @@ func (g *Gateway) startDevice() error {
 	var err error
 	switch g.cfg.Mode {
 	case api.Userspace:
-		g.exit, err = exit.New(exit.Config{Addresses: g.st.Addresses, Allow: g.cfg.EgressAllow, Logger: g.log})
+		g.exit, err = exit.New(exit.Config{Addresses: g.st.Addresses, Allow: g.cfg.EgressAllow, HostAddrs: hostAddrs(g.log), Logger: g.log})
 		g.plane = g.exit
 	case api.TUN:
-		g.plane, err = tunnet.Open(tunnet.Config{Name: g.cfg.TUNName, Addresses: g.st.Addresses, ExitIPv4: g.cfg.ExitIPv4, ExitIPv6: g.cfg.ExitIPv6})
+		g.plane, err = tunnet.Open(tunnet.Config{Name: g.cfg.TUNName, Addresses: g.st.Addresses, ExitIPv4: g.cfg.ExitIPv4, ExitIPv6: g.cfg.ExitIPv6, EgressAllow: g.cfg.EgressAllow})
 	default:
 		err = fmt.Errorf("unknown gateway mode %q: want userspace or tun", g.cfg.Mode)
 	}
@@ -212,6 +213,26 @@ func (g *Gateway) startDevice() error {
 		return fmt.Errorf("WireGuard device up (UDP port %d in use?): %w", g.cfg.ListenPort, err)
 	}
 	return nil
+}
+
+// hostAddrs lists the host's own addresses, which the userspace exit
+// refuses as destinations unless allowed: a rootless exit that reaches the
+// host's own services would be a hole. (A snapshot at start.)
+func hostAddrs(log *slog.Logger) []netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		log.Warn("listing the host's addresses for the egress policy", "err", err)
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out
 }
 
 // Close stops following the control server and tears the device down.

@@ -1,6 +1,6 @@
 package tunnet_test
 
-// TestGatewayInNamespaces runs a TUN-mode gateway end to end, in three
+// TestNetnsGateway runs a TUN-mode gateway end to end, in three
 // network namespaces that the test creates and links:
 //
 //	cli  wgN (10.200.0.2, 2001:db8:200::2): the upstream wireguard-go binary
@@ -12,7 +12,9 @@ package tunnet_test
 //	 | veth 198.51.100.1/24, 2001:db8:3::1/64 -- 198.51.100.2/24, 2001:db8:3::2/64
 //	srv  this test binary as a child (TUNNET_TEST_CHILD=srv): an HTTP server
 //	       that answers with the source address it saw; routes the exit
-//	       block 203.0.113.0/24 and 2001:db8:2::/64 to gw, as a provider would
+//	       block 203.0.113.0/24 and 2001:db8:2::/64 to gw, as a provider would;
+//	       the egress policy subtest adds a private network (10.200.9.0/24,
+//	       fd00:9::/64) on the same link, and the same HTTP server on gw
 //
 // The exit addresses differ from gw's address on the srv link, so the server
 // tells SNAT (it sees 203.0.113.1) from masquerade (198.51.100.1) apart.
@@ -83,7 +85,7 @@ var (
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
-func TestGatewayInNamespaces(t *testing.T) {
+func TestNetnsGateway(t *testing.T) {
 	netns.Require(t, "nft", "wg", "curl", "ping")
 	wgGo, err := filepath.Abs("../.bin/wireguard-go")
 	if err != nil {
@@ -142,11 +144,12 @@ func TestGatewayInNamespaces(t *testing.T) {
 	// gateway restart also replaces the peer, dropping the session the old
 	// gateway held, so the next packet starts a fresh handshake (otherwise
 	// the client would take ~15 s to notice).
-	startGateway := func(t *testing.T, name string, exit4, exit6 netip.Addr) *netns.Proc {
+	startGateway := func(t *testing.T, name string, exit4, exit6 netip.Addr, allow ...string) *netns.Proc {
 		t.Helper()
 		p := gw.Start(t, name, "env", childEnv+"=gw",
 			"GW_KEY="+gwKey.Hex(), "GW_PEER="+cliKey.Public().Hex(),
-			"GW_EXIT4="+addrString(exit4), "GW_EXIT6="+addrString(exit6), self)
+			"GW_EXIT4="+addrString(exit4), "GW_EXIT6="+addrString(exit6),
+			"GW_ALLOW="+strings.Join(allow, ","), self)
 		if err := p.WaitFor("READY", 15*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -212,6 +215,53 @@ func TestGatewayInNamespaces(t *testing.T) {
 		checkSource(t, cli, srv6, gwSrvSide6)
 	})
 
+	t.Run("egress policy", func(t *testing.T) {
+		// A private network behind gw (10.200.9.0/24, fd00:9::/64 on srv),
+		// and an HTTP server on gw itself, listening on all of its
+		// addresses: on the srv link (198.51.100.1, a documentation
+		// address, so only the input chain keeps clients off it), on the
+		// exit address and on the tunnel addresses.
+		gwLink := gw.Run(t, "sh", "-c", "ip -o addr show to 198.51.100.1 | awk '{print $2}'")
+		srvLink := srv.Run(t, "sh", "-c", "ip -o addr show to 198.51.100.2 | awk '{print $2}'")
+		gw.Run(t, "ip", "addr", "add", "10.200.9.1/24", "dev", strings.TrimSpace(gwLink))
+		gw.Run(t, "ip", "addr", "add", "fd00:9::1/64", "dev", strings.TrimSpace(gwLink), "nodad")
+		srv.Run(t, "ip", "addr", "add", "10.200.9.2/24", "dev", strings.TrimSpace(srvLink))
+		srv.Run(t, "ip", "addr", "add", "fd00:9::2/64", "dev", strings.TrimSpace(srvLink), "nodad")
+		for _, r := range []string{"10.200.9.0/24", "fd00:9::/64", "10.200.0.1/32", "2001:db8:200::1/128", "203.0.113.1/32"} {
+			cli.Run(t, "ip", "route", "add", r, "dev", wgIf)
+		}
+		onGw := gw.Start(t, "http server on gw", "env", childEnv+"=srv", self)
+		if err := onGw.WaitFor("READY", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		private := []string{"10.200.9.2", "fd00:9::2"}
+		host := []string{"198.51.100.1", "2001:db8:3::1", "203.0.113.1", "10.200.0.1", "2001:db8:200::1"}
+
+		gwProc := startGateway(t, "gw (egress default)", exit4, exit6)
+		checkSource(t, cli, srv4, exit4) // the tunnel works, and public destinations are reachable
+		checkSource(t, cli, srv6, exit6)
+		for _, dst := range append(private, host...) {
+			checkRefused(t, cli, dst)
+		}
+		// The userspace exit answers pings on the gateway's tunnel
+		// addresses; so does TUN mode.
+		cli.Run(t, "ping", "-c", "1", "-W", "2", "10.200.0.1")
+		cli.Run(t, "ping", "-c", "1", "-W", "2", "2001:db8:200::1")
+		if err := gwProc.Stop(10 * time.Second); err != nil {
+			t.Fatalf("gateway did not shut down cleanly: %v", err)
+		}
+
+		startGateway(t, "gw (egress allow)", exit4, exit6, "10.200.9.0/24", "fd00:9::/64", "198.51.100.1/32")
+		checkSource(t, cli, netip.MustParseAddr("10.200.9.2"), exit4)
+		checkSource(t, cli, netip.MustParseAddr("fd00:9::2"), exit6)
+		// Allowing the host's own address lets clients reach it there,
+		// unNATed (the input hook comes before any SNAT), and only there.
+		checkSource(t, cli, gwSrvSide4, cliTun4.Addr())
+		for _, dst := range []string{"2001:db8:3::1", "203.0.113.1", "10.200.0.1"} {
+			checkRefused(t, cli, dst)
+		}
+	})
+
 	if got := readFile(t, "/proc/sys/net/ipv4/ip_forward"); got != hostFwd4 {
 		t.Errorf("host ip_forward changed: %s -> %s", hostFwd4, got)
 	}
@@ -227,6 +277,21 @@ func checkSource(t *testing.T, cli *netns.NS, srv, want netip.Addr) {
 	got := strings.TrimSpace(curl(t, cli, fmt.Sprintf("http://%s/", netip.AddrPortFrom(srv, srvPort))))
 	if got != want.String() {
 		t.Errorf("server %s saw the client as %q, want %s", srv, got, want)
+	}
+}
+
+// checkRefused checks that an HTTP request from the client to dst is
+// refused with a TCP reset (curl: Connection refused), as the egress policy
+// refuses it, rather than timing out or getting through.
+func checkRefused(t *testing.T, cli *netns.NS, dst string) {
+	t.Helper()
+	url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(netip.MustParseAddr(dst), srvPort))
+	out, err := cli.Output("curl", "-sS", "-v", "--fail", "--connect-timeout", "3", "--max-time", "5", url)
+	switch {
+	case err == nil:
+		t.Errorf("client reached %s through the gateway; the egress policy should refuse it:\n%s", url, out)
+	case !strings.Contains(err.Error(), "Connection refused"):
+		t.Errorf("client request to %s failed, but not with a refusal (want a TCP reset: Connection refused): %v", url, err)
 	}
 }
 
@@ -280,7 +345,15 @@ func gatewayChild() int {
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, "gw:", err); return 1 }
 	exit4, _ := netip.ParseAddr(os.Getenv("GW_EXIT4"))
 	exit6, _ := netip.ParseAddr(os.Getenv("GW_EXIT6"))
-	tn, err := tunnet.Open(tunnet.Config{Addresses: gwTunAddrs, ExitIPv4: exit4, ExitIPv6: exit6})
+	var allow []netip.Prefix
+	for _, s := range strings.FieldsFunc(os.Getenv("GW_ALLOW"), func(r rune) bool { return r == ',' }) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return fail(err)
+		}
+		allow = append(allow, p)
+	}
+	tn, err := tunnet.Open(tunnet.Config{Addresses: gwTunAddrs, ExitIPv4: exit4, ExitIPv6: exit6, EgressAllow: allow})
 	if err != nil {
 		return fail(err)
 	}

@@ -20,10 +20,24 @@
 //     kernel routes each pool (the addresses' prefixes) to it;
 //   - the nftables table "inet meridian": a postrouting NAT chain that
 //     rewrites the source of pool traffic leaving through any other interface
-//     to the exit address (or masquerades), and a forward chain that lets
-//     TUN -> other interfaces through, lets replies back in, and drops
-//     anything else headed into the TUN (unsolicited inbound and
-//     client-to-client).
+//     to the exit address (or masquerades); a forward chain that lets
+//     TUN -> other interfaces through, subject to the egress policy, lets
+//     replies back in, and drops anything else headed into the TUN
+//     (unsolicited inbound and client-to-client); and an input chain that
+//     keeps clients off the gateway host itself.
+//
+// The egress policy is the userspace exit's (package exit), so both modes
+// keep clients to the same destinations: traffic from the TUN to loopback,
+// link-local (with the cloud metadata address), private, shared (CGNAT),
+// multicast and reserved ranges, and NAT64 forms of those, is refused (TCP
+// with a reset, anything else dropped) unless Config.EgressAllow covers the
+// destination. The host's own addresses are reached through the input hook,
+// not forwarding, so every one of them is covered without listing them: a
+// client may answer connections the host opened, ping the gateway's tunnel
+// addresses and reach EgressAllow destinations, and nothing else. (Loopback
+// destinations stay unreachable from the TUN even when allowed: the kernel
+// drops packets to them that arrive on another interface, for IPv4 unless
+// route_localnet is set.)
 //
 // What Open changes and Close leaves: net.ipv4.ip_forward and
 // net.ipv6.conf.all.forwarding are set to 1 (for the families in use), as
@@ -68,6 +82,87 @@ type Config struct {
 	MTU       int            // default 1420
 	ExitIPv4  netip.Addr     // SNAT source for IPv4 traffic leaving the host; zero = masquerade
 	ExitIPv6  netip.Addr     // same for IPv6
+
+	// EgressAllow lists destinations that clients may reach although the
+	// egress policy denies them (DeniedPrefixes, or the host's own
+	// addresses), e.g. 192.168.10.0/24 for an office LAN behind the gateway.
+	// IPv4-mapped IPv6 prefixes count as their IPv4 form.
+	EgressAllow []netip.Prefix
+}
+
+// deniedPrefixes mirrors the userspace exit's deny list (exit/policy.go):
+// destinations that tunnel clients may not reach unless EgressAllow covers
+// them. The test TestEgressPolicyMatchesExit keeps the two in step.
+var deniedPrefixes = []netip.Prefix{
+	// IPv4.
+	netip.MustParsePrefix("0.0.0.0/8"),          // "this network"
+	netip.MustParsePrefix("10.0.0.0/8"),         // private
+	netip.MustParsePrefix("100.64.0.0/10"),      // carrier-grade NAT
+	netip.MustParsePrefix("127.0.0.0/8"),        // loopback
+	netip.MustParsePrefix("169.254.0.0/16"),     // link-local
+	netip.MustParsePrefix("169.254.169.254/32"), // cloud metadata; inside link-local, named on purpose
+	netip.MustParsePrefix("172.16.0.0/12"),      // private
+	netip.MustParsePrefix("192.0.0.0/24"),       // IETF protocol assignments (Oracle Cloud metadata 192.0.0.192)
+	netip.MustParsePrefix("192.168.0.0/16"),     // private
+	netip.MustParsePrefix("224.0.0.0/4"),        // multicast
+	netip.MustParsePrefix("240.0.0.0/4"),        // reserved, and the limited broadcast
+
+	// IPv6.
+	netip.MustParsePrefix("::/128"),            // unspecified
+	netip.MustParsePrefix("::1/128"),           // loopback
+	netip.MustParsePrefix("::ffff:0:0/96"),     // IPv4-mapped: never valid on the wire
+	netip.MustParsePrefix("fc00::/7"),          // unique local (AWS metadata fd00:ec2::254)
+	netip.MustParsePrefix("fd00:ec2::254/128"), // cloud metadata; inside fc00::/7, named on purpose
+	netip.MustParsePrefix("fe80::/10"),         // link-local
+	netip.MustParsePrefix("fec0::/10"),         // deprecated site-local
+	netip.MustParsePrefix("ff00::/8"),          // multicast
+}
+
+// nat64 is the well-known NAT64 prefix (RFC 6052): on a host behind NAT64,
+// 64:ff9b::a.b.c.d reaches a.b.c.d, so the IPv4 deny list is denied in that
+// form too.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
+// DeniedPrefixes returns the destinations that clients may not reach through
+// a TUN-mode gateway unless Config.EgressAllow covers them, including the
+// NAT64 forms of the IPv4 ones, without overlaps. The host's own addresses
+// are denied as well, by the input chain.
+func DeniedPrefixes() []netip.Prefix {
+	all := slices.Clone(deniedPrefixes)
+	for _, p := range deniedPrefixes {
+		if p.Addr().Is4() {
+			b := nat64.Addr().As16()
+			v4 := p.Addr().As4()
+			copy(b[12:], v4[:])
+			all = append(all, netip.PrefixFrom(netip.AddrFrom16(b), 96+p.Bits()))
+		}
+	}
+	return disjoint(all)
+}
+
+// disjoint drops every prefix covered by another one (nftables interval sets
+// refuse overlapping elements) and sorts the rest.
+func disjoint(ps []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for i, p := range ps {
+		covered := false
+		for j, q := range ps {
+			if i != j && q.Bits() <= p.Bits() && q.Contains(p.Addr()) && (q.Bits() < p.Bits() || j < i) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return out
 }
 
 // TUN is an open TUN device with its addresses and NAT in place.
@@ -162,10 +257,20 @@ func (t *TUN) Close() error {
 // Ruleset renders the nftables script that Open feeds to `nft -f -` for the
 // TUN named tunName. Declaring and then deleting the table before defining it
 // replaces any previous "meridian" table in the same atomic transaction.
+// cfg is expected to have passed Open's validation.
 func Ruleset(tunName string, cfg Config) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\n", TableName, TableName)
 	fmt.Fprintf(&b, "table inet %s {\n", TableName)
+
+	// Sets: what the egress policy denies, and the operator's exceptions.
+	allow := normalizeAllow(cfg.EgressAllow)
+	deny := DeniedPrefixes()
+	writeSet(&b, "egress_deny4", "ipv4_addr", "denied destinations (exit policy)", filterFamily(deny, true))
+	writeSet(&b, "egress_deny6", "ipv6_addr", "", filterFamily(deny, false))
+	writeSet(&b, "egress_allow4", "ipv4_addr", "exceptions (EgressAllow)", filterFamily(allow, true))
+	writeSet(&b, "egress_allow6", "ipv6_addr", "", filterFamily(allow, false))
+
 	b.WriteString("\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n")
 	for _, pool := range Pools(cfg.Addresses) {
 		fam, exit := "ip", cfg.ExitIPv4
@@ -179,12 +284,101 @@ func Ruleset(tunName string, cfg Config) string {
 		fmt.Fprintf(&b, "\t\t%s saddr %s oifname != %q %s\n", fam, pool, tunName, action)
 	}
 	b.WriteString("\t}\n")
+
 	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n")
-	fmt.Fprintf(&b, "\t\tiifname %q oifname != %q accept\n", tunName, tunName)
+	fmt.Fprintf(&b, "\t\tiifname %q goto egress\n", tunName)
 	fmt.Fprintf(&b, "\t\toifname %q ct state established,related accept\n", tunName)
 	fmt.Fprintf(&b, "\t\toifname %q drop\n", tunName)
+	b.WriteString("\t}\n")
+
+	// Every packet from a client that the host forwards: no client-to-client,
+	// then exceptions, then the deny list. Checked per packet, not only for
+	// new connections, so a replaced table cuts flows it no longer allows.
+	b.WriteString("\tchain egress {\n")
+	fmt.Fprintf(&b, "\t\toifname %q drop\n", tunName)
+	b.WriteString("\t\tip daddr @egress_allow4 accept\n")
+	b.WriteString("\t\tip6 daddr @egress_allow6 accept\n")
+	b.WriteString("\t\tip daddr @egress_deny4 goto refuse\n")
+	b.WriteString("\t\tip6 daddr @egress_deny6 goto refuse\n")
+	b.WriteString("\t\taccept\n")
+	b.WriteString("\t}\n")
+
+	// Packets from a client to any of the host's own addresses.
+	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tiifname %q goto to_host\n", tunName)
+	b.WriteString("\t}\n")
+	b.WriteString("\tchain to_host {\n")
+	b.WriteString("\t\tct state established,related accept\n")
+	b.WriteString("\t\tip daddr @egress_allow4 accept\n")
+	b.WriteString("\t\tip6 daddr @egress_allow6 accept\n")
+	for _, a := range cfg.Addresses {
+		if a.Addr().Is4() {
+			fmt.Fprintf(&b, "\t\tip daddr %s icmp type echo-request accept\n", a.Addr())
+		} else {
+			fmt.Fprintf(&b, "\t\tip6 daddr %s icmpv6 type echo-request accept\n", a.Addr())
+		}
+	}
+	b.WriteString("\t\tgoto refuse\n")
+	b.WriteString("\t}\n")
+
+	// Refused like the userspace exit refuses: TCP with a reset, so the
+	// client fails at once, anything else silently.
+	b.WriteString("\tchain refuse {\n")
+	b.WriteString("\t\tmeta l4proto tcp reject with tcp reset\n")
+	b.WriteString("\t\tdrop\n")
 	b.WriteString("\t}\n}\n")
 	return b.String()
+}
+
+func writeSet(b *strings.Builder, name, typ, comment string, elems []netip.Prefix) {
+	if comment != "" {
+		fmt.Fprintf(b, "\t# %s\n", comment)
+	}
+	fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n\t\tflags interval\n", name, typ)
+	if len(elems) > 0 {
+		s := make([]string, len(elems))
+		for i, p := range elems {
+			s[i] = p.String()
+		}
+		fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(s, ", "))
+	}
+	b.WriteString("\t}\n")
+}
+
+func filterFamily(ps []netip.Prefix, v4 bool) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.Addr().Is4() == v4 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// normalizeAllow masks the allow prefixes, turns IPv4-mapped ones into IPv4
+// (as the userspace exit does), and drops duplicates and covered ones.
+func normalizeAllow(allow []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range allow {
+		if p = normalizePrefix(p); p.IsValid() {
+			out = append(out, p)
+		}
+	}
+	return disjoint(out)
+}
+
+func normalizePrefix(p netip.Prefix) netip.Prefix {
+	if !p.IsValid() {
+		return netip.Prefix{}
+	}
+	a := p.Addr().WithZone("")
+	if a.Is4In6() {
+		if p.Bits() < 96 {
+			return netip.Prefix{} // spans more than the mapped range
+		}
+		return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked()
+	}
+	return netip.PrefixFrom(a, p.Bits()).Masked()
 }
 
 // Pools returns the distinct networks of the given interface addresses, in
@@ -219,6 +413,11 @@ func (c Config) withDefaults() (Config, error) {
 	for _, p := range c.Addresses {
 		if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
 			return c, fmt.Errorf("tunnet: invalid tunnel address %v", p)
+		}
+	}
+	for _, p := range c.EgressAllow {
+		if !normalizePrefix(p).IsValid() {
+			return c, fmt.Errorf("tunnet: invalid EgressAllow prefix %v", p)
 		}
 	}
 	v4, v6 := families(c.Addresses)

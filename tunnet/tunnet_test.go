@@ -23,9 +23,9 @@ func TestRulesetSNAT(t *testing.T) {
 		"type nat hook postrouting priority srcnat;",
 		`ip saddr 10.200.0.0/16 oifname != "mrd0" snat ip to 203.0.113.1`,
 		`ip6 saddr 2001:db8:200::/64 oifname != "mrd0" snat ip6 to 2001:db8:2::1`,
-		`iifname "mrd0" oifname != "mrd0" accept`,
+		`iifname "mrd0" goto egress`,
 		`oifname "mrd0" ct state established,related accept`,
-		`oifname "mrd0" drop`,
+		"\t\toifname \"mrd0\" drop\n\t}\n\tchain egress {\n\t\toifname \"mrd0\" drop\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("ruleset lacks %q:\n%s", want, got)
@@ -91,5 +91,90 @@ func TestOpenWithoutPrivilege(t *testing.T) {
 	}
 	if os.Geteuid() == 0 {
 		t.Log("root without CAP_NET_ADMIN")
+	}
+}
+
+func TestRulesetEgressPolicy(t *testing.T) {
+	cfg := Config{
+		Addresses: []netip.Prefix{
+			netip.MustParsePrefix("10.200.0.1/24"),
+			netip.MustParsePrefix("2001:db8:200::1/64"),
+		},
+		EgressAllow: []netip.Prefix{
+			netip.MustParsePrefix("192.168.10.0/24"),
+			netip.MustParsePrefix("192.168.10.128/25"),   // covered: dropped
+			netip.MustParsePrefix("::ffff:10.9.0.0/112"), // IPv4-mapped: becomes 10.9.0.0/16
+			netip.MustParsePrefix("fd00:1::5/64"),        // masked
+		},
+	}
+	got := Ruleset("mrd0", cfg)
+	for _, want := range []string{
+		// The deny list, IPv4 and IPv6, with NAT64 forms and without overlaps.
+		"elements = { 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.0.0.0/24, 192.168.0.0/16, 224.0.0.0/4, 240.0.0.0/4 }",
+		"::1/128", "fc00::/7", "fe80::/10", "ff00::/8", "::ffff:0.0.0.0/96", "64:ff9b::a9fe:0/112", "64:ff9b::a00:0/104",
+		"set egress_allow4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.9.0.0/16, 192.168.10.0/24 }\n\t}",
+		"set egress_allow6 {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\telements = { fd00:1::/64 }\n\t}",
+		// Forwarded traffic from the TUN: isolation, exceptions, then the deny list.
+		"\tchain egress {\n" +
+			"\t\toifname \"mrd0\" drop\n" +
+			"\t\tip daddr @egress_allow4 accept\n" +
+			"\t\tip6 daddr @egress_allow6 accept\n" +
+			"\t\tip daddr @egress_deny4 goto refuse\n" +
+			"\t\tip6 daddr @egress_deny6 goto refuse\n" +
+			"\t\taccept\n\t}\n",
+		// Traffic from the TUN to the host itself.
+		"type filter hook input priority filter; policy accept;\n\t\tiifname \"mrd0\" goto to_host\n",
+		"\tchain to_host {\n" +
+			"\t\tct state established,related accept\n" +
+			"\t\tip daddr @egress_allow4 accept\n" +
+			"\t\tip6 daddr @egress_allow6 accept\n" +
+			"\t\tip daddr 10.200.0.1 icmp type echo-request accept\n" +
+			"\t\tip6 daddr 2001:db8:200::1 icmpv6 type echo-request accept\n" +
+			"\t\tgoto refuse\n\t}\n",
+		"\tchain refuse {\n\t\tmeta l4proto tcp reject with tcp reset\n\t\tdrop\n\t}\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, got)
+		}
+	}
+	for _, bad := range []string{"169.254.169.254", "fd00:ec2::254", "192.168.10.128"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("ruleset has %s, which a wider element covers (nft rejects overlapping intervals):\n%s", bad, got)
+		}
+	}
+
+	// No exceptions: the allow sets are declared, empty.
+	got = Ruleset("mrd0", Config{Addresses: cfg.Addresses})
+	if !strings.Contains(got, "set egress_allow4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t}") ||
+		!strings.Contains(got, "set egress_allow6 {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t}") {
+		t.Errorf("without EgressAllow the allow sets should be empty:\n%s", got)
+	}
+}
+
+func TestDeniedPrefixesDisjoint(t *testing.T) {
+	ps := DeniedPrefixes()
+	for i, p := range ps {
+		if p != p.Masked() {
+			t.Errorf("%v is not masked", p)
+		}
+		for j, q := range ps {
+			if i != j && q.Overlaps(p) {
+				t.Errorf("%v overlaps %v", p, q)
+			}
+		}
+	}
+}
+
+func TestEgressAllowValidation(t *testing.T) {
+	cfg := Config{
+		Addresses:   []netip.Prefix{netip.MustParsePrefix("10.200.0.1/16")},
+		EgressAllow: []netip.Prefix{{}},
+	}
+	if _, err := cfg.withDefaults(); err == nil || !strings.Contains(err.Error(), "EgressAllow") {
+		t.Errorf("invalid EgressAllow prefix: err = %v", err)
+	}
+	cfg.EgressAllow = []netip.Prefix{netip.MustParsePrefix("::ffff:0:0/80")} // wider than the mapped range
+	if _, err := cfg.withDefaults(); err == nil {
+		t.Error("IPv4-mapped prefix shorter than /96 accepted")
 	}
 }

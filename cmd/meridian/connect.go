@@ -17,15 +17,24 @@ func runConnect(ctx context.Context, args []string) error {
 	config := fs.String("config", "", "WireGuard config file (wg-quick format), as written by 'meridian device add --out'")
 	socks := fs.String("socks5", "127.0.0.1:1080", "SOCKS5 proxy listen address (\"\" for none)")
 	httpAddr := fs.String("http", "", "HTTP proxy listen address (CONNECT and plain http://), e.g. 127.0.0.1:8080")
+	tunMode := fs.Bool("tun", false, "route the whole machine's traffic for the peer's AllowedIPs through a kernel TUN instead of proxies (Linux, needs root or CAP_NET_ADMIN)")
+	tunName := fs.String("tun-name", client.DefaultTUNName, "name of the TUN interface for --tun")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *config == "" {
 		return usageError{errors.New("connect: --config FILE is required")}
 	}
-	if *socks == "" && *httpAddr == "" {
-		return usageError{errors.New("connect: give --socks5 and/or --http: without a proxy the tunnel would carry nothing")}
+	switch {
+	case *tunMode && (set["socks5"] && *socks != "" || *httpAddr != ""):
+		return usageError{errors.New("connect: --tun routes the machine's traffic itself: drop --socks5 and --http")}
+	case !*tunMode && set["tun-name"]:
+		return usageError{errors.New("connect: --tun-name needs --tun")}
+	case !*tunMode && *socks == "" && *httpAddr == "":
+		return usageError{errors.New("connect: give --socks5 and/or --http, or --tun: without a proxy the tunnel would carry nothing")}
 	}
 	log, err := newLogger(*logLevel)
 	if err != nil {
@@ -39,17 +48,31 @@ func runConnect(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", *config, err)
 	}
-	t, err := client.Start(cfg, client.Options{SOCKS5: *socks, HTTP: *httpAddr, Logger: log})
-	if err != nil {
-		return err
+
+	var tunnel interface {
+		LastHandshake() time.Time
+		Close() error
 	}
-	defer t.Close()
-	fmt.Printf("tunnel up to %s\n", cfg.Peers[0].Endpoint)
-	if a := t.SOCKS5Addr(); a != nil {
-		fmt.Printf("  SOCKS5 proxy  %s   (curl --proxy socks5h://%s ...)\n", a, a)
-	}
-	if a := t.HTTPAddr(); a != nil {
-		fmt.Printf("  HTTP proxy    %s   (curl --proxy http://%s ...)\n", a, a)
+	if *tunMode {
+		t, err := client.StartTUN(cfg, client.TUNOptions{Name: *tunName, Logger: log})
+		if err != nil {
+			return err
+		}
+		tunnel = t
+		fmt.Printf("tunnel up to %s on interface %s\n", cfg.Peers[0].Endpoint, t.Name())
+	} else {
+		t, err := client.Start(cfg, client.Options{SOCKS5: *socks, HTTP: *httpAddr, Logger: log})
+		if err != nil {
+			return err
+		}
+		tunnel = t
+		fmt.Printf("tunnel up to %s\n", cfg.Peers[0].Endpoint)
+		if a := t.SOCKS5Addr(); a != nil {
+			fmt.Printf("  SOCKS5 proxy  %s   (curl --proxy socks5h://%s ...)\n", a, a)
+		}
+		if a := t.HTTPAddr(); a != nil {
+			fmt.Printf("  HTTP proxy    %s   (curl --proxy http://%s ...)\n", a, a)
+		}
 	}
 	tick := time.NewTicker(30 * time.Second)
 	defer tick.Stop()
@@ -57,11 +80,11 @@ func runConnect(ctx context.Context, args []string) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return tunnel.Close()
 		case <-tick.C:
 			// Without a handshake for 3 minutes the gateway is not answering:
 			// say so once instead of failing silently.
-			hs := t.LastHandshake()
+			hs := tunnel.LastHandshake()
 			if stale := hs.IsZero() || time.Since(hs) > 3*time.Minute; stale && !warned {
 				log.Warn("no recent handshake with the gateway; is it up, and is this device still active?")
 				warned = true

@@ -118,7 +118,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
 	fs.IntVar(&g.listenPort, "listen-port", 51820, "WireGuard UDP port")
 	fs.StringVar(&g.endpoint, "endpoint", "", "host:port that clients dial (default 127.0.0.1:PORT when the control server is on loopback)")
 	fs.StringVar(&g.name, "name", "", "gateway name (default: host name)")
-	fs.Var(&g.allow, "egress-allow", "CIDR the userspace exit may reach although it is private/loopback (repeatable)")
+	fs.Var(&g.allow, "egress-allow", "CIDR that tunnel clients may reach although the egress policy denies it (private, loopback, the gateway host) (repeatable)")
 	if withTUN {
 		fs.StringVar(&g.mode, "mode", "userspace", "userspace (rootless, gVisor netstack) or tun (kernel TUN + nftables NAT, needs root)")
 		fs.StringVar(&g.tunName, "tun-name", "mrd0", "TUN interface name (tun mode)")

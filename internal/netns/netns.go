@@ -93,9 +93,33 @@ func Require(t testing.TB, tools ...string) {
 	t.Skip(reason)
 }
 
-// NS is a network namespace made by New.
+// NS is a network namespace made by New, or the process's own namespace
+// (Host).
 type NS struct {
-	Name string
+	Name string // empty for Host
+}
+
+// Host returns the namespace this process runs in (on a test machine, the
+// host's root namespace) as an NS, so that a test can run a process there
+// (Start, Run) and link it to a namespace of its own (Link), as when a
+// control server on the host serves gateways in namespaces. Host is never
+// deleted.
+//
+// NETWORK SAFETY: the host namespace has real interfaces and routes to the
+// outside world. Run nothing there that sends packets anywhere but loopback
+// and the links the test made, never set sysctls or routes there, and give a
+// host end of a link only addresses that no route of the host already covers
+// (Link checks).
+func Host() *NS { return &NS{} }
+
+// IsHost reports whether n is the process's own namespace (Host).
+func (n *NS) IsHost() bool { return n.Name == "" }
+
+func (n *NS) label() string {
+	if n.IsHost() {
+		return "host"
+	}
+	return n.Name
 }
 
 // New creates a namespace named prefix-<pid><random>, brings its loopback
@@ -150,12 +174,39 @@ var linkSeq atomic.Uint32
 // ones with nodad, so they are usable at once), and sets both ends up. The
 // ends are created directly inside their namespaces, so their names never
 // meet the host's interfaces. It returns the interface names in a and in b.
+//
+// One of a and b may be Host. The host end then gets a name unique to this
+// process, IPv6 is disabled on it unless it is given IPv6 addresses (so it
+// sends no router solicitations or MLD reports), Link fails the test if a
+// route of the host other than the default covers, or lies inside, one of
+// its addresses' prefixes, and the pair is deleted when the test ends.
 func Link(t testing.TB, a, b *NS, aAddrs, bAddrs []netip.Prefix) (aIf, bIf string) {
 	t.Helper()
+	if a.IsHost() && b.IsHost() {
+		t.Fatal("netns.Link: both ends in the host namespace")
+	}
+	if b.IsHost() {
+		bIf, aIf = Link(t, b, a, bAddrs, aAddrs)
+		return aIf, bIf
+	}
 	seq := linkSeq.Add(1)
 	aIf = fmt.Sprintf("veth%da", seq)
 	bIf = fmt.Sprintf("veth%db", seq)
+	if a.IsHost() {
+		aIf = fmt.Sprintf("mh%s%d", suffixHex(), seq)
+		checkHostPrefixes(t, aAddrs)
+	}
 	a.Run(t, "ip", "link", "add", aIf, "type", "veth", "peer", "name", bIf, "netns", b.Name)
+	if a.IsHost() {
+		t.Cleanup(func() { exec.Command("ip", "link", "del", aIf).Run() }) // gone already if b was deleted first
+		has6 := false
+		for _, p := range aAddrs {
+			has6 = has6 || p.Addr().Is6()
+		}
+		if !has6 {
+			a.Run(t, "sh", "-c", `printf '1\n' > "/proc/sys/net/ipv6/conf/$1/disable_ipv6"`, "sh", aIf)
+		}
+	}
 	// Up first, addresses second: IPv6 addresses added (even with nodad)
 	// while the link is down make the first neighbour discovery across it
 	// take 1-2.5 s once it is up; added after, it is immediate.
@@ -177,8 +228,38 @@ func Link(t testing.TB, a, b *NS, aAddrs, bAddrs []netip.Prefix) (aIf, bIf strin
 	return aIf, bIf
 }
 
+// checkHostPrefixes fails the test if a host route other than a default
+// route covers or lies inside one of the prefixes: a host end of a link
+// must not take over traffic meant for the host's real networks.
+func checkHostPrefixes(t testing.TB, addrs []netip.Prefix) {
+	t.Helper()
+	for _, p := range addrs {
+		fam := "-4"
+		if p.Addr().Is6() {
+			fam = "-6"
+		}
+		for _, sel := range []string{"match", "root"} {
+			out, err := exec.Command("ip", fam, "route", "show", "table", "all", sel, p.Masked().String()).Output()
+			if err != nil {
+				t.Fatalf("ip route show %s %s: %v", sel, p.Masked(), err)
+			}
+			for _, line := range strings.Split(string(out), "\n") {
+				f := strings.Fields(line)
+				if len(f) == 0 || f[0] == "default" || f[0] == "local" || f[0] == "broadcast" || f[0] == "unreachable" ||
+					f[0] == "multicast" || (len(f) > 1 && f[0] == "anycast") {
+					continue
+				}
+				t.Fatalf("netns.Link: host address %v collides with the host route %q: pick another prefix", p, strings.TrimSpace(line))
+			}
+		}
+	}
+}
+
 // Command returns an unstarted command that runs args inside the namespace.
 func (n *NS) Command(args ...string) *exec.Cmd {
+	if n.IsHost() {
+		return exec.Command(args[0], args[1:]...)
+	}
 	return exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...)
 }
 
@@ -190,7 +271,7 @@ func (n *NS) Output(args ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return stdout.String(), fmt.Errorf("[%s] %s: %v\nstdout:\n%s\nstderr:\n%s",
-			n.Name, strings.Join(args, " "), err, stdout.String(), stderr.String())
+			n.label(), strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
 	return stdout.String(), nil
 }
@@ -207,9 +288,12 @@ func (n *NS) Run(t testing.TB, args ...string) string {
 }
 
 // Sysctl sets a sysctl inside the namespace (key in dotted form, such as
-// net.ipv4.ip_forward). Network sysctls are per namespace.
+// net.ipv4.ip_forward). Network sysctls are per namespace. It refuses Host.
 func (n *NS) Sysctl(t testing.TB, key, value string) {
 	t.Helper()
+	if n.IsHost() {
+		t.Fatalf("netns: refusing to set %s in the host namespace", key)
+	}
 	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
 	n.Run(t, "sh", "-c", `printf '%s\n' "$1" > "$2"`, "sysctl", value, path)
 }
@@ -232,7 +316,7 @@ func (n *NS) Start(t testing.TB, logPrefix string, args ...string) *Proc {
 	p := &Proc{Cmd: n.Command(args...), out: new(syncBuffer), done: make(chan struct{})}
 	p.Stdout, p.Stderr = p.out, p.out
 	if err := p.Cmd.Start(); err != nil {
-		t.Fatalf("[%s] start %s: %v", n.Name, strings.Join(args, " "), err)
+		t.Fatalf("[%s] start %s: %v", n.label(), strings.Join(args, " "), err)
 	}
 	go func() {
 		p.err = p.Cmd.Wait()
@@ -326,6 +410,12 @@ func suffix() string {
 	var r [3]byte
 	rand.Read(r[:])
 	return strconv.Itoa(os.Getpid()) + hex.EncodeToString(r[:])
+}
+
+func suffixHex() string {
+	var r [3]byte
+	rand.Read(r[:])
+	return hex.EncodeToString(r[:])
 }
 
 func indent(s string) string {

@@ -88,3 +88,27 @@ func TestWaitForExit(t *testing.T) {
 		t.Errorf("Err() = %v, want exit status 3", err)
 	}
 }
+
+func TestLinkHost(t *testing.T) {
+	netns.Require(t, "ping")
+	var hostIf string
+	t.Run("inner", func(t *testing.T) {
+		n := netns.New(t, "nsh")
+		var nIf string
+		hostIf, nIf = netns.Link(t, netns.Host(), n, []netip.Prefix{pfx("10.200.253.1/30")}, []netip.Prefix{pfx("10.200.253.2/30")})
+		if out := netns.Host().Run(t, "ip", "-o", "addr", "show", "dev", hostIf); !strings.Contains(out, "10.200.253.1/30") || strings.Contains(out, "inet6") {
+			t.Errorf("host end %s: want 10.200.253.1/30 and no IPv6:\n%s", hostIf, out)
+		}
+		n.Run(t, "ping", "-c", "1", "-W", "2", "10.200.253.1")
+		if out := n.Run(t, "ip", "route", "show", "default"); strings.TrimSpace(out) != "" {
+			t.Errorf("%s (%s) has a default route: %s", n.Name, nIf, out)
+		}
+		p := netns.Host().Start(t, "host echo", "sh", "-c", "echo on-host")
+		if err := p.WaitFor("on-host", 5*time.Second); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := netns.Host().Output("ip", "link", "show", hostIf); err == nil {
+		t.Errorf("host end %s still exists after cleanup", hostIf)
+	}
+}

@@ -243,3 +243,86 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health
 	return h, c.Do(ctx, "GET", "/health", nil, &h)
 }
+
+// SetPlace declares where a gateway stands ("" or ControlNode: the control
+// server).
+func (c *Client) SetPlace(ctx context.Context, node string, p Place) (Place, error) {
+	path := "/gateways/" + url.PathEscape(node) + "/place"
+	if node == "" || node == ControlNode {
+		path = "/control/place"
+	}
+	var out Place
+	return out, c.Do(ctx, "PUT", path, p, &out)
+}
+
+// ControlPlace returns where the control server stands.
+func (c *Client) ControlPlace(ctx context.Context) (Place, error) {
+	var p Place
+	return p, c.Do(ctx, "GET", "/control/place", nil, &p)
+}
+
+// CreateLocation adds a location.
+func (c *Client) CreateLocation(ctx context.Context, l Location) (Location, error) {
+	var out Location
+	return out, c.Do(ctx, "POST", "/locations", l, &out)
+}
+
+// Locations lists locations.
+func (c *Client) Locations(ctx context.Context) ([]Location, error) {
+	var out []Location
+	return out, c.Do(ctx, "GET", "/locations", nil, &out)
+}
+
+// RemoveLocation removes a location no device uses.
+func (c *Client) RemoveLocation(ctx context.Context, code string) error {
+	return c.Do(ctx, "DELETE", "/locations/"+url.PathEscape(code), nil, nil)
+}
+
+// SetJurisdiction sets a country's duty profile and stance.
+func (c *Client) SetJurisdiction(ctx context.Context, j Jurisdiction) (Jurisdiction, error) {
+	var out Jurisdiction
+	return out, c.Do(ctx, "PUT", "/jurisdictions/"+url.PathEscape(j.Country), j, &out)
+}
+
+// Jurisdictions lists the configured countries.
+func (c *Client) Jurisdictions(ctx context.Context) ([]Jurisdiction, error) {
+	var out []Jurisdiction
+	return out, c.Do(ctx, "GET", "/jurisdictions", nil, &out)
+}
+
+// Explain says which duties apply on a gateway ("" for the control
+// server), for a user's tenant kind if user is set.
+func (c *Client) Explain(ctx context.Context, gateway, user string) (Explanation, error) {
+	q := url.Values{}
+	if gateway != "" {
+		q.Set("gateway", gateway)
+	}
+	if user != "" {
+		q.Set("user", user)
+	}
+	var out Explanation
+	return out, c.Do(ctx, "GET", "/jurisdictions/explain?"+q.Encode(), nil, &out)
+}
+
+// SetProfile stores an operator-defined duty profile given as JSON.
+func (c *Client) SetProfile(ctx context.Context, name string, body json.RawMessage) error {
+	return c.Do(ctx, "PUT", "/profiles/"+url.PathEscape(name), body, nil)
+}
+
+// Profiles returns the duty profiles by name, as JSON.
+func (c *Client) Profiles(ctx context.Context) (map[string]json.RawMessage, error) {
+	var out map[string]json.RawMessage
+	return out, c.Do(ctx, "GET", "/profiles", nil, &out)
+}
+
+// ServerList returns the clients' server list.
+func (c *Client) ServerList(ctx context.Context) (ServerList, error) {
+	var out ServerList
+	return out, c.Do(ctx, "GET", "/serverlist", nil, &out)
+}
+
+// DeviceConfig returns the server side of a device's config for a location.
+func (c *Client) DeviceConfig(ctx context.Context, id int64, location string) (DeviceConfigResponse, error) {
+	var out DeviceConfigResponse
+	return out, c.Do(ctx, "GET", fmt.Sprintf("/devices/%d/config?location=%s", id, url.QueryEscape(location)), nil, &out)
+}

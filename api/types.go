@@ -58,6 +58,7 @@ type Device struct {
 	IPv4      netip.Addr   `json:"ipv4"`
 	IPv6      netip.Addr   `json:"ipv6"`
 	Status    DeviceStatus `json:"status"`
+	Location  string       `json:"location,omitempty"`
 	CreatedAt time.Time    `json:"created_at"`
 }
 
@@ -68,6 +69,9 @@ type CreateDeviceRequest struct {
 	User      string  `json:"user"`
 	Name      string  `json:"name"`
 	PublicKey *wg.Key `json:"public_key,omitempty"`
+	// Location is a location code, "auto" for the least-loaded healthy
+	// gateway anywhere, or empty for any healthy gateway.
+	Location string `json:"location,omitempty"`
 }
 
 // CreateDeviceResponse answers POST /devices.
@@ -80,8 +84,17 @@ type CreateDeviceResponse struct {
 	Tunnel TunnelInfo `json:"tunnel"`
 }
 
+// DeviceConfigResponse answers GET /devices/{id}/config: the server side of
+// the device's config for a location (the device roams with the same key
+// and addresses).
+type DeviceConfigResponse struct {
+	Device Device     `json:"device"`
+	Tunnel TunnelInfo `json:"tunnel"`
+}
+
 // TunnelInfo is what a client config needs from the server side.
 type TunnelInfo struct {
+	Location            string       `json:"location,omitempty"`
 	Gateway             string       `json:"gateway,omitempty"` // empty while no gateway has joined
 	PublicKey           wg.Key       `json:"public_key,omitzero"`
 	Endpoint            string       `json:"endpoint,omitempty"`
@@ -166,6 +179,112 @@ type Gateway struct {
 	LastSeen  time.Time     `json:"last_seen,omitzero"`
 	Healthy   bool          `json:"healthy"`
 	Load      GatewayReport `json:"load"`
+	Place     *Place        `json:"place,omitempty"` // nil until the operator declares it
+	// InService is false when the gateway's physical country is
+	// virtual-only: it then carries no tunnels.
+	InService          bool   `json:"in_service"`
+	OutOfServiceReason string `json:"out_of_service_reason,omitempty"`
+}
+
+// Ownership says whether the operator owns or rents a machine.
+type Ownership string
+
+const (
+	Owned  Ownership = "owned"
+	Rented Ownership = "rented"
+)
+
+// Place is where a node physically stands and where its exit addresses
+// appear to be. Countries are ISO 3166-1 alpha-2 codes.
+type Place struct {
+	PhysicalCountry   string       `json:"physical_country"`
+	City              string       `json:"city,omitempty"`
+	Provider          string       `json:"provider,omitempty"`
+	Ownership         Ownership    `json:"ownership"`
+	EntryEndpoints    []string     `json:"entry_endpoints,omitempty"`
+	ExitAddresses     []netip.Addr `json:"exit_addresses,omitempty"`
+	AdvertisedCountry string       `json:"advertised_country"` // where the exit addresses geolocate
+	Capacity          int          `json:"capacity"`           // active peers at 100 % load
+	UpdatedAt         time.Time    `json:"updated_at,omitzero"`
+}
+
+// ControlNode is the node name of the control server in places and duties.
+const ControlNode = "control"
+
+// Location is what subscribers choose: an advertised country (and city),
+// served by one or more gateways.
+type Location struct {
+	Code     string   `json:"code"`
+	Country  string   `json:"country"`
+	City     string   `json:"city,omitempty"`
+	Gateways []string `json:"gateways"`
+}
+
+// Jurisdiction is the operator's setting for one country.
+type Jurisdiction struct {
+	Country   string    `json:"country"`
+	Profile   string    `json:"profile"`
+	Stance    string    `json:"stance"` // comply or virtual-only
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	// OutOfService names the gateways a virtual-only stance takes out of
+	// service (in answers to a change only).
+	OutOfService []string `json:"out_of_service,omitempty"`
+}
+
+// Duty is one duty that applies, and why.
+type Duty struct {
+	Kind   string `json:"kind"`
+	Why    string `json:"why"`    // e.g. "IN / cert-in-2022 / direction (v)"
+	Detail string `json:"detail"` // for people
+}
+
+// Explanation answers GET /jurisdictions/explain.
+type Explanation struct {
+	Node            string     `json:"node"`
+	PhysicalCountry string     `json:"physical_country,omitempty"`
+	Profile         string     `json:"profile,omitempty"`
+	Stance          string     `json:"stance,omitempty"`
+	TenantKind      TenantKind `json:"tenant_kind,omitempty"`
+	Duties          []Duty     `json:"duties"`
+	Text            string     `json:"text"`
+}
+
+// ServerList is what clients poll to choose where to connect.
+type ServerList struct {
+	Locations []ServerLocation `json:"locations"`
+}
+
+// ServerLocation is one location in the server list. A location is
+// virtual when a serving gateway stands in another country than the one
+// advertised; Label says so in words.
+type ServerLocation struct {
+	Code          string   `json:"code"`
+	Country       string   `json:"country"`
+	CountryName   string   `json:"country_name"`
+	City          string   `json:"city,omitempty"`
+	Label         string   `json:"label"` // e.g. "India — virtual, served from Singapore"
+	Virtual       bool     `json:"virtual"`
+	HostCountries []string `json:"host_countries"`
+	Load          int      `json:"load"`  // 0-100, over healthy servers
+	Score         int      `json:"score"` // 0-100, higher is better; 0 when no server is healthy
+	Features      []string `json:"features"`
+	Servers       []Server `json:"servers"`
+}
+
+// Server is one gateway serving a location.
+type Server struct {
+	Name        string `json:"name"`
+	Endpoint    string `json:"endpoint"`
+	PublicKey   wg.Key `json:"public_key"`
+	HostCountry string `json:"host_country"`
+	Load        int    `json:"load"`
+	Healthy     bool   `json:"healthy"`
+}
+
+// Loads is the light "loads only" server list: location and server loads.
+type Loads struct {
+	Locations map[string]int `json:"locations"`
+	Servers   map[string]int `json:"servers"`
 }
 
 // Health answers GET /health.

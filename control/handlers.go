@@ -118,6 +118,16 @@ func (s *Server) handleCreateDevice(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, fmt.Sprintf("no user named %q", req.User))
 		return
 	}
+	f, err := s.loadFleet(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	gw, location, err := f.choose(req.Location)
+	if err != nil {
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
 	v4, err := s.pool4.Allocate()
 	if err != nil {
 		s.poolError(w, r, err, s.pool4)
@@ -129,7 +139,7 @@ func (s *Server) handleCreateDevice(w http.ResponseWriter, r *http.Request) {
 		s.poolError(w, r, err, s.pool6)
 		return
 	}
-	d, err := s.db.CreateDevice(r.Context(), store.NewDevice{User: req.User, Name: req.Name, PublicKey: pub, IPv4: v4, IPv6: v6})
+	d, err := s.db.CreateDevice(r.Context(), store.NewDevice{User: req.User, Name: req.Name, PublicKey: pub, IPv4: v4, IPv6: v6, Location: location})
 	if err != nil {
 		s.pool4.Release(v4)
 		s.pool6.Release(v6)
@@ -138,7 +148,7 @@ func (s *Server) handleCreateDevice(w http.ResponseWriter, r *http.Request) {
 	}
 	s.notifyAndWait(r.Context())
 	resp.Device = d
-	resp.Tunnel = s.tunnelInfo(r)
+	resp.Tunnel = s.tunnelInfo(gw, location)
 	writeJSON(w, http.StatusCreated, resp)
 }
 
@@ -160,24 +170,70 @@ func (s *Server) poolError(w http.ResponseWriter, r *http.Request, err error, p 
 	s.internalError(w, r, err)
 }
 
-// tunnelInfo picks the gateway a new device's config points at: a healthy
-// one if any, else any joined gateway. (Choosing by location comes with
-// locations.)
-func (s *Server) tunnelInfo(r *http.Request) api.TunnelInfo {
-	t := api.TunnelInfo{DNS: s.cfg.DNS, PersistentKeepalive: 25}
-	gws, err := s.db.Gateways(r.Context())
-	if err != nil || len(gws) == 0 {
-		return t
+// tunnelInfo is the server side of a device's config on gateway gw (nil
+// while no gateway has joined).
+func (s *Server) tunnelInfo(gw *api.Gateway, location string) api.TunnelInfo {
+	t := api.TunnelInfo{DNS: s.cfg.DNS, PersistentKeepalive: 25, Location: location}
+	if gw != nil {
+		t.Gateway, t.PublicKey, t.Endpoint = gw.Name, gw.PublicKey, gw.Endpoint
 	}
-	best := gws[0]
-	for _, g := range gws {
-		if s.healthy(g.Name) {
-			best = g
-			break
-		}
-	}
-	t.Gateway, t.PublicKey, t.Endpoint = best.Name, best.PublicKey, best.Endpoint
 	return t
+}
+
+// handleDeviceConfig renders the server side of a device's config for a
+// location: the device roams with the same key and tunnel addresses,
+// because every gateway holds every active device.
+func (s *Server) handleDeviceConfig(w http.ResponseWriter, r *http.Request) {
+	id, ok := deviceID(w, r)
+	if !ok {
+		return
+	}
+	d, err := s.db.Device(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, err, fmt.Sprintf("no device with id %d", id))
+		return
+	}
+	if d.Status != api.DeviceActive {
+		writeError(w, http.StatusConflict, fmt.Sprintf("device %d is %s", id, d.Status))
+		return
+	}
+	f, err := s.loadFleet(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	want := r.URL.Query().Get("location")
+	if want == "" {
+		want = d.Location
+	}
+	gw, location, err := f.choose(want)
+	if err == nil && gw == nil {
+		err = errNoGateway{"no gateway has joined yet"}
+	}
+	if err != nil {
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
+	if location != d.Location {
+		if err := s.db.SetDeviceLocation(r.Context(), id, location); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		d.Location = location
+	}
+	writeJSON(w, http.StatusOK, api.DeviceConfigResponse{Device: d, Tunnel: s.tunnelInfo(gw, location)})
+}
+
+func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
+	entries, err := s.db.AuditLog(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	if entries == nil {
+		entries = []store.AuditEntry{}
+	}
+	writeJSON(w, http.StatusOK, entries)
 }
 
 func (s *Server) handleDevices(w http.ResponseWriter, r *http.Request) {
@@ -343,26 +399,12 @@ func (s *Server) gatewayAddresses() []netip.Prefix {
 }
 
 func (s *Server) handleGateways(w http.ResponseWriter, r *http.Request) {
-	gws, err := s.db.Gateways(r.Context())
+	f, err := s.loadFleet(r.Context())
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
-	s.mu.Lock()
-	for i := range gws {
-		st := s.status[gws[i].Name]
-		gws[i].LastSeen, gws[i].Load = st.lastSeen, st.report
-		gws[i].Healthy = !st.lastSeen.IsZero() && time.Since(st.lastSeen) < s.cfg.HeartbeatTimeout
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, gws)
-}
-
-func (s *Server) healthy(name string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.status[name]
-	return !st.lastSeen.IsZero() && time.Since(st.lastSeen) < s.cfg.HeartbeatTimeout
+	writeJSON(w, http.StatusOK, f.gateways)
 }
 
 func (s *Server) seen(name string, report *api.GatewayReport) {

@@ -69,28 +69,38 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	defer timer.Stop()
 	for {
 		changed := s.changed.wait()
-		cur, err := s.db.NetmapVersion(r.Context())
-		if err != nil {
-			s.internalError(w, r, err)
-			return
-		}
-		if since < 0 || since > cur {
-			s.writeFullNetmap(w, r)
-			return
-		}
-		if cur > since {
-			nm, ok, err := s.db.NetmapSince(r.Context(), since)
+		if !s.inService(gw.Name) {
+			// Out of service (it stands in a virtual-only country): it
+			// holds no peers. Version 0 makes its first ask after returning
+			// to service a delta from the beginning, that is, everything.
+			if since != 0 {
+				writeJSON(w, http.StatusOK, api.Netmap{Version: 0, Full: true, Peers: []api.Peer{}})
+				return
+			}
+		} else {
+			cur, err := s.db.NetmapVersion(r.Context())
 			if err != nil {
 				s.internalError(w, r, err)
 				return
 			}
-			if !ok {
+			if since < 0 || since > cur {
 				s.writeFullNetmap(w, r)
 				return
 			}
-			s.metrics.netmapDeltas.Inc()
-			writeJSON(w, http.StatusOK, nm)
-			return
+			if cur > since {
+				nm, ok, err := s.db.NetmapSince(r.Context(), since)
+				if err != nil {
+					s.internalError(w, r, err)
+					return
+				}
+				if !ok {
+					s.writeFullNetmap(w, r)
+					return
+				}
+				s.metrics.netmapDeltas.Inc()
+				writeJSON(w, http.StatusOK, nm)
+				return
+			}
 		}
 		select {
 		case <-changed:
@@ -158,8 +168,8 @@ func (s *Server) waitApplied(ctx context.Context, v int64) {
 func (s *Server) allApplied(v int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, st := range s.status {
-		if time.Since(st.lastSeen) < s.cfg.HeartbeatTimeout && st.applied < v {
+	for name, st := range s.status {
+		if time.Since(st.lastSeen) < s.cfg.HeartbeatTimeout && !s.outOfService[name] && st.applied < v {
 			return false
 		}
 	}

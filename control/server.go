@@ -57,8 +57,9 @@ type Server struct {
 	changed *broadcast // the peer set changed
 	applied *broadcast // a gateway reported a newer applied netmap
 
-	mu     sync.Mutex
-	status map[string]gatewayStatus // by gateway name; in memory only
+	mu           sync.Mutex
+	status       map[string]gatewayStatus // by gateway name; in memory only
+	outOfService map[string]bool          // gateways standing in a virtual-only country
 }
 
 type gatewayStatus struct {
@@ -104,6 +105,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = newMetrics(s)
+	if err := s.refreshService(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -237,6 +242,21 @@ func (s *Server) routes() []route {
 		{"GET /gateway-tokens", s.require(asAdmin, s.handleJoinTokens)},
 		{"DELETE /gateway-tokens/{id}", s.require(asAdmin, s.handleRevokeJoinToken)},
 		{"GET /gateways", s.require(asAdmin, s.handleGateways)},
+		{"PUT /gateways/{name}/place", s.require(asAdmin, s.handleSetPlace)},
+		{"PUT /control/place", s.require(asAdmin, s.handleSetPlace)},
+		{"GET /control/place", s.require(asAdmin, s.handleControlPlace)},
+		{"POST /locations", s.require(asAdmin, s.handleCreateLocation)},
+		{"GET /locations", s.require(asAdmin, s.handleLocations)},
+		{"DELETE /locations/{code}", s.require(asAdmin, s.handleRemoveLocation)},
+		{"GET /jurisdictions", s.require(asAdmin, s.handleJurisdictions)},
+		{"PUT /jurisdictions/{country}", s.require(asAdmin, s.handleSetJurisdiction)},
+		{"GET /jurisdictions/explain", s.require(asAdmin, s.handleExplain)},
+		{"GET /profiles", s.require(asAdmin, s.handleProfiles)},
+		{"PUT /profiles/{name}", s.require(asAdmin, s.handleSetProfile)},
+		{"GET /audit", s.require(asAdmin, s.handleAudit)},
+		{"GET /serverlist", s.handleServerList},
+		{"GET /serverlist/loads", s.handleLoads},
+		{"GET /devices/{id}/config", s.require(asAdmin, s.handleDeviceConfig)},
 		{"POST /gateways/join", s.handleJoin},
 		{"GET /gateway/netmap", s.require(asGateway, s.handleNetmap)},
 		{"POST /gateway/report", s.require(asGateway, s.handleReport)},

@@ -35,13 +35,20 @@ type controlNode struct {
 }
 
 func startControl(t *testing.T, dir, addr string) *controlNode {
+	return startControlWith(t, dir, addr, 0)
+}
+
+// startControlWith starts a control server with a heartbeat timeout (0 =
+// the default).
+func startControlWith(t *testing.T, dir, addr string, heartbeat time.Duration) *controlNode {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := control.New(ctx, control.Config{
-		DataDir:  dir,
-		IPv4Pool: netip.MustParsePrefix("10.200.0.0/24"),
-		IPv6Pool: netip.MustParsePrefix("2001:db8:200::/64"),
-		Logger:   testLogger(t),
+		DataDir:          dir,
+		IPv4Pool:         netip.MustParsePrefix("10.200.0.0/24"),
+		IPv6Pool:         netip.MustParsePrefix("2001:db8:200::/64"),
+		HeartbeatTimeout: heartbeat,
+		Logger:           testLogger(t),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -93,6 +93,7 @@ type NewDevice struct {
 	PublicKey wg.Key
 	IPv4      netip.Addr
 	IPv6      netip.Addr
+	Location  string
 }
 
 // CreateDevice stores a device and records it in the peer change log, in
@@ -109,8 +110,8 @@ func (db *DB) CreateDevice(ctx context.Context, nd NewDevice) (api.Device, error
 		if err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO devices (user_id, name, public_key, ipv4, ipv6, status, created_at) VALUES (?, ?, ?, ?, ?, 'active', ?)`,
-			uid, nd.Name, nd.PublicKey.String(), nd.IPv4.String(), nd.IPv6.String(), now.Unix())
+		res, err := tx.ExecContext(ctx, `INSERT INTO devices (user_id, name, public_key, ipv4, ipv6, status, location, created_at) VALUES (?, ?, ?, ?, ?, 'active', ?, ?)`,
+			uid, nd.Name, nd.PublicKey.String(), nd.IPv4.String(), nd.IPv6.String(), nd.Location, now.Unix())
 		if isUnique(err) {
 			return uniqueDeviceConflict(ctx, tx, uid, nd)
 		}
@@ -121,7 +122,7 @@ func (db *DB) CreateDevice(ctx context.Context, nd NewDevice) (api.Device, error
 		if err := addPeerChange(ctx, tx, nd.PublicKey, nd.IPv4, nd.IPv6, false); err != nil {
 			return err
 		}
-		d = api.Device{ID: id, User: nd.User, Name: nd.Name, PublicKey: nd.PublicKey, IPv4: nd.IPv4, IPv6: nd.IPv6, Status: api.DeviceActive, CreatedAt: now}
+		d = api.Device{ID: id, User: nd.User, Name: nd.Name, PublicKey: nd.PublicKey, IPv4: nd.IPv4, IPv6: nd.IPv6, Status: api.DeviceActive, Location: nd.Location, CreatedAt: now}
 		return nil
 	})
 	return d, err
@@ -140,13 +141,13 @@ func uniqueDeviceConflict(ctx context.Context, tx *sql.Tx, uid int64, nd NewDevi
 	return &ConflictError{What: "tunnel address already in use"}
 }
 
-const deviceCols = `d.id, u.name, d.name, d.public_key, d.ipv4, d.ipv6, d.status, d.created_at`
+const deviceCols = `d.id, u.name, d.name, d.public_key, d.ipv4, d.ipv6, d.status, d.location, d.created_at`
 
 func scanDevice(row interface{ Scan(...any) error }) (api.Device, error) {
 	var d api.Device
 	var pub, v4, v6, status string
 	var created int64
-	if err := row.Scan(&d.ID, &d.User, &d.Name, &pub, &v4, &v6, &status, &created); err != nil {
+	if err := row.Scan(&d.ID, &d.User, &d.Name, &pub, &v4, &v6, &status, &d.Location, &created); err != nil {
 		return api.Device{}, err
 	}
 	var err error

@@ -167,6 +167,7 @@ func runDeviceAdd(ctx context.Context, args []string) error {
 	qr := fs.String("qr", "", "write the config as a QR code PNG here, for the mobile WireGuard apps")
 	qrTerm := fs.Bool("qr-terminal", false, "print the config as a QR code in the terminal")
 	serverKey := fs.Bool("server-key", false, "let the server generate the key pair (default: generated here; the private key never leaves this machine)")
+	location := fs.String("location", "", "location code to connect to, or auto for the least-loaded healthy gateway (see 'meridian location list')")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -177,7 +178,7 @@ func runDeviceAdd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	req := api.CreateDeviceRequest{User: *user, Name: *name}
+	req := api.CreateDeviceRequest{User: *user, Name: *name, Location: *location}
 	var priv wg.Key
 	if !*serverKey {
 		if priv, err = wg.NewPrivateKey(); err != nil {
@@ -206,24 +207,34 @@ func runDeviceAdd(ctx context.Context, args []string) error {
 	if resp.Tunnel.Endpoint == "" {
 		return errors.New("no gateway has joined the control server yet, so no config can be written; start one and run 'meridian device delete' + 'device add' again")
 	}
-	conf := resp.Config(priv).Render()
-	if *out != "" {
-		if err := os.WriteFile(*out, conf, 0o600); err != nil {
+	return writeConfig(resp.Config(priv), *out, *qr, *qrTerm, resp.Tunnel)
+}
+
+// writeConfig writes a device's WireGuard config to out (0600), as a QR code
+// PNG to qr, and to the terminal as a QR code, as asked.
+func writeConfig(cfg *wg.Config, out, qr string, qrTerm bool, t api.TunnelInfo) error {
+	conf := cfg.Render()
+	if out != "" {
+		if err := os.WriteFile(out, conf, 0o600); err != nil {
 			return err
 		}
-		fmt.Printf("wrote %s (gateway %q at %s)\n", *out, resp.Tunnel.Gateway, resp.Tunnel.Endpoint)
+		where := ""
+		if t.Location != "" {
+			where = " in location " + t.Location
+		}
+		fmt.Printf("wrote %s (gateway %q at %s%s)\n", out, t.Gateway, t.Endpoint, where)
 	}
-	if *qr != "" {
+	if qr != "" {
 		png, err := wg.QRCodePNG(string(conf), 512)
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(*qr, png, 0o600); err != nil {
+		if err := os.WriteFile(qr, png, 0o600); err != nil {
 			return err
 		}
-		fmt.Printf("wrote %s\n", *qr)
+		fmt.Printf("wrote %s\n", qr)
 	}
-	if *qrTerm {
+	if qrTerm {
 		fmt.Print(wg.QRCodeTerminal(string(conf)))
 	}
 	return nil
@@ -406,16 +417,31 @@ func runGatewayList(ctx context.Context, args []string) error {
 	if cf.json {
 		return printJSON(gws)
 	}
-	table("NAME\tSTATUS\tMODE\tENDPOINT\tPEERS\tACTIVE\tRX\tTX\tLAST SEEN", func(w *tabwriter.Writer) {
+	table("NAME\tSTATUS\tPLACE\tMODE\tENDPOINT\tPEERS\tACTIVE\tRX\tTX\tLAST SEEN", func(w *tabwriter.Writer) {
 		for _, g := range gws {
 			status := "down"
 			if g.Healthy {
 				status = "up"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", g.Name, status, g.Mode, g.Endpoint,
+			if !g.InService {
+				status = "out-of-service"
+			}
+			place := "undeclared"
+			if g.Place != nil {
+				place = g.Place.PhysicalCountry
+				if g.Place.AdvertisedCountry != g.Place.PhysicalCountry {
+					place += " (exits appear in " + g.Place.AdvertisedCountry + ")"
+				}
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", g.Name, status, place, g.Mode, g.Endpoint,
 				g.Load.Peers, g.Load.ActivePeers, bytesString(g.Load.RxBytes), bytesString(g.Load.TxBytes), ago(g.LastSeen))
 		}
 	})
+	for _, g := range gws {
+		if g.OutOfServiceReason != "" {
+			fmt.Printf("%s: %s\n", g.Name, g.OutOfServiceReason)
+		}
+	}
 	return nil
 }
 

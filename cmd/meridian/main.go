@@ -28,12 +28,14 @@ func commands() []*command {
 		{name: "up", summary: "run a control server and a rootless gateway in one process", run: runUp},
 		{name: "control", summary: "run the control server", run: runControl, sub: []*command{
 			{name: "admin-token", summary: "create an admin token in a control server's data directory", run: runAdminToken},
+			{name: "set-place", summary: "declare where the control server stands (audited)", run: runSetPlace("control")},
 		}},
 		{name: "gateway", summary: "run a gateway node joined to a control server", run: runGateway, sub: []*command{
 			{name: "token", summary: "create a join token for a new gateway", run: runGatewayToken},
 			{name: "tokens", summary: "list join tokens", run: runGatewayTokens},
 			{name: "revoke-token", summary: "revoke a join token: meridian gateway revoke-token ID", run: runGatewayRevokeToken},
-			{name: "list", summary: "list gateways with status and load", run: runGatewayList},
+			{name: "list", summary: "list gateways with status, place and load", run: runGatewayList},
+			{name: "set-place", summary: "declare where a gateway stands: meridian gateway set-place NAME --country SG … (audited)", run: runSetPlace("")},
 		}},
 		{name: "connect", summary: "connect with a WireGuard config and expose the tunnel as a local SOCKS5/HTTP proxy", run: runConnect},
 		{name: "user", summary: "manage accounts", sub: []*command{
@@ -46,6 +48,19 @@ func commands() []*command {
 			{name: "list", summary: "list devices", run: runDeviceList},
 			{name: "revoke", summary: "revoke a device: meridian device revoke ID", run: runDeviceRevoke},
 			{name: "delete", summary: "delete a device and free its addresses: meridian device delete ID", run: runDeviceDelete},
+			{name: "config", summary: "config for another location, same key and addresses: meridian device config ID --location CODE --from OLD.conf --out NEW.conf", run: runDeviceConfig},
+		}},
+		{name: "location", summary: "locations subscribers choose", sub: []*command{
+			{name: "add", summary: "add a location: meridian location add CODE --country IN --gateway GW…", run: runLocationAdd},
+			{name: "list", summary: "the server list: locations, honest labels, load", run: runLocationList},
+			{name: "remove", summary: "remove a location no device uses", run: runLocationRemove},
+		}},
+		{name: "jurisdiction", summary: "duty profiles and stances per country", sub: []*command{
+			{name: "set", summary: "meridian jurisdiction set COUNTRY --profile P --stance comply|virtual-only", run: runJurisdictionSet},
+			{name: "list", summary: "configured countries", run: runJurisdictionList},
+			{name: "explain", summary: "which duties apply, and why: --gateway G [--user U]", run: runJurisdictionExplain},
+			{name: "profiles", summary: "duty profiles (built-in and defined)", run: runJurisdictionProfiles},
+			{name: "profile-set", summary: "define a duty profile from a JSON file", run: runJurisdictionProfileSet},
 		}},
 		{name: "version", summary: "print the version", run: func(context.Context, []string) error { fmt.Println(version); return nil }},
 	}

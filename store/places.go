@@ -1,0 +1,303 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/meridian-vpn/meridian/api"
+)
+
+// Audit records an admin action in the same transaction as the change.
+func audit(ctx context.Context, tx *sql.Tx, at time.Time, actor, action string, detail any) error {
+	b, err := json.Marshal(detail)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO audit_log (at, actor, action, detail) VALUES (?, ?, ?, ?)`, at.Unix(), actor, action, string(b))
+	return err
+}
+
+// AuditEntry is one recorded admin action.
+type AuditEntry struct {
+	At     time.Time       `json:"at"`
+	Actor  string          `json:"actor"`
+	Action string          `json:"action"`
+	Detail json.RawMessage `json:"detail"`
+}
+
+// AuditLog returns the recorded admin actions, oldest first.
+func (db *DB) AuditLog(ctx context.Context) ([]AuditEntry, error) {
+	rows, err := db.QueryContext(ctx, `SELECT at, actor, action, detail FROM audit_log ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []AuditEntry
+	for rows.Next() {
+		var e AuditEntry
+		var at int64
+		var detail string
+		if err := rows.Scan(&at, &e.Actor, &e.Action, &detail); err != nil {
+			return nil, err
+		}
+		e.At, e.Detail = time.Unix(at, 0).UTC(), json.RawMessage(detail)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// GatewayExists reports whether a gateway of that name has joined.
+func (db *DB) GatewayExists(ctx context.Context, name string) (bool, error) {
+	var n int
+	err := db.QueryRowContext(ctx, `SELECT count(*) FROM gateways WHERE name = ?`, name).Scan(&n)
+	return n > 0, err
+}
+
+// SetPlace declares where a node stands, recording the change (with the
+// previous place) in the audit log.
+func (db *DB) SetPlace(ctx context.Context, actor, node string, p api.Place) (api.Place, error) {
+	now := db.now().UTC().Truncate(time.Second)
+	p.UpdatedAt = now
+	endpoints, _ := json.Marshal(nonNil(p.EntryEndpoints))
+	exits, _ := json.Marshal(p.ExitAddresses)
+	if p.ExitAddresses == nil {
+		exits = []byte("[]")
+	}
+	err := db.Tx(ctx, func(tx *sql.Tx) error {
+		old, err := place(ctx, tx, node)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO node_places (node, physical_country, city, provider, ownership, entry_endpoints, exit_addresses, advertised_country, capacity, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT(node) DO UPDATE SET physical_country = excluded.physical_country, city = excluded.city, provider = excluded.provider,
+				ownership = excluded.ownership, entry_endpoints = excluded.entry_endpoints, exit_addresses = excluded.exit_addresses,
+				advertised_country = excluded.advertised_country, capacity = excluded.capacity, updated_at = excluded.updated_at`,
+			node, p.PhysicalCountry, p.City, p.Provider, string(p.Ownership), string(endpoints), string(exits), p.AdvertisedCountry, p.Capacity, now.Unix())
+		if err != nil {
+			return err
+		}
+		detail := map[string]any{"node": node, "place": p}
+		if old != nil {
+			detail["previous"] = old
+		}
+		return audit(ctx, tx, now, actor, "set-place", detail)
+	})
+	return p, err
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// Place returns where a node stands, or ErrNotFound if undeclared.
+func (db *DB) Place(ctx context.Context, node string) (*api.Place, error) {
+	return place(ctx, db, node)
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+func place(ctx context.Context, q queryer, node string) (*api.Place, error) {
+	var p api.Place
+	var ownership, endpoints, exits string
+	var updated int64
+	err := q.QueryRowContext(ctx, `SELECT physical_country, city, provider, ownership, entry_endpoints, exit_addresses, advertised_country, capacity, updated_at FROM node_places WHERE node = ?`, node).
+		Scan(&p.PhysicalCountry, &p.City, &p.Provider, &ownership, &endpoints, &exits, &p.AdvertisedCountry, &p.Capacity, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.Ownership = api.Ownership(ownership)
+	p.UpdatedAt = time.Unix(updated, 0).UTC()
+	if err := json.Unmarshal([]byte(endpoints), &p.EntryEndpoints); err != nil {
+		return nil, fmt.Errorf("node %s: stored entry endpoints: %w", node, err)
+	}
+	if err := json.Unmarshal([]byte(exits), &p.ExitAddresses); err != nil {
+		return nil, fmt.Errorf("node %s: stored exit addresses: %w", node, err)
+	}
+	return &p, nil
+}
+
+// Places returns every declared place by node name.
+func (db *DB) Places(ctx context.Context) (map[string]*api.Place, error) {
+	rows, err := db.QueryContext(ctx, `SELECT node FROM node_places`)
+	if err != nil {
+		return nil, err
+	}
+	var nodes []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		nodes = append(nodes, n)
+	}
+	rows.Close()
+	out := make(map[string]*api.Place, len(nodes))
+	for _, n := range nodes {
+		if out[n], err = place(ctx, db, n); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// CreateLocation adds a location served by the given gateways.
+func (db *DB) CreateLocation(ctx context.Context, actor string, l api.Location) error {
+	now := db.now()
+	return db.Tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO locations (code, country, city, created_at) VALUES (?, ?, ?, ?)`, l.Code, l.Country, l.City, now.Unix())
+		if isUnique(err) {
+			return &ConflictError{What: fmt.Sprintf("location %q already exists", l.Code)}
+		}
+		if err != nil {
+			return err
+		}
+		for _, g := range l.Gateways {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO location_gateways (location, gateway) VALUES (?, ?)`, l.Code, g); err != nil {
+				if isUnique(err) {
+					return &ConflictError{What: fmt.Sprintf("gateway %q is listed twice", g)}
+				}
+				return err
+			}
+		}
+		return audit(ctx, tx, now, actor, "location-add", l)
+	})
+}
+
+// Locations lists locations by code, with their gateways.
+func (db *DB) Locations(ctx context.Context) ([]api.Location, error) {
+	rows, err := db.QueryContext(ctx, `SELECT l.code, l.country, l.city, coalesce(g.gateway, '') FROM locations l LEFT JOIN location_gateways g ON g.location = l.code ORDER BY l.code, g.gateway`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []api.Location{}
+	for rows.Next() {
+		var l api.Location
+		var gw string
+		if err := rows.Scan(&l.Code, &l.Country, &l.City, &gw); err != nil {
+			return nil, err
+		}
+		if n := len(out); n > 0 && out[n-1].Code == l.Code {
+			out[n-1].Gateways = append(out[n-1].Gateways, gw)
+			continue
+		}
+		l.Gateways = []string{}
+		if gw != "" {
+			l.Gateways = append(l.Gateways, gw)
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+// RemoveLocation deletes a location that no device uses.
+func (db *DB) RemoveLocation(ctx context.Context, actor, code string) error {
+	return db.Tx(ctx, func(tx *sql.Tx) error {
+		var n, used int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*), (SELECT count(*) FROM devices WHERE location = ?) FROM locations WHERE code = ?`, code, code).Scan(&n, &used); err != nil {
+			return err
+		}
+		if n == 0 {
+			return ErrNotFound
+		}
+		if used > 0 {
+			return &ConflictError{What: fmt.Sprintf("location %q is used by %d device(s); move them to another location first ('meridian device config ID --location CODE')", code, used)}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM locations WHERE code = ?`, code); err != nil {
+			return err
+		}
+		return audit(ctx, tx, db.now(), actor, "location-remove", map[string]string{"code": code})
+	})
+}
+
+// SetDeviceLocation records which location a device's config points at.
+func (db *DB) SetDeviceLocation(ctx context.Context, id int64, location string) error {
+	res, err := db.ExecContext(ctx, `UPDATE devices SET location = ? WHERE id = ?`, location, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// SetJurisdiction stores the operator's setting for a country, audited.
+func (db *DB) SetJurisdiction(ctx context.Context, actor string, j api.Jurisdiction) (api.Jurisdiction, error) {
+	now := db.now().UTC().Truncate(time.Second)
+	j.UpdatedAt = now
+	err := db.Tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO jurisdictions (country, profile, stance, updated_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT(country) DO UPDATE SET profile = excluded.profile, stance = excluded.stance, updated_at = excluded.updated_at`,
+			j.Country, j.Profile, j.Stance, now.Unix())
+		if err != nil {
+			return err
+		}
+		return audit(ctx, tx, now, actor, "jurisdiction-set", j)
+	})
+	return j, err
+}
+
+// Jurisdictions lists the countries the operator has configured.
+func (db *DB) Jurisdictions(ctx context.Context) ([]api.Jurisdiction, error) {
+	rows, err := db.QueryContext(ctx, `SELECT country, profile, stance, updated_at FROM jurisdictions ORDER BY country`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []api.Jurisdiction{}
+	for rows.Next() {
+		var j api.Jurisdiction
+		var at int64
+		if err := rows.Scan(&j.Country, &j.Profile, &j.Stance, &at); err != nil {
+			return nil, err
+		}
+		j.UpdatedAt = time.Unix(at, 0).UTC()
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// SaveProfile stores an operator-defined duty profile (JSON), audited.
+func (db *DB) SaveProfile(ctx context.Context, actor, name string, body []byte) error {
+	return db.Tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO duty_profiles (name, body) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET body = excluded.body`, name, string(body))
+		if err != nil {
+			return err
+		}
+		return audit(ctx, tx, db.now(), actor, "profile-set", json.RawMessage(body))
+	})
+}
+
+// Profiles returns the stored operator-defined profiles (JSON by name).
+func (db *DB) Profiles(ctx context.Context) (map[string][]byte, error) {
+	rows, err := db.QueryContext(ctx, `SELECT name, body FROM duty_profiles`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var name, body string
+		if err := rows.Scan(&name, &body); err != nil {
+			return nil, err
+		}
+		out[name] = []byte(body)
+	}
+	return out, rows.Err()
+}

@@ -22,8 +22,8 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun/netstack"
 
+	"github.com/meridian-vpn/meridian/netstack"
 	"github.com/meridian-vpn/meridian/wg"
 )
 
@@ -43,7 +43,15 @@ const (
 	deadPort = 81 // nothing listens there
 )
 
+// TestMain shortens the package's timeouts, and lets the test binary double
+// as the processes that TestTUNInNamespaces starts in its namespaces.
 func TestMain(m *testing.M) {
+	switch os.Getenv(childEnv) {
+	case "tun":
+		os.Exit(tunChild())
+	case "srv":
+		os.Exit(serverChild())
+	}
 	handshakeTimeout = time.Second
 	dialTimeout = 3 * time.Second
 	lingerTimeout = 200 * time.Millisecond
@@ -56,7 +64,6 @@ type testServer struct {
 	key     wg.Key
 	port    int // WireGuard UDP port on 127.0.0.1
 	dev     *device.Device
-	tnet    *netstack.Net
 	tlsSrv  *httptest.Server
 	closers []io.Closer
 
@@ -73,11 +80,11 @@ func newTestServer(t *testing.T, clientPub wg.Key) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tunDev, tnet, err := netstack.CreateNetTUN([]netip.Addr{serverIP4, serverIP6}, nil, 1420)
+	ns, err := netstack.New(netstack.Config{Addresses: []netip.Addr{serverIP4, serverIP6}, MTU: 1420})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := device.NewDevice(tunDev, conn.NewDefaultBind(), device.NewLogger(device.LogLevelSilent, ""))
+	dev := device.NewDevice(ns, conn.NewDefaultBind(), device.NewLogger(device.LogLevelSilent, ""))
 	uapi := fmt.Sprintf("private_key=%s\nlisten_port=0\npublic_key=%s\nallowed_ip=%s/32\nallowed_ip=%s/128\n",
 		key.Hex(), clientPub.Hex(), clientIP4, clientIP6)
 	if err := dev.IpcSet(uapi); err != nil {
@@ -86,7 +93,7 @@ func newTestServer(t *testing.T, clientPub wg.Key) *testServer {
 	if err := dev.Up(); err != nil {
 		t.Fatal(err)
 	}
-	s := &testServer{key: key, dev: dev, tnet: tnet, conns: map[net.Conn]struct{}{}}
+	s := &testServer{key: key, dev: dev, conns: map[net.Conn]struct{}{}}
 	get, err := dev.IpcGet()
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +116,7 @@ func newTestServer(t *testing.T, clientPub wg.Key) *testServer {
 		_ = json.NewEncoder(w).Encode(r.Header)
 	})
 	for _, ip := range []netip.Addr{serverIP4, serverIP6} {
-		ln, err := tnet.ListenTCPAddrPort(netip.AddrPortFrom(ip, httpPort))
+		ln, err := ns.ListenTCP(netip.AddrPortFrom(ip, httpPort))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +125,7 @@ func newTestServer(t *testing.T, clientPub wg.Key) *testServer {
 		go srv.Serve(ln)
 	}
 	// HTTPS, for CONNECT through a standard client.
-	tln, err := tnet.ListenTCPAddrPort(netip.AddrPortFrom(serverIP4, tlsPort))
+	tln, err := ns.ListenTCP(netip.AddrPortFrom(serverIP4, tlsPort))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +136,7 @@ func newTestServer(t *testing.T, clientPub wg.Key) *testServer {
 
 	// TCP echo on both addresses.
 	for _, ip := range []netip.Addr{serverIP4, serverIP6} {
-		ln, err := tnet.ListenTCPAddrPort(netip.AddrPortFrom(ip, echoPort))
+		ln, err := ns.ListenTCP(netip.AddrPortFrom(ip, echoPort))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +146,7 @@ func newTestServer(t *testing.T, clientPub wg.Key) *testServer {
 	}
 	// UDP echo and DNS.
 	for _, ip := range []netip.Addr{serverIP4, serverIP6} {
-		uc, err := tnet.ListenUDPAddrPort(netip.AddrPortFrom(ip, echoPort))
+		uc, err := ns.ListenUDP(netip.AddrPortFrom(ip, echoPort))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -147,7 +154,7 @@ func newTestServer(t *testing.T, clientPub wg.Key) *testServer {
 		s.wg.Add(1)
 		go s.echoUDP(uc)
 	}
-	dc, err := tnet.ListenUDPAddrPort(netip.AddrPortFrom(serverIP4, 53))
+	dc, err := ns.ListenUDP(netip.AddrPortFrom(serverIP4, 53))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -169,30 +169,17 @@ func (a *udpAssoc) resolve(dst socksAddr) (netip.Addr, bool) {
 	if ip, ok := a.names[dst.Name]; ok {
 		return ip, true
 	}
-	if !a.t.hasDNS {
-		return netip.Addr{}, false
-	}
 	ctx, cancel := context.WithTimeout(a.t.ctx, udpResolveTimeout)
 	defer cancel()
-	addrs, err := a.t.tnet.LookupContextHost(ctx, dst.Name)
-	if err != nil {
+	ips, err := a.t.ns.LookupNetIP(ctx, "ip", dst.Name)
+	if err != nil || len(ips) == 0 {
 		return netip.Addr{}, false
 	}
-	for _, s := range addrs {
-		ip, err := netip.ParseAddr(s)
-		if err != nil {
-			continue
-		}
-		ip = ip.Unmap()
-		if (ip.Is4() && a.t.hasV4) || (ip.Is6() && a.t.hasV6) {
-			if len(a.names) >= maxUDPNameCache {
-				clear(a.names)
-			}
-			a.names[dst.Name] = ip
-			return ip, true
-		}
+	if len(a.names) >= maxUDPNameCache {
+		clear(a.names)
 	}
-	return netip.Addr{}, false
+	a.names[dst.Name] = ips[0]
+	return ips[0], true
 }
 
 // flow returns the tunnel socket for dst, opening it if need be; nil when

@@ -1,10 +1,12 @@
 // Package client is the rootless Meridian client behind `meridian connect`.
 //
-// It brings a WireGuard tunnel up entirely in userspace — wireguard-go over
-// its gVisor netstack TUN, with the standard UDP bind — from a wg.Config, and
-// exposes the tunnel on the local machine as a SOCKS5 proxy, an HTTP proxy, or
-// both. No root, no TUN device, no routing table changes: only the programs
-// pointed at the proxies (or using Tunnel.DialContext) go through the VPN.
+// Start brings a WireGuard tunnel up entirely in userspace — wireguard-go
+// over a gVisor network stack (package netstack), with the standard UDP bind —
+// from a wg.Config, and exposes the tunnel on the local machine as a SOCKS5
+// proxy, an HTTP proxy, or both. No root, no TUN device, no routing table
+// changes: only the programs pointed at the proxies (or using
+// Tunnel.DialContext) go through the VPN. StartTUN is the other mode: a kernel
+// TUN with routes, for the whole machine, which needs CAP_NET_ADMIN.
 //
 // Privacy: destinations and the user's WireGuard endpoint are never logged.
 // The package logs aggregate counts only; wireguard-go's own messages, which
@@ -24,13 +26,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun/netstack"
+	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/meridian-vpn/meridian/netstack"
 	"github.com/meridian-vpn/meridian/wg"
 )
 
@@ -75,10 +77,7 @@ type Options struct {
 type Tunnel struct {
 	log     *slog.Logger
 	dev     *device.Device
-	tnet    *netstack.Net
-	hasDNS  bool
-	hasV4   bool
-	hasV6   bool
+	ns      *netstack.Stack
 	dialTTL time.Duration
 
 	ctx    context.Context // canceled by Close
@@ -135,40 +134,9 @@ func (t *Tunnel) Stats() Stats {
 // Start brings the WireGuard device up in userspace with cfg and starts the
 // proxies that opts asks for. Close releases everything.
 func Start(cfg *wg.Config, opts Options) (*Tunnel, error) {
-	if cfg == nil {
-		return nil, errors.New("client: nil config")
-	}
-	if cfg.PrivateKey.IsZero() {
-		return nil, errors.New("client: config has no private key")
-	}
-	if len(cfg.Peers) == 0 {
-		return nil, errors.New("client: config has no peer")
-	}
-	var addrs []netip.Addr
-	seen := map[netip.Addr]bool{}
-	for _, p := range cfg.Addresses {
-		a := p.Addr().Unmap()
-		if !a.IsValid() || seen[a] {
-			continue
-		}
-		seen[a] = true
-		addrs = append(addrs, a)
-	}
-	if len(addrs) == 0 {
-		return nil, errors.New("client: config has no interface address")
-	}
-	mtu := cfg.MTU
-	if mtu == 0 {
-		mtu = DefaultMTU
-	}
-	if mtu < 576 || mtu > 65535 {
-		return nil, fmt.Errorf("client: MTU %d out of range 576..65535", mtu)
-	}
-	var dns []netip.Addr
-	for _, a := range cfg.DNS {
-		if a.IsValid() {
-			dns = append(dns, a.Unmap())
-		}
+	addrs, mtu, uapi, err := checkConfig(cfg)
+	if err != nil {
+		return nil, err
 	}
 	log := opts.Logger
 	if log == nil {
@@ -179,42 +147,28 @@ func Start(cfg *wg.Config, opts Options) (*Tunnel, error) {
 		maxConns = DefaultMaxConns
 	}
 
-	uapi, err := cfg.UAPI()
+	var ips []netip.Addr
+	for _, p := range addrs {
+		ips = append(ips, p.Addr())
+	}
+	ns, err := netstack.New(netstack.Config{Addresses: ips, MTU: mtu, DNS: cfg.DNS})
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-
-	tunDev, tnet, err := netstack.CreateNetTUN(addrs, dns, mtu)
+	dev, err := startDevice(ns, uapi, log)
 	if err != nil {
-		return nil, fmt.Errorf("client: netstack: %w", err)
-	}
-	dev := device.NewDevice(tunDev, conn.NewDefaultBind(), deviceLogger(log))
-	if err := dev.IpcSet(uapi); err != nil {
-		dev.Close()
-		return nil, fmt.Errorf("client: configuring WireGuard device: %w", err)
-	}
-	if err := dev.Up(); err != nil {
-		dev.Close()
-		return nil, fmt.Errorf("client: bringing WireGuard device up: %w", err)
+		return nil, err
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Tunnel{
 		log:     log,
 		dev:     dev,
-		tnet:    tnet,
-		hasDNS:  len(dns) > 0,
+		ns:      ns,
 		dialTTL: dialTimeout,
 		ctx:     ctx,
 		cancel:  cancel,
 		slots:   make(chan struct{}, maxConns),
-	}
-	for _, a := range addrs {
-		if a.Is4() {
-			t.hasV4 = true
-		} else {
-			t.hasV6 = true
-		}
 	}
 	t.transport = &http.Transport{
 		Proxy: nil, // never chain to the environment's proxy
@@ -263,7 +217,7 @@ func Start(cfg *wg.Config, opts Options) (*Tunnel, error) {
 		}()
 	}
 
-	attrs := []any{"peers", len(cfg.Peers), "addresses", len(addrs), "dns_servers", len(dns), "mtu", mtu}
+	attrs := []any{"peers", len(cfg.Peers), "addresses", len(addrs), "dns_servers", len(cfg.DNS), "mtu", mtu}
 	if t.socksLn != nil {
 		attrs = append(attrs, "socks5", t.socksLn.Addr().String())
 	}
@@ -272,6 +226,54 @@ func Start(cfg *wg.Config, opts Options) (*Tunnel, error) {
 	}
 	log.Info("tunnel up", attrs...)
 	return t, nil
+}
+
+// checkConfig validates cfg and returns the interface addresses, the MTU
+// (DefaultMTU if unset) and the UAPI configuration.
+func checkConfig(cfg *wg.Config) (addrs []netip.Prefix, mtu int, uapi string, err error) {
+	if cfg == nil {
+		return nil, 0, "", errors.New("client: nil config")
+	}
+	if cfg.PrivateKey.IsZero() {
+		return nil, 0, "", errors.New("client: config has no private key")
+	}
+	if len(cfg.Peers) == 0 {
+		return nil, 0, "", errors.New("client: config has no peer")
+	}
+	for _, p := range cfg.Addresses {
+		if p.IsValid() {
+			addrs = append(addrs, p)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, 0, "", errors.New("client: config has no interface address")
+	}
+	mtu = cfg.MTU
+	if mtu == 0 {
+		mtu = DefaultMTU
+	}
+	if mtu < 576 || mtu > 65535 {
+		return nil, 0, "", fmt.Errorf("client: MTU %d out of range 576..65535", mtu)
+	}
+	if uapi, err = cfg.UAPI(); err != nil {
+		return nil, 0, "", fmt.Errorf("client: %w", err)
+	}
+	return addrs, mtu, uapi, nil
+}
+
+// startDevice runs a wireguard-go device with the standard UDP bind on
+// tunDev, configured by uapi. On error tunDev is closed.
+func startDevice(tunDev tun.Device, uapi string, log *slog.Logger) (*device.Device, error) {
+	dev := device.NewDevice(tunDev, conn.NewDefaultBind(), deviceLogger(log))
+	if err := dev.IpcSet(uapi); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("client: configuring WireGuard device: %w", err)
+	}
+	if err := dev.Up(); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("client: bringing WireGuard device up: %w", err)
+	}
+	return dev, nil
 }
 
 // abort undoes a partial Start.
@@ -337,8 +339,10 @@ func (t *Tunnel) HTTPAddr() net.Addr {
 
 // LastHandshake is the most recent completed handshake over all peers, or
 // the zero time if there has been none.
-func (t *Tunnel) LastHandshake() time.Time {
-	s, err := t.dev.IpcGet()
+func (t *Tunnel) LastHandshake() time.Time { return deviceHandshake(t.dev) }
+
+func deviceHandshake(dev *device.Device) time.Time {
+	s, err := dev.IpcGet()
 	if err != nil {
 		return time.Time{}
 	}
@@ -384,74 +388,20 @@ func lastHandshake(uapi string) time.Time {
 // Failures are *net.OpError values; where the tunnel's stack reports it,
 // Err is syscall.ECONNREFUSED, syscall.EHOSTUNREACH or syscall.ENETUNREACH.
 func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	switch network {
-	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
-	default:
-		return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError(network)}
-	}
 	if t.ctx.Err() != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: net.ErrClosed}
 	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
-	}
-	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("invalid port %q", port)}
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		if ip.Zone() != "" {
-			return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("zoned addresses are not routable through the tunnel")}
+	if _, port, err := net.SplitHostPort(addr); err == nil {
+		if p, err := strconv.ParseUint(port, 10, 16); err == nil && p == 0 {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("port 0 is not a destination")}
 		}
-		// Unmap ::ffff:a.b.c.d, which the tunnel's stack would not route.
-		addr = net.JoinHostPort(ip.Unmap().String(), port)
-	} else if !t.hasDNS {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: &net.DNSError{
-			Err: "no DNS server in the tunnel configuration", Name: host, IsNotFound: true}}
 	}
-
 	// Close cancels dials in progress.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(t.ctx, cancel)
 	defer stop()
-
-	c, err := t.tnet.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, normalizeDialError(network, err)
-	}
-	return c, nil
-}
-
-// normalizeDialError turns gVisor's string errors into errnos that callers
-// can test with errors.Is.
-func normalizeDialError(network string, err error) error {
-	var errno syscall.Errno
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "connection was refused"):
-		errno = syscall.ECONNREFUSED
-	case strings.Contains(msg, "no route to host"):
-		errno = syscall.EHOSTUNREACH
-	case strings.Contains(msg, "network is unreachable"):
-		errno = syscall.ENETUNREACH
-	case strings.Contains(msg, "connection reset by peer"):
-		errno = syscall.ECONNRESET
-	case strings.Contains(msg, "i/o timeout"), strings.Contains(msg, "operation timed out"):
-		errno = syscall.ETIMEDOUT
-	default:
-		var oe *net.OpError
-		if errors.As(err, &oe) {
-			return err
-		}
-		return &net.OpError{Op: "dial", Net: network, Err: err}
-	}
-	oe := &net.OpError{Op: "dial", Net: network, Err: errno}
-	var inner *net.OpError
-	if errors.As(err, &inner) {
-		oe.Addr = inner.Addr
-	}
-	return oe
+	return t.ns.DialContext(ctx, network, addr)
 }
 
 // Close stops the proxies, closes every connection they carry, closes the

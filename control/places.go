@@ -655,10 +655,19 @@ func (f *fleet) choose(location string) (*api.Gateway, string, error) {
 			best = g
 		}
 	}
-	if best == nil {
-		if location == "" {
+	if best == nil && location == "" {
+		// Right after a control server restart no gateway has reported
+		// yet: fall back to a joined, in-service one rather than none.
+		for i := range f.gateways {
+			if g := &f.gateways[i]; g.InService && (best == nil || lessLoaded(*g, *best)) {
+				best = g
+			}
+		}
+		if best == nil {
 			return nil, "", nil
 		}
+	}
+	if best == nil {
 		return nil, "", errNoGateway{fmt.Sprintf("no healthy gateway serves location %q right now", location)}
 	}
 	if location == "auto" {

@@ -1,10 +1,11 @@
 // Package exit is the rootless userspace exit of a gateway.
 //
-// wireguard-go runs on a tun.Device that is a gVisor netstack instead of a
-// kernel TUN. Packets from peers arrive decrypted in the netstack, which
-// terminates their TCP and UDP flows; each flow is relayed to an ordinary host
-// socket, so the gateway needs no root, no TUN and no NAT rules. An egress
-// Policy keeps peers away from the host itself and the networks around it.
+// wireguard-go runs on a tun.Device that is a gVisor netstack (package
+// netstack) instead of a kernel TUN. Packets from peers arrive decrypted in
+// the netstack, which terminates their TCP and UDP flows; each flow is relayed
+// to an ordinary host socket, so the gateway needs no root, no TUN and no NAT
+// rules. An egress Policy keeps peers away from the host itself and the
+// networks around it.
 package exit
 
 import (
@@ -24,15 +25,12 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/meridian-vpn/meridian/netstack"
 )
 
 // Config configures an Exit. Zero values get the documented defaults.
@@ -80,21 +78,8 @@ const (
 	defaultUDPIdle         = 60 * time.Second
 	defaultDialTimeout     = 10 * time.Second
 
-	nicID = 1
-	// outQueueLen is how many packets the netstack may queue towards
-	// wireguard-go before it drops.
-	outQueueLen = 1024
 	// maxUDPPacket is the largest UDP payload relayed in either direction.
 	maxUDPPacket = 65535
-
-	// TCP buffer sizes, as tailscale sets them on non-mobile platforms: a
-	// larger maximum than gVisor's default 4 MiB helps on long fat paths.
-	tcpRXBufMin = tcp.MinBufferSize
-	tcpRXBufDef = tcp.DefaultReceiveBufferSize
-	tcpRXBufMax = 8 << 20
-	tcpTXBufMin = tcp.MinBufferSize
-	tcpTXBufDef = tcp.DefaultSendBufferSize
-	tcpTXBufMax = 6 << 20
 
 	// Keepalive on both legs of a TCP flow, so that flows to vanished peers
 	// or hosts end and free their slot under the caps.
@@ -112,18 +97,11 @@ type Exit struct {
 	tunAddrs []netip.Addr
 	dialer   net.Dialer
 
-	stack  *stack.Stack
-	ep     *channel.Endpoint
-	events chan tun.Event
+	ns *netstack.Stack
 
-	// ctx is cancelled by Close; it stops Read, pending dials and all flows.
+	// ctx is cancelled by Close; it stops pending dials and all flows.
 	ctx    context.Context
 	cancel context.CancelFunc
-
-	// devMu orders Write against Close, so nothing is injected into a
-	// stack that is being torn down.
-	devMu     sync.RWMutex
-	devClosed bool
 
 	mu      sync.Mutex
 	closed  bool
@@ -159,8 +137,6 @@ func New(cfg Config) (*Exit, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	switch {
-	case cfg.MTU < 576 || cfg.MTU > 65535:
-		return nil, fmt.Errorf("exit: MTU %d out of range 576..65535", cfg.MTU)
 	case cfg.MaxConns < 0 || cfg.MaxConnsPerPeer < 0:
 		return nil, errors.New("exit: connection caps must not be negative")
 	case cfg.UDPIdle < 0 || cfg.DialTimeout < 0:
@@ -170,7 +146,6 @@ func New(cfg Config) (*Exit, error) {
 	e := &Exit{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		events:  make(chan tun.Event, 1),
 		perPeer: make(map[netip.Addr]int),
 		dialer: net.Dialer{
 			KeepAliveConfig: net.KeepAliveConfig{
@@ -187,94 +162,47 @@ func New(cfg Config) (*Exit, error) {
 			return nil, errors.New("exit: invalid tunnel address")
 		}
 		a := p.Addr().Unmap().WithZone("")
-		if a.Is6() && cfg.MTU < 1280 {
-			return nil, fmt.Errorf("exit: MTU %d is below the IPv6 minimum 1280", cfg.MTU)
-		}
 		e.tunAddrs = append(e.tunAddrs, a)
 		own = append(own, a)
 	}
 	e.policy = NewPolicy(cfg.Allow, own)
 
+	ns, err := netstack.New(netstack.Config{Addresses: e.tunAddrs, MTU: cfg.MTU, Accept: func(pkt []byte) bool { return !e.foreignEcho(pkt) }})
+	if err != nil {
+		return nil, fmt.Errorf("exit: %w", err)
+	}
+	e.ns = ns
 	if err := e.initStack(); err != nil {
+		ns.Close()
 		return nil, err
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
-	e.events <- tun.EventUp
 	e.log.Info("exit ready", "mtu", cfg.MTU, "max_conns", cfg.MaxConns, "max_conns_per_peer", cfg.MaxConnsPerPeer)
 	return e, nil
 }
 
+// initStack makes the netstack a forwarding exit: promiscuous, so that it
+// accepts packets for any destination, not only its own addresses; spoofing,
+// so that it replies from those destinations' addresses; and forwarders that
+// relay each new TCP and UDP flow to a host socket.
 func (e *Exit) initStack() error {
-	// Loopback destinations must be able to arrive on the tunnel NIC; the
-	// policy, not the stack, decides whether they may leave.
-	e.stack = stack.New(stack.Options{
-		NetworkProtocols: []stack.NetworkProtocolFactory{
-			ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}),
-			ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: true}),
-		},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-	})
-	fail := func(what string, err tcpip.Error) error {
-		e.stack.Destroy()
-		return fmt.Errorf("exit: %s: %v", what, err)
+	s := e.ns.GVisor()
+	if err := s.SetPromiscuousMode(netstack.NIC, true); err != nil {
+		return fmt.Errorf("exit: set promiscuous mode: %v", err)
 	}
-
-	sack := tcpip.TCPSACKEnabled(true)
-	if err := e.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
-		return fail("enable TCP SACK", err)
+	if err := s.SetSpoofing(netstack.NIC, true); err != nil {
+		return fmt.Errorf("exit: set spoofing: %v", err)
 	}
-	// Pin reno like tailscale does: gVisor's default may change, and cubic
-	// has hit an overflow in netstack's congestion window arithmetic.
-	reno := tcpip.CongestionControlOption("reno")
-	if err := e.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &reno); err != nil {
-		return fail("set TCP congestion control", err)
-	}
-	rx := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpRXBufMin, Default: tcpRXBufDef, Max: tcpRXBufMax}
-	if err := e.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &rx); err != nil {
-		return fail("set TCP receive buffer", err)
-	}
-	tx := tcpip.TCPSendBufferSizeRangeOption{Min: tcpTXBufMin, Default: tcpTXBufDef, Max: tcpTXBufMax}
-	if err := e.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &tx); err != nil {
-		return fail("set TCP send buffer", err)
-	}
-
-	e.ep = channel.New(outQueueLen, uint32(e.cfg.MTU), "")
-	if err := e.stack.CreateNIC(nicID, e.ep); err != nil {
-		return fail("create NIC", err)
-	}
-	// Promiscuous: accept packets for any destination, not only our own
-	// addresses. Spoofing: reply from those destinations' addresses.
-	if err := e.stack.SetPromiscuousMode(nicID, true); err != nil {
-		return fail("set promiscuous mode", err)
-	}
-	if err := e.stack.SetSpoofing(nicID, true); err != nil {
-		return fail("set spoofing", err)
-	}
-	for _, a := range e.tunAddrs {
-		proto := ipv4.ProtocolNumber
-		if a.Is6() {
-			proto = ipv6.ProtocolNumber
-		}
-		pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddrFromSlice(a.AsSlice()).WithPrefix()}
-		if err := e.stack.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
-			return fail("add tunnel address", err)
-		}
-	}
-	e.stack.SetRouteTable([]tcpip.Route{
-		{Destination: header.IPv4EmptySubnet, NIC: nicID},
-		{Destination: header.IPv6EmptySubnet, NIC: nicID},
-	})
-
-	tcpFwd := tcp.NewForwarder(e.stack, tcpRXBufDef, e.cfg.MaxConns, e.forwardTCP)
-	e.stack.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
-	udpFwd := udp.NewForwarder(e.stack, e.forwardUDP)
-	e.stack.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
+	tcpFwd := tcp.NewForwarder(s, tcp.DefaultReceiveBufferSize, e.cfg.MaxConns, e.forwardTCP)
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
+	udpFwd := udp.NewForwarder(s, e.forwardUDP)
+	s.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
 	return nil
 }
 
 // Device returns the tun.Device to hand to device.NewDevice. Closing it
 // closes the Exit.
-func (e *Exit) Device() tun.Device { return &device{e: e} }
+func (e *Exit) Device() tun.Device { return device{Device: e.ns, e: e} }
 
 // Stats returns aggregate counters.
 func (e *Exit) Stats() Stats {
@@ -296,17 +224,11 @@ func (e *Exit) Close() error {
 		e.mu.Lock()
 		e.closed = true // no new flows
 		e.mu.Unlock()
-		e.cancel() // unblocks Read, aborts pending dials and running flows
-
-		e.devMu.Lock()
-		e.devClosed = true // no new packets; waits for Writes in progress
-		e.devMu.Unlock()
-
-		e.stack.Close()
+		e.cancel() // aborts pending dials and running flows
+		// Once the flows have ended nothing creates endpoints any more, so
+		// closing the stack waits for all of them.
 		e.flows.Wait()
-		e.stack.Wait()
-		e.ep.Close()
-		close(e.events)
+		e.ns.Close()
 		s := e.Stats()
 		e.log.Info("exit closed", "tcp_total", s.TCPTotal, "udp_total", s.UDPTotal,
 			"denied", s.Denied, "refused", s.Refused, "cap_hit", s.CapHit)

@@ -26,6 +26,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 
 	"github.com/meridian-vpn/meridian/exit"
+	"github.com/meridian-vpn/meridian/netstack"
 	"github.com/meridian-vpn/meridian/wg"
 )
 
@@ -42,7 +43,7 @@ type tunnel struct {
 	t      *testing.T
 	exit   *exit.Exit
 	gw, cl *device.Device
-	client *clientTUN
+	client *netstack.Stack
 }
 
 // newTunnel brings up the tunnel; t.Cleanup tears it down.
@@ -84,7 +85,7 @@ func startTunnel(t *testing.T, cfg exit.Config) *tunnel {
 		t.Fatal(err)
 	}
 
-	tn.client, err = newClientTUN([]netip.Addr{clientAddr4, clientAddr6}, 1420)
+	tn.client, err = netstack.New(netstack.Config{Addresses: []netip.Addr{clientAddr4, clientAddr6}, MTU: 1420})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,15 @@ func (tn *tunnel) dial(t *testing.T, ap netip.AddrPort) (*gonet.TCPConn, error) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return tn.client.DialTCP(ctx, ap)
+	c, err := tn.client.DialContext(ctx, "tcp", ap.String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*gonet.TCPConn), nil
+}
+
+func (tn *tunnel) dialUDP(ap netip.AddrPort) (net.Conn, error) {
+	return tn.client.DialContext(context.Background(), "udp", ap.String())
 }
 
 func (tn *tunnel) httpClient() *http.Client {
@@ -180,13 +189,7 @@ func (tn *tunnel) httpClient() *http.Client {
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{
 			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-				ap, err := netip.ParseAddrPort(addr)
-				if err != nil {
-					return nil, err
-				}
-				return tn.client.DialTCP(ctx, ap)
-			},
+			DialContext:       tn.client.DialContext,
 		},
 	}
 }
@@ -441,7 +444,7 @@ func TestHalfClose(t *testing.T) {
 func TestUDPThroughTunnel(t *testing.T) {
 	echo := udpEchoServer(t, "udp4", "127.0.0.1:0")
 	tn := newTunnel(t, exit.Config{Allow: allowLoopback4, UDPIdle: 200 * time.Millisecond})
-	c, err := tn.client.DialUDP(echo)
+	c, err := tn.dialUDP(echo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,7 +484,7 @@ func TestUDPThroughTunnelIPv6(t *testing.T) {
 	pc.Close()
 	echo := udpEchoServer(t, "udp6", "[::1]:0")
 	tn := newTunnel(t, exit.Config{Allow: allowLoopback6})
-	c, err := tn.client.DialUDP(echo)
+	c, err := tn.dialUDP(echo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +520,7 @@ func TestDenied(t *testing.T) {
 		t.Fatalf("Denied %d, want 2", s.Denied)
 	}
 
-	c, err := tn.client.DialUDP(udpEcho)
+	c, err := tn.dialUDP(udpEcho)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -611,7 +614,7 @@ func TestGlobalCap(t *testing.T) {
 	echoOnce(t, c, "one")
 
 	// TCP and UDP share the cap.
-	u, err := tn.client.DialUDP(udpEcho)
+	u, err := tn.dialUDP(udpEcho)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -656,7 +659,7 @@ func TestCloseEndsFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hostSide.Close()
-	u, err := tn.client.DialUDP(udpEcho)
+	u, err := tn.dialUDP(udpEcho)
 	if err != nil {
 		tn.close()
 		t.Fatal(err)

@@ -326,3 +326,32 @@ func (c *Client) DeviceConfig(ctx context.Context, id int64, location string) (D
 	var out DeviceConfigResponse
 	return out, c.Do(ctx, "GET", fmt.Sprintf("/devices/%d/config?location=%s", id, url.QueryEscape(location)), nil, &out)
 }
+
+// ServerListIfChanged fetches the server list unless it still has ETag
+// etag; it returns the list and its ETag (unchanged list: zero list, same
+// etag).
+func (c *Client) ServerListIfChanged(ctx context.Context, etag string) (ServerList, string, error) {
+	var sl ServerList
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base.String()+Prefix+"/serverlist", nil)
+	if err != nil {
+		return sl, etag, err
+	}
+	if etag != "" {
+		req.Header.Set("If-None-Match", etag)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return sl, etag, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNotModified:
+		return sl, etag, nil
+	case http.StatusOK:
+		return sl, resp.Header.Get("ETag"), json.NewDecoder(resp.Body).Decode(&sl)
+	}
+	return sl, etag, &StatusError{Code: resp.StatusCode, Message: "server list: " + resp.Status}
+}
+
+// BaseURL is the control server's URL.
+func (c *Client) BaseURL() string { return c.base.String() }

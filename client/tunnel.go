@@ -83,6 +83,9 @@ type Tunnel struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 
+	peerMu sync.Mutex
+	peer   wg.PeerConfig // the gateway in use; SwitchGateway replaces it
+
 	socksLn   net.Listener
 	httpLn    net.Listener
 	httpSrv   *http.Server
@@ -165,6 +168,7 @@ func Start(cfg *wg.Config, opts Options) (*Tunnel, error) {
 		log:     log,
 		dev:     dev,
 		ns:      ns,
+		peer:    cfg.Peers[0],
 		dialTTL: dialTimeout,
 		ctx:     ctx,
 		cancel:  cancel,

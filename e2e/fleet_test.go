@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/client"
 	"github.com/meridian-vpn/meridian/gateway"
 	"github.com/meridian-vpn/meridian/wg"
 )
@@ -330,4 +331,57 @@ func newPub(t *testing.T) *wg.Key {
 	}
 	p := k.Public()
 	return &p
+}
+
+func TestConnectFailsOverWithinLocation(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	defer web.Close()
+	ctl := startControlWith(t, filepath.Join(dir, "control"), "127.0.0.1:0", time.Second)
+	admin := ctl.admin(t)
+	gws := map[string]*gateway.Gateway{}
+	for _, name := range []string{"de1", "de2"} {
+		gws[name] = startGateway(t, ctl, admin, dir, name)
+		defer gws[name].Close()
+		if _, err := admin.SetPlace(ctx, name, place("DE")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := admin.CreateLocation(ctx, api.Location{Code: "DE", Country: "DE", Gateways: []string{"de1", "de2"}}); err != nil {
+		t.Fatal(err)
+	}
+	admin.CreateUser(ctx, api.CreateUserRequest{Name: "bob"})
+	priv, _ := wg.NewPrivateKey()
+	pub := priv.Public()
+	eventually(t, 5*time.Second, "gateways healthy", func() error {
+		_, err := admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "bob", Name: "laptop", PublicKey: &pub, Location: "DE"})
+		return err
+	})
+	devs, _ := admin.Devices(ctx, "bob")
+	conf, err := admin.DeviceConfig(ctx, devs[0].ID, "DE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := conf.Tunnel.Gateway
+	tun := connect(t, conf.Config(priv))
+	eventually(t, 10*time.Second, "traffic via "+first, func() error { _, err := httpGet(tun, web.URL); return err })
+
+	servers, err := api.NewClient(ctl.url(), "", "") // the server list needs no token
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go (&client.Failover{Tunnel: tun, Servers: servers, Location: "DE", Interval: 200 * time.Millisecond, Logger: testLogger(t)}).Run(fctx)
+
+	gws[first].Close() // the gateway dies: no more heartbeats, no more tunnels
+	other := map[string]string{"de1": "de2", "de2": "de1"}[first]
+	eventually(t, 15*time.Second, "traffic after failover", func() error {
+		if tun.Gateway() != gws[other].PublicKey() {
+			return fmt.Errorf("still on %s", first)
+		}
+		_, err := httpGet(tun, web.URL)
+		return err
+	})
 }

@@ -35,6 +35,17 @@ func (c *Config) UAPI() (string, error) {
 	if c.ListenPort != 0 {
 		fmt.Fprintf(&b, "listen_port=%d\n", c.ListenPort)
 	}
+	peers, err := c.PeersUAPI()
+	if err != nil {
+		return "", err
+	}
+	return b.String() + peers, nil
+}
+
+// PeersUAPI renders only the peers in the UAPI "set" form, replacing all
+// peers of a running device and leaving its key and port alone.
+func (c *Config) PeersUAPI() (string, error) {
+	var b strings.Builder
 	b.WriteString("replace_peers=true\n")
 	for _, p := range c.Peers {
 		fmt.Fprintf(&b, "public_key=%s\n", p.PublicKey.Hex())

@@ -27,6 +27,8 @@ import (
 type clientFlags struct {
 	server, token, caHash, data string
 	json                        bool
+
+	resolvedServer, resolvedCA string // what client() settled on
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -56,6 +58,7 @@ func (c *clientFlags) client() (*api.Client, error) {
 			caHash, _ = caFingerprint(pemBytes)
 		}
 	}
+	c.resolvedServer, c.resolvedCA = server, caHash
 	return api.NewClient(server, token, caHash)
 }
 
@@ -207,13 +210,23 @@ func runDeviceAdd(ctx context.Context, args []string) error {
 	if resp.Tunnel.Endpoint == "" {
 		return errors.New("no gateway has joined the control server yet, so no config can be written; start one and run 'meridian device delete' + 'device add' again")
 	}
-	return writeConfig(resp.Config(priv), *out, *qr, *qrTerm, resp.Tunnel)
+	return writeConfig(resp.Config(priv), *out, *qr, *qrTerm, resp.Tunnel, cf)
 }
 
 // writeConfig writes a device's WireGuard config to out (0600), as a QR code
 // PNG to qr, and to the terminal as a QR code, as asked.
-func writeConfig(cfg *wg.Config, out, qr string, qrTerm bool, t api.TunnelInfo) error {
+func writeConfig(cfg *wg.Config, out, qr string, qrTerm bool, t api.TunnelInfo, cf clientFlags) error {
 	conf := cfg.Render()
+	if t.Location != "" {
+		// Comments for 'meridian connect', which fails over to another
+		// gateway of the location; WireGuard apps ignore them.
+		h := fmt.Sprintf("# Meridian: 'meridian connect' reads the lines below to fail over within the location.\n%s%s\n%s%s\n",
+			metaLocation, t.Location, metaControl, cf.resolvedServer)
+		if cf.resolvedCA != "" {
+			h += metaCA + cf.resolvedCA + "\n"
+		}
+		conf = append([]byte(h), conf...)
+	}
 	if out != "" {
 		if err := os.WriteFile(out, conf, 0o600); err != nil {
 			return err

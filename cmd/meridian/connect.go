@@ -1,12 +1,17 @@
 package main
 
 import (
+	"log/slog"
+	"strings"
+
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/meridian-vpn/meridian/api"
 
 	"github.com/meridian-vpn/meridian/client"
 	"github.com/meridian-vpn/meridian/wg"
@@ -73,6 +78,12 @@ func runConnect(ctx context.Context, args []string) error {
 		if a := t.HTTPAddr(); a != nil {
 			fmt.Printf("  HTTP proxy    %s   (curl --proxy http://%s ...)\n", a, a)
 		}
+		if fo, err := failoverFor(b, t, log); err != nil {
+			log.Warn("no failover", "err", err)
+		} else if fo != nil {
+			fmt.Printf("  failover      within location %s\n", fo.Location)
+			go fo.Run(ctx)
+		}
 	}
 	tick := time.NewTicker(30 * time.Second)
 	defer tick.Stop()
@@ -93,4 +104,34 @@ func runConnect(ctx context.Context, args []string) error {
 			}
 		}
 	}
+}
+
+// Comment lines that 'meridian device add' writes into a config with a
+// location, for failover; WireGuard apps ignore them.
+const (
+	metaLocation = "# Meridian-Location = "
+	metaControl  = "# Meridian-Control = "
+	metaCA       = "# Meridian-CA-SHA256 = "
+)
+
+// failoverFor reads the Meridian comment lines of a config and returns a
+// Failover for the tunnel, or nil if the config names no location.
+func failoverFor(conf []byte, t *client.Tunnel, log *slog.Logger) (*client.Failover, error) {
+	meta := map[string]string{}
+	for _, line := range strings.Split(string(conf), "\n") {
+		line = strings.TrimSpace(line)
+		for _, k := range []string{metaLocation, metaControl, metaCA} {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				meta[k] = strings.TrimSpace(v)
+			}
+		}
+	}
+	if meta[metaLocation] == "" || meta[metaControl] == "" {
+		return nil, nil
+	}
+	servers, err := api.NewClient(meta[metaControl], "", meta[metaCA])
+	if err != nil {
+		return nil, err
+	}
+	return &client.Failover{Tunnel: t, Servers: servers, Location: meta[metaLocation], Logger: log}, nil
 }

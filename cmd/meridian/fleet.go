@@ -354,5 +354,5 @@ func runDeviceConfig(ctx context.Context, args []string) error {
 	if old.PrivateKey.Public() != resp.Device.PublicKey {
 		return fmt.Errorf("%s holds the key of another device, not of device %d", *from, id)
 	}
-	return writeConfig(resp.Config(old.PrivateKey), *out, *qr, *qrTerm, resp.Tunnel)
+	return writeConfig(resp.Config(old.PrivateKey), *out, *qr, *qrTerm, resp.Tunnel, cf)
 }

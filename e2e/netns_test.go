@@ -27,6 +27,7 @@ package e2e
 // WireGuard runs only inside cli and gw.
 
 import (
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -47,6 +48,8 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/internal/netns"
+	"github.com/meridian-vpn/meridian/wg"
+	_ "modernc.org/sqlite"
 )
 
 // netnsChildEnv makes the test binary an HTTP server child (see TestMain).
@@ -198,8 +201,9 @@ add rule inet e2e_guard forward oifname %q counter drop`, mgmt))
 	var tok api.JoinToken
 	nsDecode(t, admin("gateway", "token", "--json"), &tok)
 	gwName := "gw-" + string(mode)
-	gwArgs := []string{bin, "gateway", "--control", controlURL, "--join-token", tok.Token, "--state", t.TempDir(),
-		"--name", gwName, "--mode", string(mode), "--listen-port", fmt.Sprint(nsGwPort), "--endpoint", fmt.Sprintf("192.0.2.1:%d", nsGwPort)}
+	gwState := t.TempDir()
+	gwArgs := []string{bin, "gateway", "--control", controlURL, "--join-token", tok.Token, "--state", gwState,
+		"--metrics", "127.0.0.1:9586", "--name", gwName, "--mode", string(mode), "--listen-port", fmt.Sprint(nsGwPort), "--endpoint", fmt.Sprintf("192.0.2.1:%d", nsGwPort)}
 	if mode == api.TUN {
 		gwArgs = append(gwArgs, "--exit-ipv4", nsExit4.String(), "--exit-ipv6", nsExit6.String())
 	}
@@ -292,6 +296,59 @@ add rule inet e2e_guard forward oifname %q counter drop`, mgmt))
 	t.Run("gateway host unreachable from the tunnel", func(t *testing.T) {
 		nsCheckRefused(t, cli, fmt.Sprintf("http://%s/", netip.AddrPortFrom(nsGwSrv4, nsSrvPort)))
 		nsCheckRefused(t, cli, fmt.Sprintf("http://%s/", netip.AddrPortFrom(nsGwSrv6, nsSrvPort)))
+	})
+
+	// No duty, no data: this gateway carries no duties (no place, no
+	// profile), so the address the client connected from must appear in
+	// nothing the system wrote: database (with WAL), gateway state, logs,
+	// metrics. Nor may the device's key appear in logs or metrics.
+	t.Run("no duty, no data", func(t *testing.T) {
+		time.Sleep(1500 * time.Millisecond) // let the gateway's state and a load report be written
+		var pub string
+		for _, line := range strings.Split(confText, "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "PrivateKey" {
+				k, err := wg.ParseKey(strings.TrimSpace(v))
+				if err != nil {
+					t.Fatal(err)
+				}
+				pub = k.Public().String()
+			}
+		}
+		metricsControl, err := host.Output("curl", "-sS", "--insecure", controlURL+"/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		metricsGateway, err := gw.Output("curl", "-sS", "http://127.0.0.1:9586/metrics")
+		if err != nil || !strings.Contains(metricsGateway, "meridian_gateway_peers") {
+			t.Fatalf("gateway metrics: %v\n%s", err, metricsGateway)
+		}
+		written := map[string]string{
+			"control log": control.Output(), "gateway log": gateway.Output(),
+			"control metrics": metricsControl, "gateway metrics": metricsGateway,
+		}
+		for _, dir := range []string{data, gwState} {
+			filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					b, _ := os.ReadFile(path)
+					written[path] = string(b)
+				}
+				return nil
+			})
+		}
+		for what, text := range written {
+			for _, secret := range []string{"192.0.2.2", "2001:db8:1::2"} {
+				if strings.Contains(text, secret) {
+					t.Errorf("%s holds the client's connecting address %s", what, secret)
+				}
+			}
+			if !strings.HasPrefix(what, "/") && strings.Contains(text, pub) {
+				t.Errorf("%s names the device's public key", what)
+			}
+		}
+		if len(written) < 8 {
+			t.Fatalf("scanned only %d sources; the data directories look empty", len(written))
+		}
+		nsNoUsageColumns(t, filepath.Join(data, "control", "meridian.db"))
 	})
 
 	// Revoking the device cuts it off within seconds.
@@ -443,5 +500,37 @@ func nsWriteFile(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// nsNoUsageColumns fails if any table of the database could link a device
+// to a time of use: no session rows, no handshake or last-seen times.
+func nsNoUsageColumns(t *testing.T, file string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+file+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p WHERE m.type = 'table'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var table, col string
+		if err := rows.Scan(&table, &col); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		for _, bad := range []string{"session", "handshake", "last_seen", "endpoint_ip", "connected_from"} {
+			if strings.Contains(table, bad) || strings.Contains(col, bad) {
+				t.Errorf("table %s column %s could record per-device use on a gateway without duties", table, col)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no tables read")
 	}
 }

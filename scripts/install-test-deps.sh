@@ -27,6 +27,7 @@ PACKAGES=(
 	iputils-ping    # ping: reachability checks between namespaces
 	ca-certificates
 	procps          # sysctl, pgrep/ps for debugging
+	python3-aiosmtpd # a real SMTP server on loopback for mail tests
 )
 
 # ---- Debian packages -------------------------------------------------------

@@ -1,0 +1,537 @@
+// Package ledger keeps compliance records so that they are tamper-evident,
+// encrypted at rest, and read only on the record.
+//
+// # Chains
+//
+// Entries form two hash chains in the table ledger_entries: "records" holds
+// the compliance records other packages append (subscriber records,
+// sessions, port blocks ...) and the ledger's own purge entries; "access"
+// holds one entry for every read of compliance data. Two chains, so that
+// reads never interleave with (or wait behind) the records they read. Each
+// chain numbers its entries 1, 2, 3 ... (seq) and each entry commits to its
+// predecessor:
+//
+//	hash = SHA-256( "meridian ledger entry v1" 0x00
+//	                || prev_hash           32 bytes, zeros for entry 1
+//	                || seq                 8 bytes big-endian
+//	                || len(chain) || chain 1 byte, then the name
+//	                || len(kind) || kind   1 byte, then the name
+//	                || at                  8 bytes big-endian, Unix nanoseconds
+//	                || len(body) || body   4 bytes big-endian, then the body as stored )
+//
+// The hash covers the body exactly as stored, so no canonical form is
+// needed and verifying needs no key: an auditor checks integrity without
+// being able to read a single record.
+//
+// # Encryption
+//
+// A record's body is its JSON, sealed with AES-256-GCM under a data key of
+// its own; the data key is sealed by the Keyring's active key and stored
+// beside the body (data_key, "v1:<key id>:..."), both bound to the entry's
+// chain and seq. The whole record is encrypted, not only its personal
+// fields, so no field can be forgotten. Rotating the keyring re-seals data
+// keys only: bodies, and so hashes, never change, and the chain is never
+// rewritten.
+//
+// # Purges
+//
+// Entries are never deleted. Purge removes the bodies and data keys of the
+// named entries, marks them purged_by the purge entry it appends, and that
+// entry (clear JSON: reason, counts, seq ranges, no personal data) is
+// chained like any other. A purged entry keeps its hashes, so the chain
+// still links and Verify stays green.
+//
+// # Checkpoints
+//
+// Checkpoint signs the heads of both chains with ed25519. Someone who can
+// write the database can rewrite entries after the newest checkpoint and
+// recompute their hashes; nothing before it. Checkpoint often, and keep
+// copies of checkpoints outside the database: Verify checks held copies too,
+// which also catches a truncated tail whose checkpoints were deleted.
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/meridian-vpn/meridian/store"
+)
+
+// Chain names one of the ledger's hash chains.
+type Chain string
+
+const (
+	RecordChain Chain = "records" // compliance records, and purges
+	AccessChain Chain = "access"  // reads of compliance data
+)
+
+var chains = []Chain{RecordChain, AccessChain}
+
+func (c Chain) check() error {
+	if c != RecordChain && c != AccessChain {
+		return fmt.Errorf("ledger: unknown chain %q: want %s or %s", c, RecordChain, AccessChain)
+	}
+	return nil
+}
+
+// Kinds the ledger writes itself.
+const (
+	purgeKind  = "purge"
+	accessKind = "access"
+)
+
+// Ledger appends, reads, purges and checkpoints compliance records.
+type Ledger struct {
+	db     *store.DB
+	keys   *Keyring
+	signer ed25519.PrivateKey
+
+	// Prepared once: preparing dominated the cost of an append.
+	head, insert *sql.Stmt
+
+	mu      sync.Mutex
+	headsTx *sql.Tx // the transaction of the last append, and
+	heads   map[Chain]Head
+}
+
+// Open returns the ledger kept in db, sealing bodies with keys and signing
+// checkpoints with signer.
+func Open(ctx context.Context, db *store.DB, keys *Keyring, signer ed25519.PrivateKey) (*Ledger, error) {
+	if db == nil || keys == nil {
+		return nil, errors.New("ledger: a database and a keyring are required")
+	}
+	if len(signer) != ed25519.PrivateKeySize {
+		return nil, errors.New("ledger: the checkpoint signing key is not an ed25519 private key")
+	}
+	// SQLite leaves stale copies of rows in pages it rearranges unless
+	// secure_delete is on while they are written; a purge could not reach
+	// them. It is a setting of the connection.
+	if _, err := db.ExecContext(ctx, `PRAGMA secure_delete = ON`); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	l := &Ledger{db: db, keys: keys, signer: signer}
+	var err error
+	if l.head, err = db.PrepareContext(ctx, `SELECT seq, hash FROM ledger_entries WHERE chain = ? ORDER BY seq DESC LIMIT 1`); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	if l.insert, err = db.PrepareContext(ctx, `INSERT INTO ledger_entries (chain, seq, kind, at, body, data_key, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
+		l.head.Close()
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	return l, nil
+}
+
+// Close releases the ledger's prepared statements; the database stays open.
+func (l *Ledger) Close() error {
+	return errors.Join(l.head.Close(), l.insert.Close())
+}
+
+// Append seals record (as JSON) and appends it to the records chain in tx,
+// the caller's transaction, so that the record and anything written with it
+// commit together. kind says what the record is ("subscriber", "session").
+// Appends are serialised by the database's write lock (store begins every
+// transaction IMMEDIATE); the (chain, seq) primary key turns any race into
+// an error, never a fork.
+func (l *Ledger) Append(ctx context.Context, tx *sql.Tx, kind string, record any) (seq int64, err error) {
+	if err := checkKind(kind); err != nil {
+		return 0, err
+	}
+	body, err := json.Marshal(record)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: %s record: %w", kind, err)
+	}
+	return l.append(ctx, tx, RecordChain, kind, body, true)
+}
+
+func checkKind(kind string) error {
+	if kind == purgeKind || kind == accessKind {
+		return fmt.Errorf("ledger: kind %q is the ledger's own", kind)
+	}
+	if len(kind) == 0 || len(kind) > 32 {
+		return fmt.Errorf("ledger: a kind is 1 to 32 characters, not %d", len(kind))
+	}
+	for _, c := range kind {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return fmt.Errorf("ledger: kind %q: use lower-case letters, digits and '-'", kind)
+		}
+	}
+	return nil
+}
+
+// append adds an entry to chain; seal says whether plain is sealed under a
+// new data key or stored clear.
+func (l *Ledger) append(ctx context.Context, tx *sql.Tx, chain Chain, kind string, plain []byte, seal bool) (int64, error) {
+	head, cached := l.cachedHead(tx, chain)
+	if !cached {
+		var err error
+		if head, err = l.chainHead(ctx, tx, chain); err != nil {
+			return 0, err
+		}
+	}
+	seq, body := head.Seq+1, plain
+	var dataKey sql.NullString
+	if seal {
+		aad := entryAAD(chain, seq)
+		key := newDataKey()
+		body = newAEAD(key).Seal(nil, nil, plain, []byte(aad))
+		dataKey = sql.NullString{String: l.keys.Seal(string(key), aad), Valid: true}
+	}
+	at := time.Now().UnixNano()
+	hash := entryHash(head.Hash, seq, chain, kind, at, body)
+	_, err := tx.StmtContext(ctx, l.insert).ExecContext(ctx, string(chain), seq, kind, at, body, dataKey, head.Hash, hash)
+	if err != nil {
+		l.cacheHead(nil, chain, Head{})
+		if cached { // the head moved under us (a rolled back savepoint): read it again
+			return l.append(ctx, tx, chain, kind, plain, seal)
+		}
+		return 0, fmt.Errorf("ledger: append %s entry %d: %w", chain, seq, err)
+	}
+	l.cacheHead(tx, chain, Head{Seq: seq, Hash: hash})
+	return seq, nil
+}
+
+// cachedHead returns the head of chain as the last append in tx left it.
+// Within one transaction nobody else can append (it holds SQLite's write
+// lock), and the ledger_entries_linked trigger refuses an entry that does
+// not link to the real head, so a stale cache costs a retry, never a fork.
+// It spares a query that took a third of an append.
+func (l *Ledger) cachedHead(tx *sql.Tx, chain Chain) (Head, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h, ok := l.heads[chain]
+	return h, ok && l.headsTx == tx
+}
+
+// cacheHead records h as chain's head in tx; a nil tx empties the cache.
+func (l *Ledger) cacheHead(tx *sql.Tx, chain Chain, h Head) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if tx == nil || l.headsTx != tx {
+		l.headsTx, l.heads = tx, map[Chain]Head{}
+	}
+	if tx != nil {
+		l.heads[chain] = h
+	}
+}
+
+// Head is the newest entry of a chain: seq 0 and a zero hash when empty.
+type Head struct {
+	Seq  int64  `json:"seq"`
+	Hash []byte `json:"hash"`
+}
+
+var zeroHash = make([]byte, sha256.Size)
+
+func (l *Ledger) chainHead(ctx context.Context, tx *sql.Tx, chain Chain) (Head, error) {
+	var h Head
+	err := tx.StmtContext(ctx, l.head).QueryRowContext(ctx, string(chain)).Scan(&h.Seq, &h.Hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Head{Hash: zeroHash}, nil
+	}
+	if err != nil {
+		return Head{}, fmt.Errorf("ledger: %s head: %w", chain, err)
+	}
+	return h, nil
+}
+
+// entryAAD binds a body and its data key to their place in the ledger.
+func entryAAD(chain Chain, seq int64) string {
+	return "ledger/" + string(chain) + "/" + strconv.FormatInt(seq, 10)
+}
+
+// entryHash is the hash defined in the package documentation.
+func entryHash(prev []byte, seq int64, chain Chain, kind string, at int64, body []byte) []byte {
+	h := sha256.New()
+	b := make([]byte, 0, 128)
+	b = append(b, "meridian ledger entry v1\x00"...)
+	b = append(b, prev...)
+	b = binary.BigEndian.AppendUint64(b, uint64(seq))
+	b = append(b, byte(len(chain)))
+	b = append(b, chain...)
+	b = append(b, byte(len(kind)))
+	b = append(b, kind...)
+	b = binary.BigEndian.AppendUint64(b, uint64(at))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(body)))
+	h.Write(b)
+	h.Write(body)
+	return h.Sum(nil)
+}
+
+// Access says who reads compliance data, under which case, asking what.
+type Access struct {
+	Who   string // the person or admin token reading
+	Case  string // the case reference that authorises the read
+	Query string // what was asked; personal data allowed, it is sealed
+}
+
+func (a Access) check() error {
+	if a.Who == "" || a.Case == "" {
+		return errors.New("ledger: reading compliance data needs who is reading and a case reference")
+	}
+	return nil
+}
+
+// accessRecord is the body of an access entry.
+type accessRecord struct {
+	Who     string  `json:"who"`
+	Case    string  `json:"case"`
+	Query   string  `json:"query"`
+	Results int     `json:"results"`
+	Chain   Chain   `json:"chain,omitempty"` // set when the ledger itself was read
+	Seqs    []int64 `json:"seqs,omitempty"`
+}
+
+// RecordAccess appends a read of compliance data made elsewhere (a lookup
+// in another package's tables) to the access chain. Record it before
+// handing the results over.
+func (l *Ledger) RecordAccess(ctx context.Context, a Access, results int) error {
+	if err := a.check(); err != nil {
+		return err
+	}
+	return l.db.Tx(ctx, func(tx *sql.Tx) error {
+		return l.recordAccess(ctx, tx, accessRecord{Who: a.Who, Case: a.Case, Query: a.Query, Results: results})
+	})
+}
+
+func (l *Ledger) recordAccess(ctx context.Context, tx *sql.Tx, r accessRecord) error {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = l.append(ctx, tx, AccessChain, accessKind, body, true)
+	return err
+}
+
+// Entry is one ledger entry, opened.
+type Entry struct {
+	Chain Chain           `json:"chain"`
+	Seq   int64           `json:"seq"`
+	Kind  string          `json:"kind"`
+	At    time.Time       `json:"at"`
+	Body  json.RawMessage `json:"body,omitempty"` // nil once purged
+}
+
+// Read returns the entries of chain at seqs, opened, and records the read in
+// the access chain in the same transaction: no record leaves the ledger
+// unrecorded. Purged entries come back without a body.
+func (l *Ledger) Read(ctx context.Context, a Access, chain Chain, seqs ...int64) ([]Entry, error) {
+	if err := a.check(); err != nil {
+		return nil, err
+	}
+	if err := chain.check(); err != nil {
+		return nil, err
+	}
+	var out []Entry
+	err := l.db.Tx(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		results := 0
+		for _, seq := range seqs {
+			e, err := l.entry(ctx, tx, chain, seq)
+			if err != nil {
+				return err
+			}
+			if e.Body != nil {
+				results++
+			}
+			out = append(out, e)
+		}
+		return l.recordAccess(ctx, tx, accessRecord{Who: a.Who, Case: a.Case, Query: a.Query, Results: results, Chain: chain, Seqs: seqs})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (l *Ledger) entry(ctx context.Context, tx *sql.Tx, chain Chain, seq int64) (Entry, error) {
+	e := Entry{Chain: chain, Seq: seq}
+	var at int64
+	var body, prev, hash []byte
+	var dataKey sql.NullString
+	err := tx.QueryRowContext(ctx, `SELECT kind, at, body, data_key, prev_hash, hash FROM ledger_entries WHERE chain = ? AND seq = ?`, string(chain), seq).
+		Scan(&e.Kind, &at, &body, &dataKey, &prev, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Entry{}, fmt.Errorf("ledger: %s entry %d does not exist", chain, seq)
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("ledger: %s entry %d: %w", chain, seq, err)
+	}
+	e.At = time.Unix(0, at).UTC()
+	if body == nil {
+		return e, nil
+	}
+	if !slices.Equal(entryHash(prev, seq, chain, e.Kind, at, body), hash) {
+		return Entry{}, fmt.Errorf("ledger: %s entry %d does not match its hash: run verify", chain, seq)
+	}
+	if !dataKey.Valid { // a clear purge entry
+		e.Body = body
+		return e, nil
+	}
+	aad := entryAAD(chain, seq)
+	key, err := l.keys.Open(dataKey.String, aad)
+	if err != nil {
+		return Entry{}, fmt.Errorf("ledger: %s entry %d: data key: %w", chain, seq, err)
+	}
+	plain, err := newAEAD([]byte(key)).Open(nil, nil, body, []byte(aad))
+	if err != nil {
+		return Entry{}, fmt.Errorf("ledger: %s entry %d: body does not open under its data key", chain, seq)
+	}
+	e.Body = plain
+	return e, nil
+}
+
+// purgeRecord is the clear body of a purge entry. It names what was purged,
+// never what it held.
+type purgeRecord struct {
+	Reason string         `json:"reason"`
+	Count  int            `json:"count"`
+	Kinds  map[string]int `json:"kinds"`  // purged entries by kind
+	Ranges [][2]int64     `json:"ranges"` // purged seqs, as inclusive ranges
+}
+
+func (p purgeRecord) names(seq int64) bool {
+	for _, r := range p.Ranges {
+		if r[0] <= seq && seq <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// Purge removes the bodies and data keys of chain's entries at seqs, and
+// appends a purge entry naming them, their count and reason (stored in
+// clear: no personal data). The entries keep their hashes, so the chain
+// still verifies. Removed bytes are overwritten in the database file
+// (secure_delete, see Open) and the write-ahead log is checkpointed and
+// truncated, so no copy remains on disk; backups are another matter.
+func (l *Ledger) Purge(ctx context.Context, chain Chain, seqs []int64, reason string) error {
+	if err := chain.check(); err != nil {
+		return err
+	}
+	if len(seqs) == 0 || reason == "" {
+		return errors.New("ledger: purge needs entries and a reason")
+	}
+	seqs = slices.Clone(seqs)
+	slices.Sort(seqs)
+	seqs = slices.Compact(seqs)
+
+	err := l.db.Tx(ctx, func(tx *sql.Tx) error {
+		head, err := l.chainHead(ctx, tx, chain)
+		if err != nil {
+			return err
+		}
+		purgeSeq := head.Seq + 1
+		rec := purgeRecord{Reason: reason, Count: len(seqs), Kinds: map[string]int{}}
+		for _, seq := range seqs {
+			var kind string
+			var gone bool
+			err := tx.QueryRowContext(ctx, `SELECT kind, body IS NULL FROM ledger_entries WHERE chain = ? AND seq = ?`, string(chain), seq).Scan(&kind, &gone)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				return fmt.Errorf("ledger: purge: %s entry %d does not exist", chain, seq)
+			case err != nil:
+				return err
+			case gone:
+				return fmt.Errorf("ledger: purge: %s entry %d is already purged", chain, seq)
+			case kind == purgeKind:
+				return fmt.Errorf("ledger: purge: %s entry %d is a purge entry: those hold no personal data and stay", chain, seq)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE ledger_entries SET body = NULL, data_key = NULL, purged_by = ? WHERE chain = ? AND seq = ?`, purgeSeq, string(chain), seq); err != nil {
+				return fmt.Errorf("ledger: purge %s entry %d: %w", chain, seq, err)
+			}
+			rec.Kinds[kind]++
+			if n := len(rec.Ranges); n > 0 && rec.Ranges[n-1][1] == seq-1 {
+				rec.Ranges[n-1][1] = seq
+			} else {
+				rec.Ranges = append(rec.Ranges, [2]int64{seq, seq})
+			}
+		}
+		body, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		_, err = l.append(ctx, tx, chain, purgeKind, body, false)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	var busy, walFrames, copied int
+	err = l.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &walFrames, &copied)
+	if err == nil && busy != 0 {
+		err = errors.New("database busy")
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: purged %d %s entries, but old copies may remain in the write-ahead log until its next checkpoint: %w", len(seqs), chain, err)
+	}
+	return nil
+}
+
+// RotateKey re-seals every data key that is not under the keyring's active
+// key, in batches of their own transactions, and returns how many it
+// re-sealed. Bodies and hashes do not change. If interrupted, run it again:
+// it continues where it stopped. Afterwards older keys can be removed from
+// the keyring.
+func (l *Ledger) RotateKey(ctx context.Context) (int, error) {
+	const batch = 1000
+	prefix := sealedVersion + ":" + l.keys.active + ":"
+	n := 0
+	for _, chain := range chains {
+		for after, more := int64(0), true; more; {
+			done := 0
+			err := l.db.Tx(ctx, func(tx *sql.Tx) error {
+				type old struct {
+					seq     int64
+					dataKey string
+				}
+				var page []old
+				rows, err := tx.QueryContext(ctx, `SELECT seq, data_key FROM ledger_entries
+					WHERE chain = ? AND seq > ? AND data_key IS NOT NULL AND substr(data_key, 1, ?) <> ?
+					ORDER BY seq LIMIT ?`, string(chain), after, len(prefix), prefix, batch)
+				if err != nil {
+					return err
+				}
+				for rows.Next() {
+					var o old
+					if err := rows.Scan(&o.seq, &o.dataKey); err != nil {
+						rows.Close()
+						return err
+					}
+					page = append(page, o)
+				}
+				rows.Close()
+				if err := rows.Err(); err != nil {
+					return err
+				}
+				for _, o := range page {
+					aad := entryAAD(chain, o.seq)
+					key, err := l.keys.Open(o.dataKey, aad)
+					if err != nil {
+						return fmt.Errorf("%s entry %d: %w", chain, o.seq, err)
+					}
+					if _, err := tx.ExecContext(ctx, `UPDATE ledger_entries SET data_key = ? WHERE chain = ? AND seq = ?`, l.keys.Seal(key, aad), string(chain), o.seq); err != nil {
+						return err
+					}
+					after = o.seq
+				}
+				done, more = len(page), len(page) == batch
+				return nil
+			})
+			if err != nil {
+				return n, fmt.Errorf("ledger: rotate key: %w", err)
+			}
+			n += done
+		}
+	}
+	return n, nil
+}

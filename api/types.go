@@ -16,6 +16,9 @@ const Prefix = "/api/v1"
 // Error is the body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`
+	// Missing lists required fields that were not given, when that is
+	// what is wrong.
+	Missing []string `json:"missing,omitempty"`
 }
 
 // TenantKind says whether an account is a consumer of a VPN service or the
@@ -39,6 +42,9 @@ type User struct {
 type CreateUserRequest struct {
 	Name string     `json:"name"`
 	Kind TenantKind `json:"kind,omitempty"` // default consumer
+	// Subscriber is required when a duty requires a subscriber record for
+	// this kind of tenant (see GET /subscribers/required).
+	Subscriber *SubscriberDetails `json:"subscriber,omitempty"`
 }
 
 // DeviceStatus is active or revoked.

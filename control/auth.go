@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -20,7 +21,6 @@ import (
 const (
 	adminTokenPrefix  = "mrd-admin-"
 	gatewayCredPrefix = "mrd-gw-"
-	RoleAdmin         = "admin"
 )
 
 func randomString(n int) string {
@@ -79,9 +79,30 @@ func (s *Server) authenticate(ctx context.Context, tok string) (principal, error
 type role int
 
 const (
-	asAdmin role = iota
-	asGateway
+	asAdmin      role = iota // an admin token with role admin
+	asCompliance             // role compliance: lawful lookups, exports
+	asVerifier               // role compliance or auditor: integrity checks
+	asGateway                // a gateway credential
 )
+
+// allows reports whether principal p may call an endpoint that wants w.
+func (p principal) allows(w role) bool {
+	if w == asGateway {
+		return p.gateway != nil
+	}
+	if p.admin == nil {
+		return false
+	}
+	switch w {
+	case asAdmin:
+		return p.admin.Role == api.RoleAdmin
+	case asCompliance:
+		return p.admin.Role == api.RoleCompliance
+	case asVerifier:
+		return p.admin.Role == api.RoleCompliance || p.admin.Role == api.RoleAuditor
+	}
+	return false
+}
 
 // require wraps a handler so that only the given kind of caller gets in.
 func (s *Server) require(want role, h http.HandlerFunc) http.HandlerFunc {
@@ -101,8 +122,8 @@ func (s *Server) require(want role, h http.HandlerFunc) http.HandlerFunc {
 			s.internalError(w, r, err)
 			return
 		}
-		if (want == asAdmin && p.admin == nil) || (want == asGateway && p.gateway == nil) {
-			writeError(w, http.StatusForbidden, "this credential may not call this endpoint")
+		if !p.allows(want) {
+			writeError(w, http.StatusForbidden, "this credential's role may not call this endpoint")
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
@@ -112,9 +133,20 @@ func (s *Server) require(want role, h http.HandlerFunc) http.HandlerFunc {
 // CreateAdminToken makes a new admin token, stores its hash and returns the
 // token itself, which is not kept anywhere.
 func (s *Server) CreateAdminToken(ctx context.Context, name string) (string, error) {
+	return s.CreateToken(ctx, name, api.RoleAdmin)
+}
+
+// CreateToken makes a token with a role (api.RoleAdmin, RoleCompliance or
+// RoleAuditor).
+func (s *Server) CreateToken(ctx context.Context, name, role string) (string, error) {
+	switch role {
+	case api.RoleAdmin, api.RoleCompliance, api.RoleAuditor:
+	default:
+		return "", fmt.Errorf("role %q: want admin, compliance or auditor", role)
+	}
 	tok := adminTokenPrefix + randomString(32)
 	id := hex.EncodeToString(hashSecret(tok)[:6])
-	return tok, s.db.AddAdminToken(ctx, id, name, RoleAdmin, hashSecret(tok))
+	return tok, s.db.AddAdminToken(ctx, id, name, role, hashSecret(tok))
 }
 
 func secretEqual(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

@@ -59,12 +59,9 @@ func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `kind must be "consumer" or "enterprise"`)
 		return
 	}
-	u, err := s.db.CreateUser(r.Context(), req.Name, req.Kind)
-	if err != nil {
-		s.storeError(w, r, err, "")
-		return
+	if resp, ok := s.register(w, r, req.Name, req.Kind, req.Subscriber); ok {
+		writeJSON(w, http.StatusCreated, resp.User)
 	}
-	writeJSON(w, http.StatusCreated, u)
 }
 
 func (s *Server) handleUsers(w http.ResponseWriter, r *http.Request) {

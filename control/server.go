@@ -4,7 +4,10 @@ package control
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +21,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/meridian-vpn/meridian/internal/atomicfile"
+	"github.com/meridian-vpn/meridian/ledger"
+	"github.com/meridian-vpn/meridian/mail"
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/ipam"
@@ -34,6 +41,20 @@ type Config struct {
 	// as healthy. Default 30 s.
 	HeartbeatTimeout time.Duration
 	Logger           *slog.Logger
+
+	// Keys names the keyring that seals personal data at rest: a file, or
+	// "env:VAR". Empty: DataDir/ledger-keys, created on first start.
+	Keys string
+	// Mail is the SMTP server for email codes (and incident reports); nil
+	// means no mail is sent.
+	Mail *mail.Config
+	// TrustedProxies may set X-Forwarded-For for the registration IP.
+	TrustedProxies []netip.Prefix
+	// Signup enables the public self-service POST /signup.
+	Signup bool
+	// CollectAll keeps subscriber records for every account, with or
+	// without a duty (the operator's choice).
+	CollectAll bool
 }
 
 // Defaults for the tunnel address pools.
@@ -54,8 +75,10 @@ type Server struct {
 	pool6   *ipam.Pool
 	log     *slog.Logger
 	metrics *metrics
-	changed *broadcast // the peer set changed
-	applied *broadcast // a gateway reported a newer applied netmap
+	ledger  *ledger.Ledger
+	mailer  *mail.Mailer // nil when no SMTP server is configured
+	changed *broadcast   // the peer set changed
+	applied *broadcast   // a gateway reported a newer applied netmap
 
 	mu           sync.Mutex
 	status       map[string]gatewayStatus // by gateway name; in memory only
@@ -99,7 +122,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, db: db, ca: ca, log: cfg.Logger, changed: newBroadcast(), applied: newBroadcast(), status: map[string]gatewayStatus{}}
+	lg, err := openLedger(ctx, db, cfg)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	var ml *mail.Mailer
+	if cfg.Mail != nil {
+		if ml, err = mail.New(*cfg.Mail); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	s := &Server{cfg: cfg, db: db, ca: ca, log: cfg.Logger, ledger: lg, mailer: ml, changed: newBroadcast(), applied: newBroadcast(), status: map[string]gatewayStatus{}}
 	if err := s.loadPools(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -257,6 +292,13 @@ func (s *Server) routes() []route {
 		{"GET /serverlist", s.handleServerList},
 		{"GET /serverlist/loads", s.handleLoads},
 		{"GET /devices/{id}/config", s.require(asAdmin, s.handleDeviceConfig)},
+		{"GET /subscribers/required", s.require(asAdmin, s.handleRecordRequired)},
+		{"POST /subscribers/{name}/validate", s.require(asAdmin, s.handleValidate)},
+		{"POST /users/{name}/cancel", s.require(asAdmin, s.handleCancelUser)},
+		{"POST /signup", s.handleSignup},
+		{"POST /signup/verify-email", s.handleVerifyEmail},
+		{"GET /compliance/subscribers/{name}", s.require(asCompliance, s.handleSubscriberRecord)},
+		{"GET /compliance/verify", s.require(asVerifier, s.handleVerify)},
 		{"POST /gateways/join", s.handleJoin},
 		{"GET /gateway/netmap", s.require(asGateway, s.handleNetmap)},
 		{"POST /gateway/report", s.require(asGateway, s.handleReport)},
@@ -332,3 +374,51 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 
 // Version is the control server's version, set at build time.
 var Version = "dev"
+
+// openLedger opens the compliance ledger with the configured keyring
+// (created in the data directory on first start when none is configured)
+// and the control server's checkpoint signing key.
+func openLedger(ctx context.Context, db *store.DB, cfg Config) (*ledger.Ledger, error) {
+	spec := cfg.Keys
+	if spec == "" {
+		spec = filepath.Join(cfg.DataDir, "ledger-keys")
+		if _, err := os.Stat(spec); errors.Is(err, os.ErrNotExist) {
+			key := make([]byte, 32)
+			rand.Read(key)
+			line := "k1 " + base64.StdEncoding.EncodeToString(key) + "\n"
+			if err := atomicfile.Write(spec, []byte(line), 0o600); err != nil {
+				return nil, err
+			}
+		}
+	}
+	keys, err := ledger.LoadKeyring(spec)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := loadOrCreateSigner(filepath.Join(cfg.DataDir, "ledger-signing.key"))
+	if err != nil {
+		return nil, err
+	}
+	return ledger.Open(ctx, db, keys, signer)
+}
+
+// loadOrCreateSigner reads the ed25519 key that signs ledger checkpoints.
+func loadOrCreateSigner(file string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		seed := base64.StdEncoding.EncodeToString(priv.Seed()) + "\n"
+		return priv, atomicfile.Write(file, []byte(seed), 0o600)
+	}
+	if err != nil {
+		return nil, err
+	}
+	seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("%s: not a base64 ed25519 seed", file)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}

@@ -14,11 +14,28 @@ import (
 
 // CreateUser adds an account.
 func (db *DB) CreateUser(ctx context.Context, name string, kind api.TenantKind) (api.User, error) {
+	return db.CreateUserWith(ctx, name, kind, nil)
+}
+
+// CreateUserWith adds an account and runs also (if not nil) in the same
+// transaction, so that what is written with the account (a subscriber
+// record) commits with it or not at all.
+func (db *DB) CreateUserWith(ctx context.Context, name string, kind api.TenantKind, also func(tx *sql.Tx, userID int64) error) (api.User, error) {
 	now := db.now().UTC().Truncate(time.Second)
-	_, err := db.ExecContext(ctx, `INSERT INTO users (name, kind, created_at) VALUES (?, ?, ?)`, name, string(kind), now.Unix())
-	if isUnique(err) {
-		return api.User{}, &ConflictError{What: fmt.Sprintf("user %q already exists", name)}
-	}
+	err := db.Tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO users (name, kind, created_at) VALUES (?, ?, ?)`, name, string(kind), now.Unix())
+		if isUnique(err) {
+			return &ConflictError{What: fmt.Sprintf("user %q already exists", name)}
+		}
+		if err != nil {
+			return err
+		}
+		id, err := res.LastInsertId()
+		if err != nil || also == nil {
+			return err
+		}
+		return also(tx, id)
+	})
 	if err != nil {
 		return api.User{}, err
 	}
@@ -70,8 +87,8 @@ func (db *DB) Users(ctx context.Context) ([]api.User, error) {
 func (db *DB) DeleteUser(ctx context.Context, name string) error {
 	return db.Tx(ctx, func(tx *sql.Tx) error {
 		var id int64
-		var n int
-		err := tx.QueryRowContext(ctx, `SELECT id, (SELECT count(*) FROM devices WHERE user_id = users.id) FROM users WHERE name = ?`, name).Scan(&id, &n)
+		var n, records int
+		err := tx.QueryRowContext(ctx, `SELECT id, (SELECT count(*) FROM devices WHERE user_id = users.id), (SELECT count(*) FROM subscriber_entries WHERE user_id = users.id) FROM users WHERE name = ?`, name).Scan(&id, &n, &records)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
@@ -80,6 +97,9 @@ func (db *DB) DeleteUser(ctx context.Context, name string) error {
 		}
 		if n > 0 {
 			return &ConflictError{What: fmt.Sprintf("user %q still has %d device(s); delete them first", name, n)}
+		}
+		if records > 0 {
+			return &ConflictError{What: fmt.Sprintf("user %q has a subscriber record, which must be kept: cancel the account instead ('meridian user cancel'); the record is purged when its retention ends", name)}
 		}
 		_, err = tx.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id)
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/url"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -96,6 +97,56 @@ func runUserAdd(ctx context.Context, args []string) error {
 	var cf clientFlags
 	cf.register(fs)
 	kind := fs.String("kind", "consumer", "consumer (a customer of a VPN service) or enterprise (an organisation's own staff)")
+	var d api.SubscriberDetails
+	var phones stringList
+	fs.StringVar(&d.Name, "full-name", "", "subscriber record (a): the subscriber's name")
+	fs.StringVar(&d.Email, "email", "", "subscriber record (d): email address")
+	fs.StringVar(&d.Purpose, "purpose", "", "subscriber record (e): purpose for hiring the service")
+	fs.StringVar(&d.Address, "address", "", "subscriber record (f): postal address")
+	fs.Var(&phones, "phone", "subscriber record (f): contact number (repeatable)")
+	ownership := fs.String("ownership", "", "subscriber record (g): individual, company, partnership, government or other")
+	file := fs.String("subscriber", "", "read the subscriber record fields from this JSON file instead")
+	pos, err := parse(fs, args, "NAME")
+	if err != nil {
+		return err
+	}
+	d.Phones, d.Ownership = phones, api.OwnershipPattern(*ownership)
+	req := api.CreateUserRequest{Name: pos[0], Kind: api.TenantKind(*kind)}
+	if *file != "" {
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &d); err != nil {
+			return fmt.Errorf("%s: %v", *file, err)
+		}
+	}
+	if d.Name != "" || d.Email != "" || d.Purpose != "" || d.Address != "" || len(d.Phones) > 0 || d.Ownership != "" {
+		req.Subscriber = &d
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	u, err := c.CreateUser(ctx, req)
+	if err != nil {
+		var se *api.StatusError
+		if errors.As(err, &se) && strings.Contains(se.Message, "subscriber record is required") {
+			return fmt.Errorf("%w\ngive the fields with --full-name, --email, --purpose, --address, --phone, --ownership (or --subscriber FILE.json)", err)
+		}
+		return err
+	}
+	if cf.json {
+		return printJSON(u)
+	}
+	fmt.Printf("added %s user %q\n", u.Kind, u.Name)
+	return nil
+}
+
+func runUserCancel(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("user cancel", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
 	pos, err := parse(fs, args, "NAME")
 	if err != nil {
 		return err
@@ -104,14 +155,10 @@ func runUserAdd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	u, err := c.CreateUser(ctx, api.CreateUserRequest{Name: pos[0], Kind: api.TenantKind(*kind)})
-	if err != nil {
+	if err := c.Do(ctx, "POST", "/users/"+url.PathEscape(pos[0])+"/cancel", nil, nil); err != nil {
 		return err
 	}
-	if cf.json {
-		return printJSON(u)
-	}
-	fmt.Printf("added %s user %q\n", u.Kind, u.Name)
+	fmt.Printf("cancelled %q: its devices are revoked; a subscriber record, if kept, is retained for its retention period from today\n", pos[0])
 	return nil
 }
 

@@ -41,7 +41,16 @@ func commands() []*command {
 		{name: "user", summary: "manage accounts", sub: []*command{
 			{name: "add", summary: "add an account: meridian user add NAME [--kind consumer|enterprise]", run: runUserAdd},
 			{name: "list", summary: "list accounts", run: runUserList},
-			{name: "delete", summary: "delete an account without devices: meridian user delete NAME", run: runUserDelete},
+			{name: "delete", summary: "delete an account without devices or record: meridian user delete NAME", run: runUserDelete},
+			{name: "cancel", summary: "cancel an account (ends the period of hire; records are retained): meridian user cancel NAME", run: runUserCancel},
+		}},
+		{name: "subscriber", summary: "subscriber records (CERT-In direction (v)) where a duty requires them", sub: []*command{
+			{name: "required", summary: "whether accounts need a subscriber record, and which duty says so", run: runSubscriberRequired},
+			{name: "validate", summary: "record a validation: meridian subscriber validate USER --field name --method document --evidence REF", run: runSubscriberValidate},
+		}},
+		{name: "compliance", summary: "lawful lookups and integrity (compliance / auditor tokens)", sub: []*command{
+			{name: "subscriber", summary: "a subscriber's record: meridian compliance subscriber USER --case REF", run: runComplianceSubscriber},
+			{name: "verify", summary: "verify the ledger's hash chains and signed checkpoints", run: runComplianceVerify},
 		}},
 		{name: "device", summary: "manage devices and their WireGuard configs", sub: []*command{
 			{name: "add", summary: "add a device and write its WireGuard config", run: runDeviceAdd},

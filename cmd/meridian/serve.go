@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-vpn/meridian/mail"
+
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/control"
 	"github.com/meridian-vpn/meridian/gateway"
@@ -33,6 +35,12 @@ type controlFlags struct {
 	pool6    string
 	dns      addrList
 	logLevel string
+
+	keys                               string
+	smtp, mailFrom, smtpUser, smtpPass string
+	smtpTLS                            string
+	signup, collectAll                 bool
+	trusted                            prefixList
 }
 
 func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
@@ -43,6 +51,14 @@ func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
 	fs.StringVar(&c.pool6, "ipv6-pool", control.DefaultIPv6Pool.String(), "IPv6 tunnel address pool")
 	fs.Var(&c.dns, "dns", "DNS server for client configs (repeatable)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.keys, "keys", "", "keyring sealing personal data: a file, or env:VAR (default DATA/control/ledger-keys, created on first start; keep a copy elsewhere)")
+	fs.StringVar(&c.smtp, "smtp", "", "SMTP server host:port for email codes and incident reports (none: no mail is sent)")
+	fs.StringVar(&c.mailFrom, "mail-from", "", "sender address of Meridian's mail")
+	fs.StringVar(&c.smtpUser, "smtp-user", "", "SMTP user name (password from $MERIDIAN_SMTP_PASSWORD)")
+	fs.StringVar(&c.smtpTLS, "smtp-tls", "opportunistic", "starttls, opportunistic, tls or none")
+	fs.BoolVar(&c.signup, "signup", false, "enable public self-service sign-up (POST /api/v1/signup)")
+	fs.BoolVar(&c.collectAll, "collect-all", false, "keep subscriber records for every account, with or without a duty")
+	fs.Var(&c.trusted, "trusted-proxy", "CIDR of a reverse proxy whose X-Forwarded-For gives the registration IP (repeatable)")
 }
 
 // start opens the control server, makes the first admin token if there is
@@ -63,7 +79,12 @@ func (c *controlFlags) start(ctx context.Context, errc chan<- error) (*control.S
 	if err := os.MkdirAll(c.data, 0o700); err != nil {
 		return nil, "", err
 	}
-	srv, err := control.New(ctx, control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log})
+	cfg := control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,
+		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TrustedProxies: c.trusted}
+	if c.smtp != "" {
+		cfg.Mail = &mail.Config{Server: c.smtp, From: c.mailFrom, Username: c.smtpUser, Password: os.Getenv("MERIDIAN_SMTP_PASSWORD"), TLS: c.smtpTLS}
+	}
+	srv, err := control.New(ctx, cfg)
 	if err != nil {
 		return nil, "", err
 	}
@@ -245,6 +266,7 @@ func runAdminToken(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("control admin-token", flag.ContinueOnError)
 	data := fs.String("data", "./meridian-data", "data directory of the control server")
 	name := fs.String("name", "admin", "a name for the token")
+	role := fs.String("role", "admin", "admin, compliance (lawful lookups, exports) or auditor (integrity checks only)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -253,7 +275,7 @@ func runAdminToken(ctx context.Context, args []string) error {
 		return err
 	}
 	defer srv.Close()
-	tok, err := srv.CreateAdminToken(ctx, *name)
+	tok, err := srv.CreateToken(ctx, *name, *role)
 	if err != nil {
 		return err
 	}

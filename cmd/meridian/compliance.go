@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/meridian-vpn/meridian/api"
+)
+
+func runSubscriberValidate(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("subscriber validate", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	field := fs.String("field", "", "name, email, address or phones")
+	method := fs.String("method", "", "how it was checked, e.g. document, phone-call, video-kyc")
+	evidence := fs.String("evidence", "", "reference to the evidence (a file or ticket id; not the evidence itself)")
+	reject := fs.Bool("reject", false, "record the field as rejected instead of validated")
+	pos, err := parse(fs, args, "USER")
+	if err != nil {
+		return err
+	}
+	state := api.Validated
+	if *reject {
+		state = api.Rejected
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var v api.Validation
+	if err := c.Do(ctx, "POST", "/subscribers/"+url.PathEscape(pos[0])+"/validate", api.ValidateRequest{Field: *field, State: state, Method: *method, Evidence: *evidence}, &v); err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(v)
+	}
+	fmt.Printf("%s of %q: %s (%s, evidence %s)\n", *field, pos[0], v.State, v.Method, v.Evidence)
+	return nil
+}
+
+func runSubscriberRequired(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("subscriber required", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	kind := fs.String("kind", "consumer", "consumer or enterprise")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Required bool     `json:"required"`
+		Why      []string `json:"why"`
+	}
+	if err := c.Do(ctx, "GET", "/subscribers/required?kind="+url.QueryEscape(*kind), nil, &out); err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(out)
+	}
+	if !out.Required {
+		fmt.Printf("%s accounts need no subscriber record: no duty of any in-service gateway's country requires one\n", *kind)
+		return nil
+	}
+	fmt.Printf("%s accounts need a subscriber record:\n  %s\n", *kind, strings.Join(out.Why, "\n  "))
+	return nil
+}
+
+func runComplianceSubscriber(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("compliance subscriber", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	ref := fs.String("case", "", "case reference of the lawful request (required; recorded with the read)")
+	pos, err := parse(fs, args, "USER")
+	if err != nil {
+		return err
+	}
+	if *ref == "" {
+		return usageError{errors.New("compliance subscriber: --case REF is required")}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Case    string               `json:"case"`
+		Record  api.SubscriberRecord `json:"record"`
+		Devices []api.Device         `json:"devices"`
+	}
+	if err := c.Do(ctx, "GET", "/compliance/subscribers/"+url.PathEscape(pos[0])+"?case="+url.QueryEscape(*ref), nil, &out); err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(out)
+	}
+	r := out.Record
+	v := func(x api.Validation) string {
+		if x.State == api.Validated || x.State == api.Rejected {
+			return fmt.Sprintf("%s by %s (%s %s)", x.State, x.Method, x.Evidence, x.At.Format("2006-01-02"))
+		}
+		return string(x.State)
+	}
+	fmt.Printf("case %s — subscriber record of %q (CERT-In direction (v))\n", out.Case, r.User)
+	fmt.Printf("  (a) name              %s [%s]\n", r.Name, v(r.NameValidation))
+	end := "ongoing"
+	if !r.CancelledAt.IsZero() {
+		end = r.CancelledAt.Format("2006-01-02")
+	}
+	fmt.Printf("  (b) period of hire    %s to %s\n", r.HireStart.Format("2006-01-02"), end)
+	for _, d := range out.Devices {
+		fmt.Printf("  (c) tunnel addresses  %s, %s (device %d %q, %s)\n", d.IPv4, d.IPv6, d.ID, d.Name, d.Status)
+	}
+	fmt.Printf("  (d) email             %s [%s]; registered from %s at %s\n", r.Email, v(r.EmailValidation), r.RegistrationIP, r.RegisteredAt.Format("2006-01-02 15:04:05 MST"))
+	fmt.Printf("  (e) purpose           %s\n", r.Purpose)
+	fmt.Printf("  (f) address           %s [%s]\n", r.Address, v(r.AddressValidation))
+	fmt.Printf("      contact numbers   %s [%s]\n", strings.Join(r.Phones, ", "), v(r.PhoneValidation))
+	fmt.Printf("  (g) ownership         %s\n", r.Ownership)
+	return nil
+}
+
+func runComplianceVerify(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("compliance verify", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var rep map[string]any
+	if err := c.Do(ctx, "GET", "/compliance/verify", nil, &rep); err != nil {
+		return err
+	}
+	if err := printJSON(rep); err != nil {
+		return err
+	}
+	if p, _ := rep["problems"].([]any); len(p) > 0 {
+		return fmt.Errorf("the ledger does not verify: %d problem(s)", len(p))
+	}
+	return nil
+}

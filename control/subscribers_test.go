@@ -1,0 +1,229 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/internal/smtptest"
+	"github.com/meridian-vpn/meridian/mail"
+)
+
+// complianceServer is a control server with one gateway standing in India
+// under cert-in-2022, so consumer accounts need subscriber records.
+func complianceServer(t *testing.T, cfg Config) (*testServer, *smtptest.Server) {
+	t.Helper()
+	smtp := smtptest.Start(t)
+	cfg.DataDir = t.TempDir()
+	cfg.IPv4Pool = netip.MustParsePrefix("10.200.0.0/24")
+	cfg.IPv6Pool = netip.MustParsePrefix("2001:db8:200::/120")
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Mail = &mail.Config{Server: smtp.Addr, From: "noreply@vpn.example"}
+	s, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(func() { hs.Close(); s.Close() })
+	tok, _ := s.CreateAdminToken(context.Background(), "ops")
+	admin, _ := api.NewClient(hs.URL, tok, "")
+	ts := &testServer{Server: s, url: hs.URL, admin: admin}
+	ctx := context.Background()
+	jt, _ := admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
+	jc, _ := api.NewClient(hs.URL, jt.Token, "")
+	if _, err := jc.Join(ctx, api.JoinRequest{Name: "in1", PublicKey: *newKey(t), Endpoint: "192.0.2.1:51820", Mode: api.TUN}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.SetJurisdiction(ctx, api.Jurisdiction{Country: "IN", Profile: "cert-in-2022", Stance: "comply"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.SetPlace(ctx, "in1", api.Place{PhysicalCountry: "IN", Ownership: api.Rented}); err != nil {
+		t.Fatal(err)
+	}
+	return ts, smtp
+}
+
+func details() *api.SubscriberDetails {
+	return &api.SubscriberDetails{Name: "Asha Verma", Email: "asha@example.in", Purpose: "personal privacy",
+		Address: "12 MG Road, Bengaluru 560001", Phones: []string{"+91 80 5550 0100"}, Ownership: api.Individual}
+}
+
+func (ts *testServer) token(t *testing.T, role string) *api.Client {
+	t.Helper()
+	tok, err := ts.CreateToken(context.Background(), role+"-officer", role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := api.NewClient(ts.url, tok, "")
+	return c
+}
+
+func TestSubscriberRecordsFollowDuties(t *testing.T) {
+	ts, _ := complianceServer(t, Config{})
+	ctx := context.Background()
+
+	// A consumer on an Indian gateway needs a record: refused without it,
+	// with the list of what is missing, and nothing is left behind.
+	_, err := ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "asha"})
+	wantStatus(t, err, 400, "missing: subscriber.name, subscriber.email")
+	partial := details()
+	partial.Phones, partial.Purpose = nil, ""
+	_, err = ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "asha", Subscriber: partial})
+	wantStatus(t, err, 400, "subscriber.purpose, subscriber.phones")
+	bad := details()
+	bad.Email = "asha at example"
+	_, err = ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "asha", Subscriber: bad})
+	wantStatus(t, err, 400, "subscriber.email is not a valid email address")
+	if strings.Contains(err.Error(), "asha at example") {
+		t.Fatal("error message echoes personal data")
+	}
+	if users, _ := ts.admin.Users(ctx); len(users) != 0 {
+		t.Fatalf("refused sign-ups left accounts: %v", users)
+	}
+	if _, err := ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "asha", Subscriber: details()}); err != nil {
+		t.Fatal(err)
+	}
+	// An enterprise tenant owes no subscriber record: details are not kept.
+	if _, err := ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "staff1", Kind: api.Enterprise, Subscriber: details()}); err != nil {
+		t.Fatal(err)
+	}
+	if seqs, _ := ts.db.SubscriberSeqs(ctx, "staff1"); len(seqs) != 0 {
+		t.Fatal("an enterprise account got a subscriber record")
+	}
+
+	// Personal data is sealed at rest: not in the database file nor its WAL.
+	for _, f := range []string{"meridian.db", "meridian.db-wal"} {
+		b, _ := os.ReadFile(filepath.Join(ts.cfg.DataDir, f))
+		for _, secret := range []string{"Asha Verma", "asha@example.in", "MG Road", "5550 0100"} {
+			if bytes.Contains(b, []byte(secret)) {
+				t.Errorf("%s holds %q in clear", f, secret)
+			}
+		}
+	}
+
+	// Reading it is for compliance officers, under a case reference.
+	wantStatus(t, ts.admin.Do(ctx, "GET", "/compliance/subscribers/asha?case=C-1", nil, nil), 403, "role")
+	officer := ts.token(t, api.RoleCompliance)
+	wantStatus(t, officer.Do(ctx, "GET", "/compliance/subscribers/asha", nil, nil), 400, "case reference is required")
+	var got struct {
+		Case   string               `json:"case"`
+		Record api.SubscriberRecord `json:"record"`
+	}
+	if err := officer.Do(ctx, "GET", "/compliance/subscribers/asha?case=CERT-IN/2026/117", nil, &got); err != nil {
+		t.Fatal(err)
+	}
+	r := got.Record
+	if r.Name != "Asha Verma" || r.Email != "asha@example.in" || r.Ownership != api.Individual || r.RegistrationIP != netip.MustParseAddr("127.0.0.1") || r.RegisteredAt.IsZero() || r.EmailValidation.State != api.Unvalidated {
+		t.Fatalf("record: %+v", r)
+	}
+	var accesses int
+	ts.db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE chain = 'access'`).Scan(&accesses)
+	if accesses != 1 {
+		t.Fatalf("access chain holds %d reads, want 1", accesses)
+	}
+
+	// An operator validates the name with a document reference.
+	if err := ts.admin.Do(ctx, "POST", "/subscribers/asha/validate", api.ValidateRequest{Field: "name", State: api.Validated, Method: "document", Evidence: "KYC-2026-0042"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, ts.admin.Do(ctx, "POST", "/subscribers/asha/validate", api.ValidateRequest{Field: "name", State: api.Validated, Method: "document"}, nil), 400, "evidence")
+	officer.Do(ctx, "GET", "/compliance/subscribers/asha?case=C-2", nil, &got)
+	if got.Record.NameValidation.State != api.Validated || got.Record.NameValidation.Evidence != "KYC-2026-0042" {
+		t.Fatalf("name validation: %+v", got.Record.NameValidation)
+	}
+
+	// A record is kept, not deleted: cancel ends the period of hire.
+	wantStatus(t, ts.admin.DeleteUser(ctx, "asha"), 409, "cancel the account instead")
+	if err := ts.admin.Do(ctx, "POST", "/users/asha/cancel", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	officer.Do(ctx, "GET", "/compliance/subscribers/asha?case=C-3", nil, &got)
+	if got.Record.CancelledAt.IsZero() {
+		t.Fatal("cancellation not in the record")
+	}
+
+	var rep struct {
+		Problems []any `json:"problems"`
+	}
+	if err := ts.token(t, api.RoleAuditor).Do(ctx, "GET", "/compliance/verify", nil, &rep); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}
+
+func TestSignupWithEmailCode(t *testing.T) {
+	ts, smtp := complianceServer(t, Config{Signup: true, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	ctx := context.Background()
+	public, _ := api.NewClient(ts.url, "", "")
+
+	// Sign-up through a trusted proxy: the registration IP is the one the
+	// proxy saw.
+	body, _ := json.Marshal(api.SignupRequest{User: "ravi", Subscriber: details()})
+	req, _ := http.NewRequest("POST", ts.url+api.Prefix+"/signup", bytes.NewReader(body))
+	req.Header.Set("X-Forwarded-For", "198.51.100.23")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sr api.SignupResponse
+	json.NewDecoder(resp.Body).Decode(&sr)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || !sr.RecordKept || !sr.EmailCodeSent {
+		t.Fatalf("signup: %d %+v", resp.StatusCode, sr)
+	}
+	msgs := smtp.Wait(t, 1)
+	if msgs[0].Header.Get("To") != "<asha@example.in>" {
+		t.Fatalf("code sent to %q", msgs[0].Header.Get("To"))
+	}
+	text, _ := io.ReadAll(msgs[0].Body)
+	code := regexp.MustCompile(`\b\d{6}\b`).FindString(string(text))
+	if code == "" {
+		t.Fatalf("no code in the message: %q", text)
+	}
+	wrong := "000000"
+	if code == wrong {
+		wrong = "111111"
+	}
+	wantStatus(t, public.Do(ctx, "POST", "/signup/verify-email", api.VerifyEmailRequest{User: "ravi", Code: wrong}, nil), 409, "wrong email code")
+	if err := public.Do(ctx, "POST", "/signup/verify-email", api.VerifyEmailRequest{User: "ravi", Code: code}, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, public.Do(ctx, "POST", "/signup/verify-email", api.VerifyEmailRequest{User: "ravi", Code: code}, nil), 409, "no email code is pending")
+
+	var got struct {
+		Record api.SubscriberRecord `json:"record"`
+	}
+	if err := ts.token(t, api.RoleCompliance).Do(ctx, "GET", "/compliance/subscribers/ravi?case=C-9", nil, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Record.RegistrationIP != netip.MustParseAddr("198.51.100.23") || got.Record.EmailValidation.State != api.Validated || got.Record.EmailValidation.Method != "email-code" {
+		t.Fatalf("record after sign-up: %+v", got.Record)
+	}
+	// An untrusted client cannot set its registration IP.
+	ts.cfg.TrustedProxies = nil
+	body, _ = json.Marshal(api.SignupRequest{User: "meera", Subscriber: details()})
+	req, _ = http.NewRequest("POST", ts.url+api.Prefix+"/signup", bytes.NewReader(body))
+	req.Header.Set("X-Forwarded-For", "203.0.113.99")
+	resp, _ = http.DefaultClient.Do(req)
+	resp.Body.Close()
+	ts.token(t, api.RoleCompliance).Do(ctx, "GET", "/compliance/subscribers/meera?case=C-10", nil, &got)
+	if got.Record.RegistrationIP != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("untrusted X-Forwarded-For was believed: %s", got.Record.RegistrationIP)
+	}
+}
+
+func TestSignupDisabledByDefault(t *testing.T) {
+	ts := newTestServer(t, "10.200.0.0/24")
+	public, _ := api.NewClient(ts.url, "", "")
+	wantStatus(t, public.Do(context.Background(), "POST", "/signup", api.SignupRequest{User: "x"}, nil), 404, "not enabled")
+}

@@ -1,0 +1,125 @@
+package store
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// UserID returns an account's id.
+func (db *DB) UserID(ctx context.Context, name string) (int64, error) {
+	var id int64
+	err := db.QueryRowContext(ctx, `SELECT id FROM users WHERE name = ?`, name).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, ErrNotFound
+	}
+	return id, err
+}
+
+// AddSubscriberEntry indexes a ledger entry (records chain) under an account.
+func AddSubscriberEntry(ctx context.Context, tx *sql.Tx, userID, seq int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO subscriber_entries (user_id, seq) VALUES (?, ?)`, userID, seq)
+	return err
+}
+
+// SubscriberSeqs returns the ledger entries of an account's subscriber
+// record, oldest first (none if no record is kept).
+func (db *DB) SubscriberSeqs(ctx context.Context, user string) ([]int64, error) {
+	rows, err := db.QueryContext(ctx, `SELECT e.seq FROM subscriber_entries e JOIN users u ON u.id = e.user_id WHERE u.name = ? ORDER BY e.seq`, user)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var seqs []int64
+	for rows.Next() {
+		var s int64
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		seqs = append(seqs, s)
+	}
+	return seqs, rows.Err()
+}
+
+// CancelUser ends an account's period of hire at at (once), running also in
+// the same transaction.
+func (db *DB) CancelUser(ctx context.Context, user string, at time.Time, also func(tx *sql.Tx, userID int64) error) error {
+	return db.Tx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		var cancelled sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT id, cancelled_at FROM users WHERE name = ?`, user).Scan(&id, &cancelled)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if cancelled.Valid {
+			return &ConflictError{What: fmt.Sprintf("user %q was already cancelled on %s", user, time.Unix(cancelled.Int64, 0).UTC().Format(time.DateOnly))}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET cancelled_at = ? WHERE id = ?`, at.Unix(), id); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET status = 'revoked' WHERE user_id = ? AND status = 'active'`, id); err != nil {
+			return err
+		}
+		if also != nil {
+			return also(tx, id)
+		}
+		return nil
+	})
+}
+
+// SetEmailCode stores the hash of a one-time code for an account.
+func SetEmailCode(ctx context.Context, tx *sql.Tx, userID int64, hash []byte, expires time.Time) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO email_codes (user_id, code_hash, expires_at) VALUES (?, ?, ?)
+		ON CONFLICT(user_id) DO UPDATE SET code_hash = excluded.code_hash, expires_at = excluded.expires_at, attempts = 0`, userID, hash, expires.Unix())
+	return err
+}
+
+// maxCodeAttempts bounds guesses at a one-time code.
+const maxCodeAttempts = 5
+
+// CheckEmailCode compares hash with the account's pending code. A match
+// consumes the code and runs also in the same transaction; a miss counts
+// an attempt.
+func (db *DB) CheckEmailCode(ctx context.Context, user string, hash []byte, now time.Time, also func(tx *sql.Tx, userID int64) error) error {
+	wrong := false
+	err := db.Tx(ctx, func(tx *sql.Tx) error {
+		var id, exp int64
+		var attempts int
+		var want []byte
+		err := tx.QueryRowContext(ctx, `SELECT c.user_id, c.code_hash, c.expires_at, c.attempts FROM email_codes c JOIN users u ON u.id = c.user_id WHERE u.name = ?`, user).Scan(&id, &want, &exp, &attempts)
+		if errors.Is(err, sql.ErrNoRows) {
+			return &ConflictError{What: "no email code is pending for this account"}
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case now.Unix() >= exp:
+			return &ConflictError{What: "the email code has expired; ask for a new one"}
+		case attempts >= maxCodeAttempts:
+			return &ConflictError{What: "too many wrong codes; ask for a new one"}
+		case subtle.ConstantTimeCompare(want, hash) != 1:
+			// Count the attempt: commit, then report the miss.
+			wrong = true
+			_, err := tx.ExecContext(ctx, `UPDATE email_codes SET attempts = attempts + 1 WHERE user_id = ?`, id)
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM email_codes WHERE user_id = ?`, id); err != nil {
+			return err
+		}
+		return also(tx, id)
+	})
+	if err == nil && wrong {
+		return errWrongCode
+	}
+	return err
+}
+
+// errWrongCode is returned (after the attempt is counted) for a wrong code.
+var errWrongCode = &ConflictError{What: "wrong email code"}

@@ -7,9 +7,9 @@
 // the compliance records other packages append (subscriber records,
 // sessions, port blocks ...) and the ledger's own purge entries; "access"
 // holds one entry for every read of compliance data. Two chains, so that
-// reads never interleave with (or wait behind) the records they read. Each
-// chain numbers its entries 1, 2, 3 ... (seq) and each entry commits to its
-// predecessor:
+// reading never interleaves with the records read, and each chain can be
+// verified, counted and purged on its own. Each chain numbers its entries
+// 1, 2, 3 ... (seq) and each entry commits to its predecessor:
 //
 //	hash = SHA-256( "meridian ledger entry v1" 0x00
 //	                || prev_hash           32 bytes, zeros for entry 1
@@ -21,7 +21,10 @@
 //
 // The hash covers the body exactly as stored, so no canonical form is
 // needed and verifying needs no key: an auditor checks integrity without
-// being able to read a single record.
+// being able to read a single record. Triggers in the schema refuse
+// deletes, changes to hashed columns and entries that do not link to their
+// chain's head, so that a bug elsewhere cannot break the chain; they stop
+// mistakes, not someone with the file, which is what Verify is for.
 //
 // # Encryption
 //
@@ -100,8 +103,8 @@ type Ledger struct {
 	head, insert *sql.Stmt
 
 	mu      sync.Mutex
-	headsTx *sql.Tx // the transaction of the last append, and
-	heads   map[Chain]Head
+	headsTx *sql.Tx        // the transaction of the last append
+	heads   map[Chain]Head // and the heads it left, see cachedHead
 }
 
 // Open returns the ledger kept in db, sealing bodies with keys and signing
@@ -415,6 +418,13 @@ func (p purgeRecord) names(seq int64) bool {
 // (secure_delete, see Open) and the write-ahead log is checkpointed and
 // truncated, so no copy remains on disk; backups are another matter.
 func (l *Ledger) Purge(ctx context.Context, chain Chain, seqs []int64, reason string) error {
+	return l.PurgeWith(ctx, chain, seqs, reason, nil)
+}
+
+// PurgeWith purges like Purge and runs also (if not nil) in the same
+// transaction, so that the caller's own rows about the purged records (an
+// index, an account) go with them or not at all.
+func (l *Ledger) PurgeWith(ctx context.Context, chain Chain, seqs []int64, reason string, also func(tx *sql.Tx) error) error {
 	if err := chain.check(); err != nil {
 		return err
 	}
@@ -426,11 +436,6 @@ func (l *Ledger) Purge(ctx context.Context, chain Chain, seqs []int64, reason st
 	seqs = slices.Compact(seqs)
 
 	err := l.db.Tx(ctx, func(tx *sql.Tx) error {
-		head, err := l.chainHead(ctx, tx, chain)
-		if err != nil {
-			return err
-		}
-		purgeSeq := head.Seq + 1
 		rec := purgeRecord{Reason: reason, Count: len(seqs), Kinds: map[string]int{}}
 		for _, seq := range seqs {
 			var kind string
@@ -446,9 +451,6 @@ func (l *Ledger) Purge(ctx context.Context, chain Chain, seqs []int64, reason st
 			case kind == purgeKind:
 				return fmt.Errorf("ledger: purge: %s entry %d is a purge entry: those hold no personal data and stay", chain, seq)
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE ledger_entries SET body = NULL, data_key = NULL, purged_by = ? WHERE chain = ? AND seq = ?`, purgeSeq, string(chain), seq); err != nil {
-				return fmt.Errorf("ledger: purge %s entry %d: %w", chain, seq, err)
-			}
 			rec.Kinds[kind]++
 			if n := len(rec.Ranges); n > 0 && rec.Ranges[n-1][1] == seq-1 {
 				rec.Ranges[n-1][1] = seq
@@ -460,8 +462,19 @@ func (l *Ledger) Purge(ctx context.Context, chain Chain, seqs []int64, reason st
 		if err != nil {
 			return err
 		}
-		_, err = l.append(ctx, tx, chain, purgeKind, body, false)
-		return err
+		purgeSeq, err := l.append(ctx, tx, chain, purgeKind, body, false)
+		if err != nil {
+			return err
+		}
+		for _, r := range rec.Ranges {
+			if _, err := tx.ExecContext(ctx, `UPDATE ledger_entries SET body = NULL, data_key = NULL, purged_by = ? WHERE chain = ? AND seq BETWEEN ? AND ?`, purgeSeq, string(chain), r[0], r[1]); err != nil {
+				return fmt.Errorf("ledger: purge %s entries %d-%d: %w", chain, r[0], r[1], err)
+			}
+		}
+		if also != nil {
+			return also(tx)
+		}
+		return nil
 	})
 	if err != nil {
 		return err
@@ -478,60 +491,76 @@ func (l *Ledger) Purge(ctx context.Context, chain Chain, seqs []int64, reason st
 }
 
 // RotateKey re-seals every data key that is not under the keyring's active
-// key, in batches of their own transactions, and returns how many it
-// re-sealed. Bodies and hashes do not change. If interrupted, run it again:
-// it continues where it stopped. Afterwards older keys can be removed from
-// the keyring.
+// key, a batch to a transaction, and returns how many it re-sealed. Bodies
+// and hashes do not change. If interrupted, run it again: it continues where
+// it stopped. Afterwards older keys can be removed from the keyring.
 func (l *Ledger) RotateKey(ctx context.Context) (int, error) {
-	const batch = 1000
-	prefix := sealedVersion + ":" + l.keys.active + ":"
-	n := 0
+	total := 0
 	for _, chain := range chains {
-		for after, more := int64(0), true; more; {
-			done := 0
-			err := l.db.Tx(ctx, func(tx *sql.Tx) error {
-				type old struct {
-					seq     int64
-					dataKey string
-				}
-				var page []old
-				rows, err := tx.QueryContext(ctx, `SELECT seq, data_key FROM ledger_entries
-					WHERE chain = ? AND seq > ? AND data_key IS NOT NULL AND substr(data_key, 1, ?) <> ?
-					ORDER BY seq LIMIT ?`, string(chain), after, len(prefix), prefix, batch)
-				if err != nil {
-					return err
-				}
-				for rows.Next() {
-					var o old
-					if err := rows.Scan(&o.seq, &o.dataKey); err != nil {
-						rows.Close()
-						return err
-					}
-					page = append(page, o)
-				}
-				rows.Close()
-				if err := rows.Err(); err != nil {
-					return err
-				}
-				for _, o := range page {
-					aad := entryAAD(chain, o.seq)
-					key, err := l.keys.Open(o.dataKey, aad)
-					if err != nil {
-						return fmt.Errorf("%s entry %d: %w", chain, o.seq, err)
-					}
-					if _, err := tx.ExecContext(ctx, `UPDATE ledger_entries SET data_key = ? WHERE chain = ? AND seq = ?`, l.keys.Seal(key, aad), string(chain), o.seq); err != nil {
-						return err
-					}
-					after = o.seq
-				}
-				done, more = len(page), len(page) == batch
-				return nil
-			})
+		for after := int64(0); ; {
+			n, last, err := l.rotateBatch(ctx, chain, after)
+			total += n
 			if err != nil {
-				return n, fmt.Errorf("ledger: rotate key: %w", err)
+				return total, fmt.Errorf("ledger: rotate key: %w", err)
 			}
-			n += done
+			if n < rotateBatch {
+				break
+			}
+			after = last
 		}
 	}
-	return n, nil
+	return total, nil
+}
+
+const rotateBatch = 1000
+
+// rotateBatch re-seals the next rotateBatch data keys of chain after seq
+// after that are not under the active key, and returns how many and the
+// last seq.
+func (l *Ledger) rotateBatch(ctx context.Context, chain Chain, after int64) (n int, last int64, err error) {
+	prefix := sealedVersion + ":" + l.keys.active + ":"
+	err = l.db.Tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT seq, data_key FROM ledger_entries
+			WHERE chain = ? AND seq > ? AND data_key IS NOT NULL AND substr(data_key, 1, ?) <> ?
+			ORDER BY seq LIMIT ?`, string(chain), after, len(prefix), prefix, rotateBatch)
+		if err != nil {
+			return err
+		}
+		var seqs []int64
+		var dataKeys []string
+		for rows.Next() {
+			var seq int64
+			var dataKey string
+			if err := rows.Scan(&seq, &dataKey); err != nil {
+				rows.Close()
+				return err
+			}
+			seqs, dataKeys = append(seqs, seq), append(dataKeys, dataKey)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for i, seq := range seqs {
+			aad := entryAAD(chain, seq)
+			key, err := l.keys.Open(dataKeys[i], aad)
+			if err != nil {
+				return fmt.Errorf("%s entry %d: %w", chain, seq, err)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE ledger_entries SET data_key = ? WHERE chain = ? AND seq = ?`, l.keys.Seal(key, aad), string(chain), seq); err != nil {
+				return err
+			}
+		}
+		n = len(seqs)
+		if n > 0 {
+			last = seqs[n-1]
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return n, last, nil
 }

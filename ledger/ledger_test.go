@@ -354,6 +354,9 @@ func TestPurge(t *testing.T) {
 			t.Fatalf("session %d is on disk in clear", i)
 		}
 	}
+	if fileHas(t, file, []byte(officer.Query)) {
+		t.Fatal("the access log's query is on disk in clear")
+	}
 
 	if err := l.Purge(ctx, RecordChain, []int64{12, 10, 11, 40, 11}, "retention: 5 years after cancellation"); err != nil {
 		t.Fatal(err)

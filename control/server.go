@@ -231,18 +231,28 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, hosts []string) erro
 	return err
 }
 
-// maintain trims the peer change log now and every hour until ctx ends.
+// maintain runs the periodic jobs until ctx ends: hourly, trim the peer
+// change log and sign a ledger checkpoint; daily, purge subscriber records
+// whose retention has ended.
 func (s *Server) maintain(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
+	hourly := time.NewTicker(time.Hour)
+	defer hourly.Stop()
+	daily := time.NewTicker(24 * time.Hour)
+	defer daily.Stop()
+	s.runPurge(ctx)
 	for {
 		if err := s.db.CompactPeerChanges(ctx, peerChangesKept); err != nil && ctx.Err() == nil {
 			s.log.Warn("compacting the peer change log", "err", err)
 		}
+		if _, err := s.ledger.Checkpoint(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("signing a ledger checkpoint", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-hourly.C:
+		case <-daily.C:
+			s.runPurge(ctx)
 		}
 	}
 }

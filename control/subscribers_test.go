@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/internal/smtptest"
@@ -226,4 +227,63 @@ func TestSignupDisabledByDefault(t *testing.T) {
 	ts := newTestServer(t, "10.200.0.0/24")
 	public, _ := api.NewClient(ts.url, "", "")
 	wantStatus(t, public.Do(context.Background(), "POST", "/signup", api.SignupRequest{User: "x"}, nil), 404, "not enabled")
+}
+
+func TestRetentionPurge(t *testing.T) {
+	ts, _ := complianceServer(t, Config{})
+	ctx := context.Background()
+	for _, name := range []string{"gone", "active", "recent"} {
+		if _, err := ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: name, Subscriber: details()}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: name, Name: "phone", PublicKey: newKey(t)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"gone", "recent"} {
+		if err := ts.admin.Do(ctx, "POST", "/users/"+name+"/cancel", nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// "recent" was cancelled two years later than "gone".
+	ts.db.Exec(`UPDATE users SET cancelled_at = cancelled_at + ? WHERE name = 'recent'`, 2*365*24*3600)
+	goneSeqs, _ := ts.db.SubscriberSeqs(ctx, "gone")
+
+	// Five years and a day after the cancellation (fake clock).
+	res, err := ts.purgeExpired(ctx, time.Now().AddDate(5, 0, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Accounts != 1 || res.Entries != len(goneSeqs) || res.Years != 5 {
+		t.Fatalf("purge: %+v", res)
+	}
+	users, _ := ts.admin.Users(ctx)
+	var names []string
+	for _, u := range users {
+		names = append(names, u.Name)
+	}
+	if strings.Join(names, ",") != "active,recent" {
+		t.Fatalf("accounts after purge: %v", names)
+	}
+	officer := ts.token(t, api.RoleCompliance)
+	wantStatus(t, officer.Do(ctx, "GET", "/compliance/subscribers/gone?case=C-1", nil, nil), 404, "no subscriber record")
+	if err := officer.Do(ctx, "GET", "/compliance/subscribers/recent?case=C-1", nil, nil); err != nil {
+		t.Fatalf("recently cancelled record purged: %v", err)
+	}
+	// The purge is a ledger entry of counts, and the chain still verifies.
+	var rep struct {
+		Problems []any `json:"problems"`
+	}
+	if err := officer.Do(ctx, "GET", "/compliance/verify", nil, &rep); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("verify after purge: %+v %v", rep, err)
+	}
+	var purges int
+	ts.db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE kind = 'purge'`).Scan(&purges)
+	if purges != 1 {
+		t.Fatalf("purge entries: %d", purges)
+	}
+	// Running again purges nothing more.
+	if res, err := ts.purgeExpired(ctx, time.Now().AddDate(5, 0, 1)); err != nil || res.Accounts != 0 {
+		t.Fatalf("second purge: %+v %v", res, err)
+	}
 }

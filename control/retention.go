@@ -1,0 +1,147 @@
+package control
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/meridian-vpn/meridian/ledger"
+)
+
+// retentionYears is how long subscriber records are kept after the account
+// is cancelled: the longest retention of any known duty profile's
+// subscriber-record duty (never shorter than a year), so a record is never
+// purged early because the operator has since left the country whose
+// duty required it.
+func (s *Server) retentionYears(ctx context.Context) (int, error) {
+	profiles, err := s.profiles(ctx)
+	if err != nil {
+		return 0, err
+	}
+	years := 1
+	for _, p := range profiles {
+		if p.SubscriberRecords != nil {
+			years = max(years, p.SubscriberRecords.RetentionYears)
+		}
+	}
+	return years, nil
+}
+
+// purgeResult says what a purge run removed: counts only.
+type purgeResult struct {
+	Accounts int
+	Entries  int
+	Years    int
+	Cutoff   time.Time
+}
+
+// purgeExpired removes the subscriber records (and the accounts they
+// belong to, with their devices) of accounts cancelled more than the
+// retention period before now. Each account's purge is one transaction and
+// one purge entry in the ledger, which records counts and ranges, never
+// personal data.
+func (s *Server) purgeExpired(ctx context.Context, now time.Time) (purgeResult, error) {
+	years, err := s.retentionYears(ctx)
+	if err != nil {
+		return purgeResult{}, err
+	}
+	res := purgeResult{Years: years, Cutoff: now.AddDate(-years, 0, 0)}
+	rows, err := s.db.QueryContext(ctx, `SELECT u.id, u.name FROM users u WHERE u.cancelled_at IS NOT NULL AND u.cancelled_at < ?
+		AND EXISTS (SELECT 1 FROM subscriber_entries e WHERE e.user_id = u.id)`, res.Cutoff.Unix())
+	if err != nil {
+		return res, err
+	}
+	type account struct {
+		id   int64
+		name string
+	}
+	var expired []account
+	for rows.Next() {
+		var a account
+		if err := rows.Scan(&a.id, &a.name); err != nil {
+			rows.Close()
+			return res, err
+		}
+		expired = append(expired, a)
+	}
+	rows.Close()
+	for _, a := range expired {
+		seqs, err := s.db.SubscriberSeqs(ctx, a.name)
+		if err != nil {
+			return res, err
+		}
+		var freed []netip.Addr
+		reason := fmt.Sprintf("retention: subscriber record kept %d years after cancellation (cancelled before %s)", years, res.Cutoff.UTC().Format(time.DateOnly))
+		err = s.ledger.PurgeWith(ctx, ledger.RecordChain, seqs, reason, func(tx *sql.Tx) error {
+			var err error
+			freed, err = deleteAccount(ctx, tx, a.id)
+			return err
+		})
+		if err != nil {
+			return res, err
+		}
+		for _, addr := range freed {
+			if addr.Is4() {
+				s.pool4.Release(addr)
+			} else {
+				s.pool6.Release(addr)
+			}
+		}
+		res.Accounts++
+		res.Entries += len(seqs)
+	}
+	return res, nil
+}
+
+// deleteAccount removes an account and everything indexed under it, and
+// returns the tunnel addresses its devices held.
+func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64) ([]netip.Addr, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT ipv4, ipv6 FROM devices WHERE user_id = ?`, userID)
+	if err != nil {
+		return nil, err
+	}
+	var freed []netip.Addr
+	for rows.Next() {
+		var v4, v6 string
+		if err := rows.Scan(&v4, &v6); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		for _, s := range []string{v4, v6} {
+			if a, err := netip.ParseAddr(s); err == nil {
+				freed = append(freed, a)
+			}
+		}
+	}
+	rows.Close()
+	for _, q := range []string{
+		`DELETE FROM subscriber_entries WHERE user_id = ?`,
+		`DELETE FROM email_codes WHERE user_id = ?`,
+		`DELETE FROM devices WHERE user_id = ?`,
+		`DELETE FROM users WHERE id = ?`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, userID); err != nil {
+			return nil, err
+		}
+	}
+	return freed, nil
+}
+
+// runPurge is the daily retention job.
+func (s *Server) runPurge(ctx context.Context) {
+	res, err := s.purgeExpired(ctx, time.Now())
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("retention purge failed", "err", err)
+		}
+		return
+	}
+	if res.Accounts > 0 {
+		s.log.Info("retention purge", "accounts", res.Accounts, "ledger_entries", res.Entries, "retention_years", res.Years)
+		if _, err := s.ledger.Checkpoint(ctx); err != nil {
+			s.log.Warn("ledger checkpoint after purge", "err", err)
+		}
+	}
+}

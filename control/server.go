@@ -309,6 +309,7 @@ func (s *Server) routes() []route {
 		{"POST /signup/verify-email", s.handleVerifyEmail},
 		{"GET /compliance/subscribers/{name}", s.require(asCompliance, s.handleSubscriberRecord)},
 		{"GET /compliance/verify", s.require(asVerifier, s.handleVerify)},
+		{"POST /compliance/rotate-key", s.require(asAdmin, s.handleRotateKey)},
 		{"POST /gateways/join", s.handleJoin},
 		{"GET /gateway/netmap", s.require(asGateway, s.handleNetmap)},
 		{"POST /gateway/report", s.require(asGateway, s.handleReport)},

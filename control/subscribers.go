@@ -460,3 +460,15 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, rep)
 }
+
+// handleRotateKey re-seals every ledger data key under the keyring's active
+// key (the last line of the key file, loaded at start), so older keys can
+// then be removed from the file.
+func (s *Server) handleRotateKey(w http.ResponseWriter, r *http.Request) {
+	n, err := s.ledger.RotateKey(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"resealed": n})
+}

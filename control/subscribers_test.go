@@ -287,3 +287,49 @@ func TestRetentionPurge(t *testing.T) {
 		t.Fatalf("second purge: %+v %v", res, err)
 	}
 }
+
+func TestRotateKeyThroughAPI(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "keys")
+	os.WriteFile(keyFile, []byte("k1 "+strings.Repeat("A", 43)+"=\n"), 0o600)
+	start := func() (*Server, *api.Client, *api.Client) {
+		s, err := New(ctx, Config{DataDir: dir, Keys: keyFile, CollectAll: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewServer(s.Handler())
+		t.Cleanup(hs.Close)
+		a, _ := s.CreateAdminToken(ctx, "ops")
+		o, _ := s.CreateToken(ctx, "officer", api.RoleCompliance)
+		admin, _ := api.NewClient(hs.URL, a, "")
+		officer, _ := api.NewClient(hs.URL, o, "")
+		return s, admin, officer
+	}
+	s1, admin, _ := start()
+	if _, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "k", Subscriber: details()}); err != nil {
+		t.Fatal(err)
+	}
+	s1.Close()
+	// A new key becomes the active one (last line), the server restarts,
+	// and rotate-key re-seals everything under it.
+	os.WriteFile(keyFile, []byte("k1 "+strings.Repeat("A", 43)+"=\nk2 "+strings.Repeat("B", 43)+"=\n"), 0o600)
+	s2, admin, _ := start()
+	var out struct {
+		Resealed int `json:"resealed"`
+	}
+	if err := admin.Do(ctx, "POST", "/compliance/rotate-key", nil, &out); err != nil || out.Resealed == 0 {
+		t.Fatalf("rotate-key: %+v %v", out, err)
+	}
+	s2.Close()
+	// The old key is gone from the file: records still open and verify.
+	os.WriteFile(keyFile, []byte("k2 "+strings.Repeat("B", 43)+"=\n"), 0o600)
+	s3, _, officer := start()
+	defer s3.Close()
+	var got struct {
+		Record api.SubscriberRecord `json:"record"`
+	}
+	if err := officer.Do(ctx, "GET", "/compliance/subscribers/k?case=R-1", nil, &got); err != nil || got.Record.Name != "Asha Verma" {
+		t.Fatalf("after rotation: %+v %v", got.Record, err)
+	}
+}

@@ -147,3 +147,24 @@ func runComplianceVerify(ctx context.Context, args []string) error {
 	}
 	return nil
 }
+
+func runComplianceRotateKey(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("compliance rotate-key", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Resealed int `json:"resealed"`
+	}
+	if err := c.Do(ctx, "POST", "/compliance/rotate-key", nil, &out); err != nil {
+		return err
+	}
+	fmt.Printf("re-sealed %d data keys under the active key; older keys may now be removed from the key file\n", out.Resealed)
+	return nil
+}

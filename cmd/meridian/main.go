@@ -51,6 +51,7 @@ func commands() []*command {
 		{name: "compliance", summary: "lawful lookups and integrity (compliance / auditor tokens)", sub: []*command{
 			{name: "subscriber", summary: "a subscriber's record: meridian compliance subscriber USER --case REF", run: runComplianceSubscriber},
 			{name: "verify", summary: "verify the ledger's hash chains and signed checkpoints", run: runComplianceVerify},
+			{name: "rotate-key", summary: "re-seal personal data under the newest key of the key file (admin token)", run: runComplianceRotateKey},
 		}},
 		{name: "device", summary: "manage devices and their WireGuard configs", sub: []*command{
 			{name: "add", summary: "add a device and write its WireGuard config", run: runDeviceAdd},

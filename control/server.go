@@ -55,6 +55,9 @@ type Config struct {
 	// CollectAll keeps subscriber records for every account, with or
 	// without a duty (the operator's choice).
 	CollectAll bool
+	// TwoPersonRule makes every export wait for a second compliance
+	// officer's approval.
+	TwoPersonRule bool
 }
 
 // Defaults for the tunnel address pools.
@@ -76,6 +79,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	ledger  *ledger.Ledger
+	keys    *ledger.Keyring    // seals personal data kept outside the ledger
+	signer  ed25519.PrivateKey // signs ledger checkpoints and export manifests
 	mailer  *mail.Mailer // nil when no SMTP server is configured
 	changed *broadcast   // the peer set changed
 	applied *broadcast   // a gateway reported a newer applied netmap
@@ -122,7 +127,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	lg, err := openLedger(ctx, db, cfg)
+	lg, keys, signer, err := openLedger(ctx, db, cfg)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -134,7 +139,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s := &Server{cfg: cfg, db: db, ca: ca, log: cfg.Logger, ledger: lg, mailer: ml, changed: newBroadcast(), applied: newBroadcast(), status: map[string]gatewayStatus{}}
+	s := &Server{cfg: cfg, db: db, ca: ca, log: cfg.Logger, ledger: lg, keys: keys, signer: signer, mailer: ml, changed: newBroadcast(), applied: newBroadcast(), status: map[string]gatewayStatus{}}
 	if err := s.loadPools(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -310,6 +315,9 @@ func (s *Server) routes() []route {
 		{"GET /compliance/subscribers/{name}", s.require(asCompliance, s.handleSubscriberRecord)},
 		{"GET /compliance/verify", s.require(asVerifier, s.handleVerify)},
 		{"POST /compliance/rotate-key", s.require(asAdmin, s.handleRotateKey)},
+		{"POST /compliance/exports", s.require(asCompliance, s.handleCreateExport)},
+		{"POST /compliance/exports/{id}/approve", s.require(asCompliance, s.handleApproveExport)},
+		{"GET /compliance/exports/{id}", s.require(asCompliance, s.handleExportBundle)},
 		{"POST /gateways/join", s.handleJoin},
 		{"GET /gateway/netmap", s.require(asGateway, s.handleNetmap)},
 		{"POST /gateway/report", s.require(asGateway, s.handleReport)},
@@ -389,7 +397,7 @@ var Version = "dev"
 // openLedger opens the compliance ledger with the configured keyring
 // (created in the data directory on first start when none is configured)
 // and the control server's checkpoint signing key.
-func openLedger(ctx context.Context, db *store.DB, cfg Config) (*ledger.Ledger, error) {
+func openLedger(ctx context.Context, db *store.DB, cfg Config) (*ledger.Ledger, *ledger.Keyring, ed25519.PrivateKey, error) {
 	spec := cfg.Keys
 	if spec == "" {
 		spec = filepath.Join(cfg.DataDir, "ledger-keys")
@@ -398,19 +406,20 @@ func openLedger(ctx context.Context, db *store.DB, cfg Config) (*ledger.Ledger, 
 			rand.Read(key)
 			line := "k1 " + base64.StdEncoding.EncodeToString(key) + "\n"
 			if err := atomicfile.Write(spec, []byte(line), 0o600); err != nil {
-				return nil, err
+				return nil, nil, nil, err
 			}
 		}
 	}
 	keys, err := ledger.LoadKeyring(spec)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	signer, err := loadOrCreateSigner(filepath.Join(cfg.DataDir, "ledger-signing.key"))
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	return ledger.Open(ctx, db, keys, signer)
+	lg, err := ledger.Open(ctx, db, keys, signer)
+	return lg, keys, signer, err
 }
 
 // loadOrCreateSigner reads the ed25519 key that signs ledger checkpoints.

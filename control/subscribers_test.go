@@ -333,3 +333,53 @@ func TestRotateKeyThroughAPI(t *testing.T) {
 		t.Fatalf("after rotation: %+v %v", got.Record, err)
 	}
 }
+
+func TestExportTwoPersonRule(t *testing.T) {
+	ts, _ := complianceServer(t, Config{TwoPersonRule: true})
+	ctx := context.Background()
+	if _, err := ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "asha", Subscriber: details()}); err != nil {
+		t.Fatal(err)
+	}
+	ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "asha", Name: "phone", PublicKey: newKey(t)})
+	first, second := ts.token(t, api.RoleCompliance), ts.token(t, api.RoleCompliance)
+
+	wantStatus(t, ts.admin.Do(ctx, "POST", "/compliance/exports", api.ExportRequest{Case: "C", Subscriber: "asha"}, nil), 403, "role")
+	wantStatus(t, first.Do(ctx, "POST", "/compliance/exports", api.ExportRequest{Subscriber: "asha"}, nil), 400, "case reference")
+	var e api.Export
+	if err := first.Do(ctx, "POST", "/compliance/exports", api.ExportRequest{Case: "CERT-IN/2026/12", Subscriber: "asha"}, &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.ApprovedBy != "" {
+		t.Fatal("export approved without a second officer")
+	}
+	wantStatus(t, first.Do(ctx, "GET", "/compliance/exports/"+e.ID, nil, nil), 409, "waits for a second compliance officer")
+	wantStatus(t, first.Do(ctx, "POST", "/compliance/exports/"+e.ID+"/approve", nil, nil), 403, "second compliance officer")
+	if err := second.Do(ctx, "POST", "/compliance/exports/"+e.ID+"/approve", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var b api.Bundle
+	if err := first.Do(ctx, "GET", "/compliance/exports/"+e.ID, nil, &b); err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.Verify()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Case != "CERT-IN/2026/12" || m.RequestedBy == m.ApprovedBy || len(m.Files) != 3 {
+		t.Fatalf("manifest: %+v", m)
+	}
+	if !strings.Contains(string(b.Files["subscriber.csv"]), "Asha Verma") || !strings.Contains(string(b.Files["devices.csv"]), "phone") {
+		t.Fatalf("bundle files: %s / %s", b.Files["subscriber.csv"], b.Files["devices.csv"])
+	}
+	// Any change to a file or to the manifest breaks the bundle.
+	b.Files["subscriber.csv"] = append([]byte{}, b.Files["subscriber.csv"]...)
+	b.Files["subscriber.csv"][0] ^= 1
+	if _, err := b.Verify(); err == nil {
+		t.Fatal("a modified file verified")
+	}
+	b.Files["subscriber.csv"][0] ^= 1
+	b.Manifest = bytes.Replace(b.Manifest, []byte("CERT-IN/2026/12"), []byte("CERT-IN/2026/13"), 1)
+	if _, err := b.Verify(); err == nil {
+		t.Fatal("a modified manifest verified")
+	}
+}

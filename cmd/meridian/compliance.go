@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/meridian-vpn/meridian/api"
@@ -166,5 +169,103 @@ func runComplianceRotateKey(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("re-sealed %d data keys under the active key; older keys may now be removed from the key file\n", out.Resealed)
+	return nil
+}
+
+func runComplianceExport(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("compliance export", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	ref := fs.String("case", "", "case reference of the lawful request (required)")
+	subscriber := fs.String("subscriber", "", "the account whose records are exported (required)")
+	out := fs.String("out", "", "directory to write the bundle to (required)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *ref == "" || *subscriber == "" || *out == "" {
+		return usageError{errors.New("compliance export: --case, --subscriber and --out are required")}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var e api.Export
+	if err := c.Do(ctx, "POST", "/compliance/exports", api.ExportRequest{Case: *ref, Subscriber: *subscriber}, &e); err != nil {
+		return err
+	}
+	if e.ApprovedBy == "" {
+		fmt.Printf("export %s waits for a second compliance officer:\n  meridian compliance approve %s\nthen fetch it with:\n  meridian compliance fetch %s --out %s\n", e.ID, e.ID, e.ID, *out)
+		return nil
+	}
+	return fetchBundle(ctx, c, e.ID, *out)
+}
+
+func runComplianceApprove(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("compliance approve", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	pos, err := parse(fs, args, "EXPORT-ID")
+	if err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var e api.Export
+	if err := c.Do(ctx, "POST", "/compliance/exports/"+url.PathEscape(pos[0])+"/approve", nil, &e); err != nil {
+		return err
+	}
+	fmt.Printf("approved export %s (case %s, asked for by %s)\n", e.ID, e.Case, e.RequestedBy)
+	return nil
+}
+
+func runComplianceFetch(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("compliance fetch", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	out := fs.String("out", "", "directory to write the bundle to (required)")
+	pos, err := parse(fs, args, "EXPORT-ID")
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		return usageError{errors.New("compliance fetch: --out DIR is required")}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	return fetchBundle(ctx, c, pos[0], *out)
+}
+
+// fetchBundle downloads an approved export, checks its signature and
+// hashes, and writes it to dir.
+func fetchBundle(ctx context.Context, c *api.Client, id, dir string) error {
+	var b api.Bundle
+	if err := c.Do(ctx, "GET", "/compliance/exports/"+url.PathEscape(id), nil, &b); err != nil {
+		return err
+	}
+	m, err := b.Verify()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	files := map[string][]byte{
+		"manifest.json":   b.Manifest,
+		"manifest.sig":    []byte(base64.StdEncoding.EncodeToString(b.Signature) + "\n"),
+		"signing-key.pub": []byte(base64.StdEncoding.EncodeToString(b.PublicKey) + "\n"),
+	}
+	for n, content := range b.Files {
+		files[n] = content
+	}
+	for n, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, n), content, 0o600); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("wrote export %s of case %s to %s: %d files, manifest signed by the control server (ed25519), every file verified\n", m.Export, m.Case, dir, len(m.Files))
 	return nil
 }

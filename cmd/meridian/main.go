@@ -51,6 +51,9 @@ func commands() []*command {
 		{name: "compliance", summary: "lawful lookups and integrity (compliance / auditor tokens)", sub: []*command{
 			{name: "subscriber", summary: "a subscriber's record: meridian compliance subscriber USER --case REF", run: runComplianceSubscriber},
 			{name: "verify", summary: "verify the ledger's hash chains and signed checkpoints", run: runComplianceVerify},
+			{name: "export", summary: "evidence bundle: meridian compliance export --case REF --subscriber USER --out DIR", run: runComplianceExport},
+			{name: "approve", summary: "approve another officer's export (two-person rule): meridian compliance approve ID", run: runComplianceApprove},
+			{name: "fetch", summary: "write an approved export: meridian compliance fetch ID --out DIR", run: runComplianceFetch},
 			{name: "rotate-key", summary: "re-seal personal data under the newest key of the key file (admin token)", run: runComplianceRotateKey},
 		}},
 		{name: "device", summary: "manage devices and their WireGuard configs", sub: []*command{

@@ -39,7 +39,7 @@ type controlFlags struct {
 	keys                               string
 	smtp, mailFrom, smtpUser, smtpPass string
 	smtpTLS                            string
-	signup, collectAll                 bool
+	signup, collectAll, twoPerson      bool
 	trusted                            prefixList
 }
 
@@ -58,6 +58,7 @@ func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
 	fs.StringVar(&c.smtpTLS, "smtp-tls", "opportunistic", "starttls, opportunistic, tls or none")
 	fs.BoolVar(&c.signup, "signup", false, "enable public self-service sign-up (POST /api/v1/signup)")
 	fs.BoolVar(&c.collectAll, "collect-all", false, "keep subscriber records for every account, with or without a duty")
+	fs.BoolVar(&c.twoPerson, "two-person-exports", false, "every compliance export needs a second compliance officer's approval")
 	fs.Var(&c.trusted, "trusted-proxy", "CIDR of a reverse proxy whose X-Forwarded-For gives the registration IP (repeatable)")
 }
 
@@ -80,7 +81,7 @@ func (c *controlFlags) start(ctx context.Context, errc chan<- error) (*control.S
 		return nil, "", err
 	}
 	cfg := control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,
-		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TrustedProxies: c.trusted}
+		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TwoPersonRule: c.twoPerson, TrustedProxies: c.trusted}
 	if c.smtp != "" {
 		cfg.Mail = &mail.Config{Server: c.smtp, From: c.mailFrom, Username: c.smtpUser, Password: os.Getenv("MERIDIAN_SMTP_PASSWORD"), TLS: c.smtpTLS}
 	}

@@ -154,6 +154,10 @@ type Peer struct {
 	PublicKey  wg.Key         `json:"public_key"`
 	AllowedIPs []netip.Prefix `json:"allowed_ips,omitempty"`
 	Remove     bool           `json:"remove,omitempty"`
+	// Record is set when the gateway's duties require session records for
+	// this device (SessionRecord); a gateway without such a duty never sees
+	// it set.
+	Record bool `json:"record,omitempty"`
 }
 
 // Netmap is what a gateway must accept. A full netmap lists every peer;
@@ -173,6 +177,8 @@ type GatewayReport struct {
 	RxBytes     uint64 `json:"rx_bytes"`
 	TxBytes     uint64 `json:"tx_bytes"`
 	Version     int64  `json:"netmap_version"`
+	// Time is the gateway's clock at the report; nil when it is not watched.
+	Time *TimeStatus `json:"time,omitempty"`
 }
 
 // Gateway is a gateway as the admin sees it.

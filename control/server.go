@@ -29,6 +29,7 @@ import (
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/ipam"
 	"github.com/meridian-vpn/meridian/store"
+	"github.com/meridian-vpn/meridian/timesync"
 )
 
 // Config configures a control server.
@@ -58,6 +59,12 @@ type Config struct {
 	// TwoPersonRule makes every export wait for a second compliance
 	// officer's approval.
 	TwoPersonRule bool
+	// Clock is the control node's time monitor; Serve runs it with the
+	// node's clock-sync duty. Nil: the node's clock is not watched.
+	Clock *timesync.Monitor
+	// IncidentWebhook, if set, receives a JSON POST for every incident
+	// deadline alert (1 hour left, overdue).
+	IncidentWebhook string
 }
 
 // Defaults for the tunnel address pools.
@@ -81,9 +88,9 @@ type Server struct {
 	ledger  *ledger.Ledger
 	keys    *ledger.Keyring    // seals personal data kept outside the ledger
 	signer  ed25519.PrivateKey // signs ledger checkpoints and export manifests
-	mailer  *mail.Mailer // nil when no SMTP server is configured
-	changed *broadcast   // the peer set changed
-	applied *broadcast   // a gateway reported a newer applied netmap
+	mailer  *mail.Mailer       // nil when no SMTP server is configured
+	changed *broadcast         // the peer set changed
+	applied *broadcast         // a gateway reported a newer applied netmap
 
 	mu           sync.Mutex
 	status       map[string]gatewayStatus // by gateway name; in memory only
@@ -115,6 +122,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if err := checkWebhook(cfg.IncidentWebhook); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
@@ -218,6 +228,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, hosts []string) erro
 		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	go s.maintain(ctx)
+	go s.watchTime(ctx)
+	go s.watchIncidents(ctx, s.cfg.IncidentWebhook)
 	shutdown := make(chan struct{})
 	go func() {
 		defer close(shutdown)
@@ -321,6 +333,24 @@ func (s *Server) routes() []route {
 		{"POST /gateways/join", s.handleJoin},
 		{"GET /gateway/netmap", s.require(asGateway, s.handleNetmap)},
 		{"POST /gateway/report", s.require(asGateway, s.handleReport)},
+		{"GET /incidents/types", s.require(asAdmin, s.handleIncidentTypes)},
+		{"POST /incidents", s.require(asAdmin, s.handleCreateIncident)},
+		{"GET /incidents", s.require(asAdmin, s.handleIncidents)},
+		{"GET /incidents/{id}", s.require(asAdmin, s.handleIncident)},
+		{"POST /incidents/{id}/updates", s.require(asAdmin, s.handleUpdateIncident)},
+		{"POST /incidents/{id}/close", s.require(asAdmin, s.handleCloseIncident)},
+		{"GET /incidents/{id}/report", s.require(asAdmin, s.handleIncidentReport)},
+		{"POST /incidents/{id}/send", s.require(asAdmin, s.handleSendIncident)},
+		{"POST /incidents/{id}/deliveries", s.require(asAdmin, s.handleRecordDelivery)},
+		{"GET /poc", s.require(asAdmin, s.handlePOC)},
+		{"PUT /poc", s.require(asAdmin, s.handleSetPOC)},
+		{"GET /poc/letter", s.require(asAdmin, s.handlePOCLetter)},
+		{"POST /orders", s.require(asAdmin, s.handleCreateOrder)},
+		{"GET /orders", s.require(asAdmin, s.handleOrders)},
+		{"GET /orders/{id}", s.require(asAdmin, s.handleOrder)},
+		{"POST /orders/{id}/answer", s.require(asAdmin, s.handleAnswerOrder)},
+		{"GET /time", s.require(asAdmin, s.handleTime)},
+		{"GET /gateway/time-plan", s.require(asGateway, s.handleGatewayTimePlan)},
 	}
 }
 

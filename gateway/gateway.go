@@ -22,6 +22,7 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/exit"
+	"github.com/meridian-vpn/meridian/timesync"
 	"github.com/meridian-vpn/meridian/tunnet"
 	"github.com/meridian-vpn/meridian/wg"
 )
@@ -46,6 +47,11 @@ type Config struct {
 
 	ReportInterval time.Duration // default 10 s
 	Logger         *slog.Logger
+
+	// Clock is the node's time monitor; the gateway runs it with the
+	// clock-sync duty the control server decides for it, and reports its
+	// state with the load. Nil: the gateway's clock is not watched.
+	Clock *timesync.Monitor
 }
 
 // dataplane is what carries decrypted tunnel traffic onwards: the userspace
@@ -120,6 +126,10 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 	go g.syncLoop(runCtx)
 	go g.reportLoop(runCtx)
 	go g.saveLoop(runCtx)
+	if cfg.Clock != nil {
+		g.done.Add(1)
+		go func() { defer g.done.Done(); cfg.Clock.Run(runCtx, g.client.TimePlan) }()
+	}
 	g.log.Info("gateway up", "name", g.st.Name, "mode", cfg.Mode, "listen_port", cfg.ListenPort, "public_key", g.st.PrivateKey.Public().String())
 	return g, nil
 }

@@ -59,6 +59,10 @@ func (g *Gateway) reportLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		load := g.Load()
+		if g.cfg.Clock != nil {
+			st := g.cfg.Clock.State()
+			load.Time = &st
+		}
 		g.lastLoad.Store(&load)
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := g.client.Report(rctx, load)
@@ -107,6 +111,9 @@ func newMetrics(g *Gateway) *metrics {
 			return 0
 		}),
 	)
+	if g.cfg.Clock != nil {
+		m.reg.MustRegister(g.cfg.Clock)
+	}
 	if g.exit != nil {
 		m.reg.MustRegister(
 			gauge("meridian_exit_tcp_open", "Forwarded TCP connections open.", func() float64 { return float64(g.exit.Stats().TCPOpen) }),

@@ -75,6 +75,13 @@ func commands() []*command {
 			{name: "profiles", summary: "duty profiles (built-in and defined)", run: runJurisdictionProfiles},
 			{name: "profile-set", summary: "define a duty profile from a JSON file", run: runJurisdictionProfileSet},
 		}},
+		{name: "time", summary: "clock sync of every node (CERT-In direction (i)); Meridian watches, chrony sets the clock", sub: []*command{
+			{name: "status", summary: "every node's clock: duty, sources, offset, kernel sync, alarms", run: runTimeStatus},
+			{name: "chrony-config", summary: "a chrony.conf for a node's sources: meridian time chrony-config [--gateway G]", run: runTimeChronyConfig},
+		}},
+		{name: "incident", summary: "incident register and reports to CERT-In within the deadline (direction (ii))", sub: incidentCommands()},
+		{name: "poc", summary: "point of contact for CERT-In (direction (iii))", sub: pocCommands()},
+		{name: "order", summary: "orders of CERT-In and their due times (direction (iii))", sub: orderCommands()},
 		{name: "version", summary: "print the version", run: func(context.Context, []string) error { fmt.Println(version); return nil }},
 	}
 }

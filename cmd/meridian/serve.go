@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -41,6 +42,8 @@ type controlFlags struct {
 	smtpTLS                            string
 	signup, collectAll, twoPerson      bool
 	trusted                            prefixList
+	clock                              clockFlags
+	incidentWebhook                    string
 }
 
 func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
@@ -60,6 +63,8 @@ func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
 	fs.BoolVar(&c.collectAll, "collect-all", false, "keep subscriber records for every account, with or without a duty")
 	fs.BoolVar(&c.twoPerson, "two-person-exports", false, "every compliance export needs a second compliance officer's approval")
 	fs.Var(&c.trusted, "trusted-proxy", "CIDR of a reverse proxy whose X-Forwarded-For gives the registration IP (repeatable)")
+	c.clock.register(fs)
+	fs.StringVar(&c.incidentWebhook, "incident-webhook", "", "URL to POST incident deadline alerts to (1 hour left, overdue)")
 }
 
 // start opens the control server, makes the first admin token if there is
@@ -81,7 +86,10 @@ func (c *controlFlags) start(ctx context.Context, errc chan<- error) (*control.S
 		return nil, "", err
 	}
 	cfg := control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,
-		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TwoPersonRule: c.twoPerson, TrustedProxies: c.trusted}
+		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TwoPersonRule: c.twoPerson, TrustedProxies: c.trusted, IncidentWebhook: c.incidentWebhook}
+	if cfg.Clock, err = c.clock.monitor(log, api.ControlNode); err != nil {
+		return nil, "", err
+	}
 	if c.smtp != "" {
 		cfg.Mail = &mail.Config{Server: c.smtp, From: c.mailFrom, Username: c.smtpUser, Password: os.Getenv("MERIDIAN_SMTP_PASSWORD"), TLS: c.smtpTLS}
 	}
@@ -200,6 +208,9 @@ func runUp(ctx context.Context, args []string) error {
 		gcfg.Name = "local"
 	}
 	gcfg.Logger, _ = newLogger(cf.logLevel)
+	if gcfg.Clock, err = cf.clock.monitor(gcfg.Logger, gcfg.Name); err != nil {
+		return err
+	}
 	if _, err := os.Stat(filepath.Join(gf.state, "gateway.json")); err != nil {
 		tok, err := srv.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: time.Hour})
 		if err != nil {
@@ -293,6 +304,8 @@ func runGateway(ctx context.Context, args []string) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&gf.state, "state", "./meridian-gateway", "state directory")
 	gf.register(fs, true)
+	var clock clockFlags
+	clock.register(fs)
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -305,6 +318,9 @@ func runGateway(ctx context.Context, args []string) error {
 		cfg.JoinToken = os.Getenv("MERIDIAN_JOIN_TOKEN")
 	}
 	if cfg.Logger, err = newLogger(*logLevel); err != nil {
+		return err
+	}
+	if cfg.Clock, err = clock.monitor(cfg.Logger, cmp.Or(cfg.Name, "gateway")); err != nil {
 		return err
 	}
 	gw, err := gateway.Start(ctx, cfg)

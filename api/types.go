@@ -179,6 +179,9 @@ type GatewayReport struct {
 	Version     int64  `json:"netmap_version"`
 	// Time is the gateway's clock at the report; nil when it is not watched.
 	Time *TimeStatus `json:"time,omitempty"`
+	// Counters are running totals the control server turns into ICT log
+	// events and incident candidates (ictlog.go).
+	Counters *GatewayCounters `json:"counters,omitempty"`
 }
 
 // Gateway is a gateway as the admin sees it.

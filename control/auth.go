@@ -109,12 +109,14 @@ func (s *Server) require(want role, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok := bearer(r)
 		if tok == "" {
+			s.ictAuthFailed(r, want, principal{}, "no bearer token") // ICT log (ictlog.go)
 			writeError(w, http.StatusUnauthorized, "missing bearer token (Authorization: Bearer …)")
 			return
 		}
 		p, err := s.authenticate(r.Context(), tok)
 		if errors.Is(err, store.ErrNotFound) {
 			s.metrics.authFailures.Inc()
+			s.ictAuthFailed(r, want, principal{}, "invalid or revoked token") // ICT log, failed-login detector
 			writeError(w, http.StatusUnauthorized, "invalid or revoked token")
 			return
 		}
@@ -123,9 +125,12 @@ func (s *Server) require(want role, h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		if !p.allows(want) {
+			s.ictAuthFailed(r, want, p, "role may not call this endpoint") // ICT log
 			writeError(w, http.StatusForbidden, "this credential's role may not call this endpoint")
 			return
 		}
+		w, logged := s.ictAccepted(w, r, p) // ICT log: the credential, and an admin request's route and status
+		defer logged()
 		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	}
 }

@@ -377,6 +377,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	err = s.db.JoinGateway(r.Context(), store.NewGateway{
 		TokenID: parts.ID, Name: req.Name, PublicKey: req.PublicKey, Endpoint: req.Endpoint, Mode: req.Mode, CredHash: hashSecret(cred),
 	}, func(stored []byte) bool { return secretEqual(stored, hashSecret(parts.Secret)) })
+	s.ictGatewayJoined(r, req.Name, req.Mode, err) // ICT log (ictlog.go)
 	if err != nil {
 		s.metrics.joinFailures.Inc()
 		s.storeError(w, r, err, "")
@@ -420,6 +421,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &rep) {
 		return
 	}
+	s.ictGatewayReport(r.Context(), principalOf(r.Context()).gateway.Name, &rep) // ICT log and DoS candidates (ictlog.go)
 	s.seen(principalOf(r.Context()).gateway.Name, &rep)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -78,23 +78,34 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		} else {
+			// Which peers owe session records follows the gateway's place
+			// and jurisdiction: when that changed since its last netmap,
+			// it gets a full one with every peer's Record flag.
+			duty, err := s.recordDutyOf(r.Context(), gw.Name)
+			if err != nil {
+				s.internalError(w, r, err)
+				return
+			}
 			cur, err := s.db.NetmapVersion(r.Context())
 			if err != nil {
 				s.internalError(w, r, err)
 				return
 			}
-			if since < 0 || since > cur {
-				s.writeFullNetmap(w, r)
+			if since < 0 || since > cur || !s.sessions.holds(gw.Name, duty) {
+				s.writeFullNetmap(w, r, gw.Name, duty)
 				return
 			}
 			if cur > since {
 				nm, ok, err := s.db.NetmapSince(r.Context(), since)
+				if err == nil && ok {
+					err = s.markRecorded(r.Context(), &nm, duty)
+				}
 				if err != nil {
 					s.internalError(w, r, err)
 					return
 				}
 				if !ok {
-					s.writeFullNetmap(w, r)
+					s.writeFullNetmap(w, r, gw.Name, duty)
 					return
 				}
 				s.metrics.netmapDeltas.Inc()
@@ -113,13 +124,19 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) writeFullNetmap(w http.ResponseWriter, r *http.Request) {
+// writeFullNetmap answers gateway gw with every peer, marked for session
+// records under duty.
+func (s *Server) writeFullNetmap(w http.ResponseWriter, r *http.Request, gw string, duty recordDuty) {
 	nm, err := s.db.FullNetmap(r.Context())
+	if err == nil {
+		err = s.markRecorded(r.Context(), &nm, duty)
+	}
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
 	nm.Addresses = s.gatewayAddresses()
+	s.sessions.sentTo(gw, duty)
 	s.metrics.netmapFull.Inc()
 	writeJSON(w, http.StatusOK, nm)
 }

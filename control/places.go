@@ -449,6 +449,7 @@ func (s *Server) handleSetProfile(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
+	s.changed.notify() // duties may have changed: gateways' long polls check
 	writeJSON(w, http.StatusOK, p)
 }
 

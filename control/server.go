@@ -65,6 +65,9 @@ type Config struct {
 	// IncidentWebhook, if set, receives a JSON POST for every incident
 	// deadline alert (1 hour left, overdue).
 	IncidentWebhook string
+	// ICTLogLocation is the country (ISO 3166-1 code) where the operator
+	// keeps the ICT logs; "" when not configured (ictlog.go).
+	ICTLogLocation string
 }
 
 // Defaults for the tunnel address pools.
@@ -95,6 +98,8 @@ type Server struct {
 	mu           sync.Mutex
 	status       map[string]gatewayStatus // by gateway name; in memory only
 	outOfService map[string]bool          // gateways standing in a virtual-only country
+	sessions     sessionState
+	ict          *ictState // ICT log and incident detectors (ictlog.go, candidates.go)
 }
 
 type gatewayStatus struct {
@@ -155,6 +160,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = newMetrics(s)
+	s.sessions.register(s.metrics.reg)
+	if err := s.openICT(ctx); err != nil { // ICT log (ictlog.go)
+		db.Close()
+		return nil, err
+	}
 	if err := s.refreshService(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -202,7 +212,9 @@ func (s *Server) loadPools(ctx context.Context) error {
 }
 
 // Close releases the database.
-func (s *Server) Close() error { return s.db.Close() }
+func (s *Server) Close() error {
+	return errors.Join(s.ict.log.Flush(context.Background()), s.db.Close()) // the ICT log's last events first
+}
 
 // CAFingerprint is the hex SHA-256 of the control CA certificate.
 func (s *Server) CAFingerprint() string { return s.ca.Fingerprint() }
@@ -230,6 +242,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, hosts []string) erro
 	go s.maintain(ctx)
 	go s.watchTime(ctx)
 	go s.watchIncidents(ctx, s.cfg.IncidentWebhook)
+	go s.watchICT(ctx)
 	shutdown := make(chan struct{})
 	go func() {
 		defer close(shutdown)
@@ -333,7 +346,11 @@ func (s *Server) routes() []route {
 		{"POST /gateways/join", s.handleJoin},
 		{"GET /gateway/netmap", s.require(asGateway, s.handleNetmap)},
 		{"POST /gateway/report", s.require(asGateway, s.handleReport)},
+		{"POST /gateway/sessions", s.require(asGateway, s.handleGatewaySessions)},
 		{"GET /incidents/types", s.require(asAdmin, s.handleIncidentTypes)},
+		{"GET /incidents/candidates", s.require(asAdmin, s.handleCandidates)},
+		{"POST /incidents/candidates/{id}/confirm", s.require(asAdmin, s.handleConfirmCandidate)},
+		{"POST /incidents/candidates/{id}/dismiss", s.require(asAdmin, s.handleDismissCandidate)},
 		{"POST /incidents", s.require(asAdmin, s.handleCreateIncident)},
 		{"GET /incidents", s.require(asAdmin, s.handleIncidents)},
 		{"GET /incidents/{id}", s.require(asAdmin, s.handleIncident)},
@@ -350,6 +367,8 @@ func (s *Server) routes() []route {
 		{"GET /orders/{id}", s.require(asAdmin, s.handleOrder)},
 		{"POST /orders/{id}/answer", s.require(asAdmin, s.handleAnswerOrder)},
 		{"GET /time", s.require(asAdmin, s.handleTime)},
+		{"GET /ict-logs", s.require(asAdmin, s.handleICTLogs)},
+		{"GET /ict-logs/status", s.require(asAdmin, s.handleICTLogStatus)},
 		{"GET /gateway/time-plan", s.require(asGateway, s.handleGatewayTimePlan)},
 	}
 }

@@ -6,6 +6,11 @@
 // to an ordinary host socket, so the gateway needs no root, no TUN and no NAT
 // rules. An egress Policy keeps peers away from the host itself and the
 // networks around it.
+//
+// Where a duty requires attribution records, each session owns a block of
+// source ports (Config.SourcePorts): its flows leave from those ports on the
+// exit address and from no other, so that an exit address, port and time
+// lead to the session (RFC 7422) without a record per connection.
 package exit
 
 import (
@@ -56,6 +61,18 @@ type Config struct {
 	UDPIdle time.Duration
 	// DialTimeout bounds connecting to a TCP destination; default 10s.
 	DialTimeout time.Duration
+	// ExitIPv4 and ExitIPv6, if set, are the host addresses that flows of
+	// their family leave from; otherwise the host picks one by route. They
+	// must be addresses of this host.
+	ExitIPv4, ExitIPv6 netip.Addr
+	// SourcePorts, if set, is asked for each new flow from a peer's tunnel
+	// address src. A flow that is not attributed leaves from an ephemeral
+	// port, as without the hook. An attributed flow (a session that owes an
+	// attribution record) leaves from a port in lo..hi on the exit address
+	// of its family, and from no other port: it is refused, and counted in
+	// Stats.Unattributed, when lo is 0 (the session holds no block), when
+	// that family has no exit address, or when every port is busy.
+	SourcePorts func(src netip.Addr) (lo, hi uint16, attributed bool)
 	// Logger gets aggregate events only: it never sees a tunnel or
 	// destination address, at any level. Default: discard.
 	Logger *slog.Logger
@@ -69,6 +86,7 @@ type Stats struct {
 	Denied           uint64 // flows (for UDP: datagrams) refused by the egress policy
 	Refused          uint64 // flows whose destination could not be reached
 	CapHit           uint64 // flows (for UDP: datagrams) refused by MaxConns or MaxConnsPerPeer
+	Unattributed     uint64 // flows (for UDP: datagrams) of attributed sessions refused for want of a source port of their block
 }
 
 const (
@@ -103,17 +121,29 @@ type Exit struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	closed  bool
-	open    int
-	perPeer map[netip.Addr]int
-	flows   sync.WaitGroup // one per acquired slot
+	mu       sync.Mutex
+	closed   bool
+	open     int
+	perPeer  map[netip.Addr]*peerFlows
+	udpBound map[udpBinding]bool // attributed UDP flows: a block's port is shared, never towards the same destination
+	flows    sync.WaitGroup      // one per acquired slot
 
 	closeOnce sync.Once
 
-	tcpOpen, udpOpen                            atomic.Int64
-	tcpTotal, udpTotal, denied, refused, capHit atomic.Uint64
+	tcpOpen, udpOpen                                          atomic.Int64
+	tcpTotal, udpTotal, denied, refused, capHit, unattributed atomic.Uint64
 }
+
+// peerFlows are the flows of one tunnel address: how many, and a context
+// that ends them all (CloseFlows).
+type peerFlows struct {
+	src    netip.Addr
+	n      int
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+type udpBinding struct{ from, to netip.AddrPort }
 
 // New builds the netstack and its forwarders. Hand Device to
 // device.NewDevice; Close (or closing the wireguard-go device) tears it down.
@@ -144,9 +174,10 @@ func New(cfg Config) (*Exit, error) {
 	}
 
 	e := &Exit{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		perPeer: make(map[netip.Addr]int),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		perPeer:  make(map[netip.Addr]*peerFlows),
+		udpBound: make(map[udpBinding]bool),
 		dialer: net.Dialer{
 			KeepAliveConfig: net.KeepAliveConfig{
 				Enable:   true,
@@ -155,6 +186,9 @@ func New(cfg Config) (*Exit, error) {
 				Count:    keepAliveCount,
 			},
 		},
+	}
+	if err := checkExitAddrs(cfg.ExitIPv4, cfg.ExitIPv6); err != nil {
+		return nil, err
 	}
 	own := append([]netip.Addr(nil), cfg.HostAddrs...)
 	for _, p := range cfg.Addresses {
@@ -214,6 +248,8 @@ func (e *Exit) Stats() Stats {
 		Denied:   e.denied.Load(),
 		Refused:  e.refused.Load(),
 		CapHit:   e.capHit.Load(),
+
+		Unattributed: e.unattributed.Load(),
 	}
 }
 
@@ -238,31 +274,53 @@ func (e *Exit) Close() error {
 
 // acquire takes a flow slot for src. It fails when the exit is closed or a
 // cap is reached (counted in CapHit). Each success must be paired with
-// release.
-func (e *Exit) acquire(src netip.Addr) bool {
+// release. The flow ends when the returned context does.
+func (e *Exit) acquire(src netip.Addr) (*peerFlows, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return false
+		return nil, false
 	}
-	if e.open >= e.cfg.MaxConns || e.perPeer[src] >= e.cfg.MaxConnsPerPeer {
+	pf := e.perPeer[src]
+	if e.open >= e.cfg.MaxConns || (pf != nil && pf.n >= e.cfg.MaxConnsPerPeer) {
 		e.capHit.Add(1)
-		return false
+		return nil, false
+	}
+	if pf == nil {
+		pf = &peerFlows{src: src}
+		pf.ctx, pf.cancel = context.WithCancel(e.ctx)
+		e.perPeer[src] = pf
 	}
 	e.open++
-	e.perPeer[src]++
+	pf.n++
 	e.flows.Add(1)
-	return true
+	return pf, true
 }
 
-func (e *Exit) release(src netip.Addr) {
+func (e *Exit) release(pf *peerFlows) {
 	e.mu.Lock()
 	e.open--
-	if e.perPeer[src]--; e.perPeer[src] <= 0 {
-		delete(e.perPeer, src)
+	if pf.n--; pf.n <= 0 {
+		pf.cancel()
+		if e.perPeer[pf.src] == pf {
+			delete(e.perPeer, pf.src)
+		}
 	}
 	e.mu.Unlock()
 	e.flows.Done()
+}
+
+// CloseFlows ends every flow from the tunnel address src, as when the
+// session that owned them has ended and its source ports may pass to
+// another session. Later flows from src are not affected.
+func (e *Exit) CloseFlows(src netip.Addr) {
+	src = src.Unmap().WithZone("")
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if pf := e.perPeer[src]; pf != nil {
+		pf.cancel()
+		delete(e.perPeer, src)
+	}
 }
 
 // endpoints returns the peer's tunnel address and the destination of a flow.
@@ -284,16 +342,29 @@ func (e *Exit) forwardTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
-	if !e.acquire(src) {
+	from, ok := e.source(src, dst)
+	if !ok {
+		e.log.Debug("tcp flow refused: its session holds no source port block")
+		r.Complete(true)
+		return
+	}
+	pf, ok := e.acquire(src)
+	if !ok {
 		e.log.Debug("tcp flow refused: connection cap reached or exit closed")
 		r.Complete(true)
 		return
 	}
-	defer e.release(src)
+	defer e.release(pf)
 
-	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.DialTimeout)
-	c, err := e.dialer.DialContext(ctx, "tcp", dst.String())
+	ctx, cancel := context.WithTimeout(pf.ctx, e.cfg.DialTimeout)
+	c, err := e.dialTCP(ctx, from, dst)
 	cancel()
+	if errors.Is(err, errBlockBusy) {
+		e.unattributed.Add(1)
+		e.log.Debug("tcp flow refused: every port of its session's block is busy")
+		r.Complete(true)
+		return
+	}
 	if err != nil {
 		e.refused.Add(1)
 		e.logDialError("tcp dial failed", err)
@@ -302,6 +373,10 @@ func (e *Exit) forwardTCP(r *tcp.ForwarderRequest) {
 	}
 	host := c.(*net.TCPConn)
 
+	// Counted before the handshake, which the peer may see complete before
+	// CreateEndpoint returns.
+	e.tcpOpen.Add(1)
+	defer e.tcpOpen.Add(-1)
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
 	if terr != nil {
@@ -311,6 +386,7 @@ func (e *Exit) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	r.Complete(false)
+	e.tcpTotal.Add(1)
 
 	ep.SocketOptions().SetKeepAlive(true)
 	idle := tcpip.KeepaliveIdleOption(keepAliveIdle)
@@ -319,22 +395,19 @@ func (e *Exit) forwardTCP(r *tcp.ForwarderRequest) {
 	ep.SetSockOpt(&intvl)
 	ep.SetSockOptInt(tcpip.KeepaliveCountOption, keepAliveCount)
 
-	e.tcpTotal.Add(1)
-	e.tcpOpen.Add(1)
-	defer e.tcpOpen.Add(-1)
-	e.spliceTCP(gonet.NewTCPConn(&wq, ep), ep, host)
+	e.spliceTCP(pf.ctx, gonet.NewTCPConn(&wq, ep), ep, host)
 }
 
 // spliceTCP copies both directions until both have ended. An orderly close
 // (EOF) in one direction is passed on as a half-close; an error in either
-// direction, or Close, resets both legs.
-func (e *Exit) spliceTCP(peer *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn) {
+// direction, or the end of ctx (Close, CloseFlows), resets both legs.
+func (e *Exit) spliceTCP(ctx context.Context, peer *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn) {
 	abort := sync.OnceFunc(func() {
 		ep.Abort()
 		host.SetLinger(0) // reset, not FIN
 		host.Close()
 	})
-	stop := context.AfterFunc(e.ctx, abort)
+	stop := context.AfterFunc(ctx, abort)
 	defer stop()
 
 	errc := make(chan error, 1)
@@ -373,41 +446,55 @@ func (e *Exit) forwardUDP(r *udp.ForwarderRequest) {
 		e.log.Debug("udp datagram denied by egress policy")
 		return
 	}
-	if !e.acquire(src) {
+	from, ok := e.source(src, dst)
+	if !ok {
+		e.log.Debug("udp datagram dropped: its session holds no source port block")
+		return
+	}
+	pf, ok := e.acquire(src)
+	if !ok {
 		e.log.Debug("udp datagram dropped: connection cap reached or exit closed")
 		return
 	}
-	host, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+	host, unbind, err := e.dialUDP(from, dst)
+	if errors.Is(err, errBlockBusy) {
+		e.unattributed.Add(1)
+		e.log.Debug("udp datagram dropped: every port of its session's block is busy")
+		e.release(pf)
+		return
+	}
 	if err != nil {
 		e.refused.Add(1)
 		e.logDialError("udp socket failed", err)
-		e.release(src)
+		e.release(pf)
 		return
 	}
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
 	if terr != nil {
 		host.Close()
-		e.release(src)
+		unbind()
+		e.release(pf)
 		return
 	}
 	e.udpTotal.Add(1)
 	e.udpOpen.Add(1)
 	go func() {
-		defer e.release(src)
+		defer e.release(pf)
+		defer unbind()
 		defer e.udpOpen.Add(-1)
-		e.relayUDP(gonet.NewUDPConn(&wq, ep), host)
+		e.relayUDP(pf.ctx, gonet.NewUDPConn(&wq, ep), host)
 	}()
 }
 
 // relayUDP copies datagrams both ways until the flow has been idle for
-// UDPIdle, either socket fails, or the exit closes.
-func (e *Exit) relayUDP(peer *gonet.UDPConn, host *net.UDPConn) {
+// UDPIdle, either socket fails, or ctx ends (Close, CloseFlows).
+func (e *Exit) relayUDP(ctx context.Context, peer *gonet.UDPConn, host *net.UDPConn) {
 	closeBoth := sync.OnceFunc(func() {
 		peer.Close()
 		host.Close()
 	})
-	stop := context.AfterFunc(e.ctx, closeBoth)
+	stop := context.AfterFunc(ctx, closeBoth)
 	defer stop()
 
 	// Activity only stores a timestamp; the timer checks it when it fires

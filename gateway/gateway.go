@@ -1,6 +1,9 @@
 // Package gateway is the node agent: it joins a control server, runs a
 // WireGuard device over a userspace or TUN data plane, follows its netmap
-// and applies peer changes incrementally, and reports aggregate load.
+// and applies peer changes incrementally, and reports aggregate load. For
+// the peers whose duties require it, and only for them, it keeps session
+// records with a port block each (sessions.go) and delivers them to the
+// control server, spooled on disk while that is away (spool.go).
 package gateway
 
 import (
@@ -22,6 +25,7 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/exit"
+	"github.com/meridian-vpn/meridian/portblock"
 	"github.com/meridian-vpn/meridian/timesync"
 	"github.com/meridian-vpn/meridian/tunnet"
 	"github.com/meridian-vpn/meridian/wg"
@@ -37,13 +41,23 @@ type Config struct {
 	Endpoint   string // host:port clients dial; default 127.0.0.1:ListenPort when the control server is on loopback
 	Mode       api.GatewayMode
 
-	// Userspace mode.
 	EgressAllow []netip.Prefix
 
-	// TUN mode.
-	TUNName  string
+	// ExitIPv4 and ExitIPv6 are the addresses traffic leaves from: in TUN
+	// mode the SNAT source (default: masquerade), in userspace mode the
+	// address the exit dials from (default: the host's choice). Session
+	// records need them: traffic of recorded sessions in a family without
+	// one is refused.
 	ExitIPv4 netip.Addr
 	ExitIPv6 netip.Addr
+
+	// TUN mode.
+	TUNName string
+
+	// Session records, for peers whose duties require them.
+	PortBlocks      portblock.Layout // source port blocks on the exit addresses; default portblock.Default
+	SessionInterval time.Duration    // how often handshakes are read from the device; default 2 s
+	SpoolLimit      int64            // bytes of records kept while the control server is away; default 64 MiB
 
 	ReportInterval time.Duration // default 10 s
 	Logger         *slog.Logger
@@ -71,8 +85,13 @@ type Gateway struct {
 	exit   *exit.Exit // nil in TUN mode
 	dev    *device.Device
 
+	sessions    *sessionTracker
+	attr        *attributedTUN
+	spool       *spool
+	recordsSent atomic.Uint64
+
 	mu        sync.Mutex
-	installed map[wg.Key][]netip.Prefix // as applied to dev
+	installed map[wg.Key]api.Peer // as applied to dev
 	version   int64
 	dirty     chan struct{}
 
@@ -98,17 +117,33 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.ReportInterval == 0 {
 		cfg.ReportInterval = 10 * time.Second
 	}
+	if cfg.PortBlocks == (portblock.Layout{}) {
+		cfg.PortBlocks = portblock.Default
+	}
+	if err := cfg.PortBlocks.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if cfg.SessionInterval == 0 {
+		cfg.SessionInterval = defaultSessionInterval
+	}
+	if cfg.SpoolLimit == 0 {
+		cfg.SpoolLimit = defaultSpoolLimit
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, installed: map[wg.Key][]netip.Prefix{}, dirty: make(chan struct{}, 1)}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, installed: map[wg.Key]api.Peer{}, dirty: make(chan struct{}, 1)}
 	if err := g.loadOrJoin(ctx); err != nil {
 		return nil, err
 	}
+	if err := g.startSessions(); err != nil {
+		return nil, err
+	}
 	if err := g.startDevice(); err != nil {
+		g.spool.close()
 		return nil, err
 	}
 	g.metrics = newMetrics(g)
@@ -122,10 +157,12 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
-	g.done.Add(3)
+	g.done.Add(5)
 	go g.syncLoop(runCtx)
 	go g.reportLoop(runCtx)
 	go g.saveLoop(runCtx)
+	go g.sessionLoop(runCtx)
+	go g.sendLoop(runCtx)
 	if cfg.Clock != nil {
 		g.done.Add(1)
 		go func() { defer g.done.Done(); cfg.Clock.Run(runCtx, g.client.TimePlan) }()
@@ -199,21 +236,54 @@ func (g *Gateway) join(ctx context.Context) error {
 	return g.st.save(g.cfg.StateDir)
 }
 
+// startSessions opens the session record spool, closes the sessions a
+// previous run left open, and makes the (empty) session tracker. Nothing is
+// written unless a peer owes records.
+func (g *Gateway) startSessions() error {
+	var err error
+	if g.spool, err = openSpool(g.cfg.StateDir, g.cfg.SpoolLimit); err != nil {
+		return err
+	}
+	if err := closeLeftSessions(g.cfg.StateDir, g.spool, time.Now()); err != nil {
+		g.spool.close()
+		return err
+	}
+	g.sessions, err = newSessionTracker(sessionConfig{
+		stateDir: g.cfg.StateDir, exit4: g.cfg.ExitIPv4, exit6: g.cfg.ExitIPv6, blocks: g.cfg.PortBlocks,
+		spool: g.spool, now: time.Now, log: g.log, refusal: ephemeralOverlap(g.cfg.PortBlocks),
+	})
+	if err != nil {
+		g.spool.close()
+	}
+	return err
+}
+
 func (g *Gateway) startDevice() error {
 	var err error
 	switch g.cfg.Mode {
 	case api.Userspace:
-		g.exit, err = exit.New(exit.Config{Addresses: g.st.Addresses, Allow: g.cfg.EgressAllow, HostAddrs: hostAddrs(g.log), Logger: g.log})
-		g.plane = g.exit
+		g.exit, err = exit.New(exit.Config{Addresses: g.st.Addresses, Allow: g.cfg.EgressAllow, HostAddrs: hostAddrs(g.log),
+			ExitIPv4: g.cfg.ExitIPv4, ExitIPv6: g.cfg.ExitIPv6, SourcePorts: g.sessions.sourcePorts, Logger: g.log})
+		if err == nil {
+			g.plane = g.exit
+			g.sessions.cfg.plane = userspaceAttribution{g.exit}
+		}
 	case api.TUN:
-		g.plane, err = tunnet.Open(tunnet.Config{Name: g.cfg.TUNName, Addresses: g.st.Addresses, ExitIPv4: g.cfg.ExitIPv4, ExitIPv6: g.cfg.ExitIPv6, EgressAllow: g.cfg.EgressAllow})
+		var t *tunnet.TUN
+		t, err = tunnet.Open(tunnet.Config{Name: g.cfg.TUNName, Addresses: g.st.Addresses, ExitIPv4: g.cfg.ExitIPv4, ExitIPv6: g.cfg.ExitIPv6,
+			EgressAllow: g.cfg.EgressAllow, PortBlocks: g.cfg.PortBlocks})
+		if err == nil {
+			g.plane = t
+			g.sessions.cfg.plane = tunAttribution{t}
+		}
 	default:
 		err = fmt.Errorf("unknown gateway mode %q: want userspace or tun", g.cfg.Mode)
 	}
 	if err != nil {
 		return err
 	}
-	g.dev = device.NewDevice(g.plane.Device(), conn.NewDefaultBind(), wgLogger(g.log))
+	g.attr = newAttributedTUN(g.plane.Device(), g.sessions)
+	g.dev = device.NewDevice(g.attr, conn.NewDefaultBind(), wgLogger(g.log))
 	if err := g.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", g.st.PrivateKey.Hex(), g.cfg.ListenPort)); err != nil {
 		g.dev.Close()
 		return fmt.Errorf("configuring WireGuard (UDP port %d in use?): %w", g.cfg.ListenPort, err)
@@ -254,11 +324,39 @@ func (g *Gateway) Close() error {
 	g.mu.Unlock()
 	err := saveNetmap(g.cfg.StateDir, nm)
 	g.dev.Close() // closes the data plane's tun.Device too
+	g.sessions.shutdown()
 	if cerr := g.plane.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := g.spool.close(); err == nil {
 		err = cerr
 	}
 	return err
 }
+
+// userspaceAttribution is the userspace exit's side of sessions: the exit
+// asks the tracker for a flow's block (sourcePorts), so there is nothing to
+// map; a closed session's flows are ended.
+type userspaceAttribution struct{ exit *exit.Exit }
+
+func (userspaceAttribution) attribute(_, _ []tunnet.Attribution) error { return nil }
+
+func (u userspaceAttribution) cut(addrs []netip.Addr) {
+	for _, a := range addrs {
+		u.exit.CloseFlows(a)
+	}
+}
+
+// tunAttribution is TUN mode's: the nftables table maps a session's tunnel
+// addresses to its block, and drops connections marked for a block their
+// source no longer holds, so there is nothing to cut.
+type tunAttribution struct{ tun *tunnet.TUN }
+
+func (t tunAttribution) attribute(add, remove []tunnet.Attribution) error {
+	return t.tun.Attribute(add, remove)
+}
+
+func (tunAttribution) cut([]netip.Addr) {}
 
 // PublicKey is the gateway's WireGuard public key.
 func (g *Gateway) PublicKey() wg.Key { return g.st.PrivateKey.Public() }

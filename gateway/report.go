@@ -53,16 +53,30 @@ func (g *Gateway) Load() api.GatewayReport {
 	return r
 }
 
+// underLoadSample is how often the device is asked whether it is rate-limiting
+// handshakes; wireguard-go stays in that mode for a second after the
+// handshake queue was last found long, so no episode is missed.
+const underLoadSample = 250 * time.Millisecond
+
 func (g *Gateway) reportLoop(ctx context.Context) {
 	defer g.done.Done()
 	t := time.NewTicker(g.cfg.ReportInterval)
 	defer t.Stop()
+	sample := time.NewTicker(underLoadSample)
+	defer sample.Stop()
+	var counters api.GatewayCounters
+	underLoad := false
 	for {
 		load := g.Load()
 		if g.cfg.Clock != nil {
 			st := g.cfg.Clock.State()
 			load.Time = &st
 		}
+		if g.exit != nil {
+			counters.EgressDenied = g.exit.Stats().Denied
+		}
+		c := counters
+		load.Counters = &c
 		g.lastLoad.Store(&load)
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := g.client.Report(rctx, load)
@@ -70,10 +84,20 @@ func (g *Gateway) reportLoop(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			g.log.Debug("report failed", "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				break wait
+			case <-sample.C:
+				limiting := g.dev.IsUnderLoad()
+				if limiting && !underLoad {
+					counters.UnderLoad++
+				}
+				underLoad = limiting
+			}
 		}
 	}
 }
@@ -114,12 +138,24 @@ func newMetrics(g *Gateway) *metrics {
 	if g.cfg.Clock != nil {
 		m.reg.MustRegister(g.cfg.Clock)
 	}
+	// Session records: aggregate only, as everything here.
+	m.reg.MustRegister(
+		g.sessions.refused,
+		gauge("meridian_gateway_sessions_open", "Open sessions of peers owing session records.", func() float64 { return float64(g.sessions.openCount()) }),
+		gauge("meridian_gateway_session_blocks_free", "Source port blocks that no session holds.", func() float64 { return float64(g.sessions.freeBlocks()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_sessions_opened_total", Help: "Sessions opened (each with a port block and a record)."}, func() float64 { return float64(g.sessions.opened.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_session_packets_dropped_total", Help: "Packets of peers owing session records dropped because their session had no port block."}, func() float64 { return float64(g.attr.dropped.Load()) }),
+		gauge("meridian_gateway_session_spool_bytes", "Bytes of session records not yet taken by the control server.", func() float64 { return float64(g.spool.pending()) }),
+		gauge("meridian_gateway_session_spool_limit_bytes", "Limit of the session record spool; new sessions are refused beyond it.", func() float64 { return float64(g.cfg.SpoolLimit) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_session_records_sent_total", Help: "Session records taken by the control server."}, func() float64 { return float64(g.recordsSent.Load()) }),
+	)
 	if g.exit != nil {
 		m.reg.MustRegister(
 			gauge("meridian_exit_tcp_open", "Forwarded TCP connections open.", func() float64 { return float64(g.exit.Stats().TCPOpen) }),
 			gauge("meridian_exit_udp_open", "Forwarded UDP flows open.", func() float64 { return float64(g.exit.Stats().UDPOpen) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_exit_denied_total", Help: "Flows refused by the egress policy."}, func() float64 { return float64(g.exit.Stats().Denied) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_exit_cap_hit_total", Help: "Flows refused by the connection caps."}, func() float64 { return float64(g.exit.Stats().CapHit) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_exit_unattributed_total", Help: "Flows of recorded sessions refused for want of a free source port of their block."}, func() float64 { return float64(g.exit.Stats().Unattributed) }),
 		)
 	}
 	return m

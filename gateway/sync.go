@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -63,16 +62,21 @@ func (g *Gateway) syncLoop(ctx context.Context) {
 
 // apply installs a netmap into the WireGuard device, touching only the peers
 // that change: one IpcSet carries exactly the additions, updates and
-// removals.
+// removals. The session tracker then follows the peers that owe records.
 func (g *Gateway) apply(nm api.Netmap) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var b strings.Builder
-	upserts := make(map[wg.Key][]netip.Prefix, len(nm.Peers))
+	upserts := make(map[wg.Key]api.Peer, len(nm.Peers))
 	removes := map[wg.Key]bool{}
+	var changed []api.Peer // for the session tracker
 	upsert := func(p api.Peer) {
-		upserts[p.PublicKey] = p.AllowedIPs
-		if cur, ok := g.installed[p.PublicKey]; ok && slices.Equal(cur, p.AllowedIPs) {
+		upserts[p.PublicKey] = p
+		cur, ok := g.installed[p.PublicKey]
+		if !ok || cur.Record != p.Record || !slices.Equal(cur.AllowedIPs, p.AllowedIPs) {
+			changed = append(changed, p)
+		}
+		if ok && slices.Equal(cur.AllowedIPs, p.AllowedIPs) {
 			return
 		}
 		fmt.Fprintf(&b, "public_key=%s\nreplace_allowed_ips=true\n", p.PublicKey.Hex())
@@ -105,13 +109,18 @@ func (g *Gateway) apply(nm api.Netmap) error {
 			return fmt.Errorf("applying netmap %d: %w", nm.Version, err)
 		}
 	}
+	var gone []wg.Key
 	for k := range removes {
+		if _, ok := g.installed[k]; ok {
+			gone = append(gone, k)
+		}
 		delete(g.installed, k)
 	}
 	maps.Copy(g.installed, upserts)
-	changed := b.Len() > 0 || g.version != nm.Version
+	g.sessions.update(changed, gone)
+	dirty := len(changed)+len(gone) > 0 || g.version != nm.Version
 	g.version = nm.Version
-	if changed {
+	if dirty {
 		select {
 		case g.dirty <- struct{}{}:
 		default:
@@ -122,8 +131,8 @@ func (g *Gateway) apply(nm api.Netmap) error {
 
 func (g *Gateway) snapshotLocked() cachedNetmap {
 	nm := cachedNetmap{Version: g.version, Peers: make([]api.Peer, 0, len(g.installed))}
-	for k, ips := range g.installed {
-		nm.Peers = append(nm.Peers, api.Peer{PublicKey: k, AllowedIPs: ips})
+	for _, p := range g.installed {
+		nm.Peers = append(nm.Peers, p)
 	}
 	return nm
 }

@@ -49,6 +49,18 @@
 // The forward chain accepts, but in nftables an accept in one table does not
 // override a drop in another (Docker's iptables FORWARD policy is DROP, for
 // instance): such a host needs its own rule for the TUN.
+//
+// Session attribution (Config.PortBlocks, RFC 7422): when a duty requires
+// attribution records, each session owns a block of source ports on the exit
+// address. The table then has one chain per block (blk<N>_4, blk<N>_6) that
+// SNATs TCP and UDP to the block's ports and marks the connection (ct mark
+// N+1), and a verdict map from a session's tunnel address to its block's
+// chain (sess4, sess6), filled by Attribute while the session is open.
+// Traffic of no session leaves from ports outside every block. A connection
+// marked for a block that its source no longer holds (a set of live tunnel
+// address . mark pairs, live4 and live6) is dropped in both directions, so a
+// connection cannot outlive its session into another session's block. The
+// table thus owns the ct mark of connections from the TUN.
 package tunnet
 
 import (
@@ -65,6 +77,8 @@ import (
 	"syscall"
 
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/meridian-vpn/meridian/portblock"
 )
 
 // TableName is the nftables table (family inet) that Open installs.
@@ -88,6 +102,28 @@ type Config struct {
 	// addresses), e.g. 192.168.10.0/24 for an office LAN behind the gateway.
 	// IPv4-mapped IPv6 prefixes count as their IPv4 form.
 	EgressAllow []netip.Prefix
+
+	// PortBlocks, if set, carves the exit addresses' source ports into
+	// blocks for attributed sessions (see Attribute). Traffic of no session
+	// then leaves from ports outside the blocks. Sessions can be attributed
+	// only in a family with an exit address.
+	PortBlocks portblock.Layout
+}
+
+// attributed reports whether the table carries session attribution.
+func (c Config) attributed() bool { return c.PortBlocks != (portblock.Layout{}) }
+
+// freePorts are the source ports outside every block, for traffic of no
+// session: above the blocks, or else below them (not below 1024).
+func (c Config) freePorts() (lo, hi uint16, ok bool) {
+	first, last := c.PortBlocks.Span()
+	switch {
+	case last < 65535:
+		return last + 1, 65535, true
+	case first > 1024:
+		return 1024, first - 1, true
+	}
+	return 0, 0, false
 }
 
 // deniedPrefixes mirrors the userspace exit's deny list (exit/policy.go):
@@ -169,6 +205,7 @@ func disjoint(ps []netip.Prefix) []netip.Prefix {
 type TUN struct {
 	dev       tun.Device
 	name      string
+	cfg       Config
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -193,7 +230,7 @@ func Open(cfg Config) (*TUN, error) {
 		dev.Close()
 		return nil, fmt.Errorf("tunnet: TUN name: %w", err)
 	}
-	t := &TUN{dev: dev, name: name}
+	t := &TUN{dev: dev, name: name, cfg: cfg}
 	if err := t.setup(cfg); err != nil {
 		t.Close()
 		return nil, err
@@ -271,21 +308,44 @@ func Ruleset(tunName string, cfg Config) string {
 	writeSet(&b, "egress_allow4", "ipv4_addr", "exceptions (EgressAllow)", filterFamily(allow, true))
 	writeSet(&b, "egress_allow6", "ipv6_addr", "", filterFamily(allow, false))
 
+	if cfg.attributed() {
+		writeAttribution(&b, cfg)
+	}
+
 	b.WriteString("\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n")
 	for _, pool := range Pools(cfg.Addresses) {
 		fam, exit := "ip", cfg.ExitIPv4
 		if pool.Addr().Is6() {
 			fam, exit = "ip6", cfg.ExitIPv6
 		}
+		match := fmt.Sprintf("%s saddr %s oifname != %q", fam, pool, tunName)
 		action := "masquerade"
 		if exit.IsValid() {
 			action = fmt.Sprintf("snat %s to %s", fam, exit)
 		}
-		fmt.Fprintf(&b, "\t\t%s saddr %s oifname != %q %s\n", fam, pool, tunName, action)
+		if cfg.attributed() {
+			// A session's connections leave from its block; all others
+			// from ports outside the blocks.
+			if exit.IsValid() {
+				fmt.Fprintf(&b, "\t\t%s %s saddr vmap @sess%s\n", match, fam, familySuffix(exit))
+			}
+			lo, hi, _ := cfg.freePorts()
+			fmt.Fprintf(&b, "\t\t%s meta l4proto { tcp, udp } %s\n", match, portAction(fam, exit, lo, hi))
+		}
+		fmt.Fprintf(&b, "\t\t%s %s\n", match, action)
 	}
 	b.WriteString("\t}\n")
 
 	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n")
+	if cfg.attributed() {
+		for _, exit := range []netip.Addr{cfg.ExitIPv4, cfg.ExitIPv6} {
+			if exit.IsValid() {
+				fam, sfx := familyOf(exit), familySuffix(exit)
+				fmt.Fprintf(&b, "\t\tiifname %q ct mark != 0 %s saddr . ct mark != @live%s drop\n", tunName, fam, sfx)
+				fmt.Fprintf(&b, "\t\toifname %q ct mark != 0 %s daddr . ct mark != @live%s drop\n", tunName, fam, sfx)
+			}
+		}
+	}
 	fmt.Fprintf(&b, "\t\tiifname %q goto egress\n", tunName)
 	fmt.Fprintf(&b, "\t\toifname %q ct state established,related accept\n", tunName)
 	fmt.Fprintf(&b, "\t\toifname %q drop\n", tunName)
@@ -328,6 +388,124 @@ func Ruleset(tunName string, cfg Config) string {
 	b.WriteString("\t\tdrop\n")
 	b.WriteString("\t}\n}\n")
 	return b.String()
+}
+
+// writeAttribution writes, for each family with an exit address, the chain
+// of every port block, the map from a session's tunnel address to its
+// block's chain, and the set of live tunnel address . mark pairs.
+func writeAttribution(b *strings.Builder, cfg Config) {
+	l := cfg.PortBlocks
+	for _, exit := range []netip.Addr{cfg.ExitIPv4, cfg.ExitIPv6} {
+		if !exit.IsValid() {
+			continue
+		}
+		fam, sfx := familyOf(exit), familySuffix(exit)
+		fmt.Fprintf(b, "\t# session attribution (IPv%s): tunnel address -> its port block\n", sfx)
+		fmt.Fprintf(b, "\tmap sess%s {\n\t\ttype ipv%s_addr : verdict\n\t}\n", sfx, sfx)
+		fmt.Fprintf(b, "\tset live%s {\n\t\ttype ipv%s_addr . mark\n\t}\n", sfx, sfx)
+		for i := range l.Count() {
+			blk := l.Block(i)
+			fmt.Fprintf(b, "\tchain %s {\n\t\tct mark set %d\n\t\tmeta l4proto { tcp, udp } %s\n\t\tsnat %s to %s\n\t}\n",
+				blockChain(i, exit), blockMark(i), portAction(fam, exit, blk.Lo, blk.Hi), fam, exit)
+		}
+	}
+}
+
+func familyOf(a netip.Addr) string {
+	if a.Is4() {
+		return "ip"
+	}
+	return "ip6"
+}
+
+func familySuffix(a netip.Addr) string {
+	if a.Is4() {
+		return "4"
+	}
+	return "6"
+}
+
+func blockChain(i int, exit netip.Addr) string { return fmt.Sprintf("blk%d_%s", i, familySuffix(exit)) }
+
+// blockMark is the ct mark of connections in block i (0 is no block).
+func blockMark(i int) int { return i + 1 }
+
+// portAction translates the source to ports lo-hi of exit, or of the
+// outgoing interface's address when exit is not set.
+func portAction(fam string, exit netip.Addr, lo, hi uint16) string {
+	switch {
+	case !exit.IsValid():
+		return fmt.Sprintf("masquerade to :%d-%d", lo, hi)
+	case exit.Is6():
+		return fmt.Sprintf("snat %s to [%s]:%d-%d", fam, exit, lo, hi)
+	}
+	return fmt.Sprintf("snat %s to %s:%d-%d", fam, exit, lo, hi)
+}
+
+// Attribution ties the tunnel address of an open session to its port block.
+type Attribution struct {
+	Tunnel netip.Addr
+	Block  portblock.Block
+}
+
+// Attribute updates, in one transaction, which tunnel addresses hold which
+// port block: from then on new connections from an added address leave
+// from its block, and connections marked for a removed one are dropped.
+// Errors never name the addresses.
+func (t *TUN) Attribute(add, remove []Attribution) error {
+	if len(add)+len(remove) == 0 {
+		return nil
+	}
+	script, err := attributionScript(t.cfg, add, remove)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	// nft echoes the failing line, which holds a tunnel address: its
+	// output is not passed on.
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("tunnet: updating session attribution (%d added, %d removed): nft: %v", len(add), len(remove), err)
+	}
+	return nil
+}
+
+func attributionScript(cfg Config, add, remove []Attribution) (string, error) {
+	if !cfg.attributed() {
+		return "", errors.New("tunnet: session attribution needs Config.PortBlocks")
+	}
+	var b strings.Builder
+	line := func(verb string, a Attribution, withChain bool) error {
+		exit := cfg.ExitIPv4
+		if a.Tunnel.Is6() {
+			exit = cfg.ExitIPv6
+		}
+		if !exit.IsValid() {
+			return fmt.Errorf("tunnet: no exit address for IPv%s: its sessions cannot be attributed", familySuffix(a.Tunnel))
+		}
+		if a.Block.Index < 0 || a.Block.Index >= cfg.PortBlocks.Count() {
+			return fmt.Errorf("tunnet: no port block %d", a.Block.Index)
+		}
+		sfx := familySuffix(exit)
+		elem := a.Tunnel.String()
+		if withChain {
+			elem += " : goto " + blockChain(a.Block.Index, exit)
+		}
+		fmt.Fprintf(&b, "%s element inet %s sess%s { %s }\n", verb, TableName, sfx, elem)
+		fmt.Fprintf(&b, "%s element inet %s live%s { %s . %d }\n", verb, TableName, sfx, a.Tunnel, blockMark(a.Block.Index))
+		return nil
+	}
+	for _, a := range remove {
+		if err := line("delete", a, false); err != nil {
+			return "", err
+		}
+	}
+	for _, a := range add {
+		if err := line("add", a, true); err != nil {
+			return "", err
+		}
+	}
+	return b.String(), nil
 }
 
 func writeSet(b *strings.Builder, name, typ, comment string, elems []netip.Prefix) {
@@ -418,6 +596,14 @@ func (c Config) withDefaults() (Config, error) {
 	for _, p := range c.EgressAllow {
 		if !normalizePrefix(p).IsValid() {
 			return c, fmt.Errorf("tunnet: invalid EgressAllow prefix %v", p)
+		}
+	}
+	if c.attributed() {
+		if err := c.PortBlocks.Validate(); err != nil {
+			return c, fmt.Errorf("tunnet: %w", err)
+		}
+		if _, _, ok := c.freePorts(); !ok {
+			return c, errors.New("tunnet: the port blocks leave no ports for traffic of no session")
 		}
 	}
 	v4, v6 := families(c.Addresses)

@@ -79,9 +79,10 @@ func commands() []*command {
 			{name: "status", summary: "every node's clock: duty, sources, offset, kernel sync, alarms", run: runTimeStatus},
 			{name: "chrony-config", summary: "a chrony.conf for a node's sources: meridian time chrony-config [--gateway G]", run: runTimeChronyConfig},
 		}},
-		{name: "incident", summary: "incident register and reports to CERT-In within the deadline (direction (ii))", sub: incidentCommands()},
+		{name: "incident", summary: "incident register and reports to CERT-In within the deadline (direction (ii))", sub: append(incidentCommands(), candidateCommands()...)},
 		{name: "poc", summary: "point of contact for CERT-In (direction (iii))", sub: pocCommands()},
 		{name: "order", summary: "orders of CERT-In and their due times (direction (iii))", sub: orderCommands()},
+		{name: "logs", summary: "ICT logs kept for the duty's rolling retention (direction (iv))", sub: logsCommands()},
 		{name: "version", summary: "print the version", run: func(context.Context, []string) error { fmt.Println(version); return nil }},
 	}
 }
@@ -119,6 +120,10 @@ func dispatch(ctx context.Context, cmds []*command, args []string, path string) 
 		if c.name != args[0] {
 			continue
 		}
+		if len(args) > 1 && (args[1] == "help" || (c.run == nil && (args[1] == "-h" || args[1] == "--help"))) {
+			usage(os.Stdout, c.sub, path+" "+c.name)
+			return nil
+		}
 		if len(c.sub) > 0 && len(args) > 1 && !strings.HasPrefix(args[1], "-") {
 			for _, s := range c.sub {
 				if s.name == args[1] {
@@ -129,7 +134,7 @@ func dispatch(ctx context.Context, cmds []*command, args []string, path string) 
 				return usageError{fmt.Errorf("unknown command %q %q; try 'meridian %s help'", c.name, args[1], c.name)}
 			}
 		}
-		if c.run == nil || (len(args) > 1 && args[1] == "help") {
+		if c.run == nil {
 			usage(os.Stdout, c.sub, path+" "+c.name)
 			return nil
 		}

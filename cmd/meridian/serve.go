@@ -44,6 +44,7 @@ type controlFlags struct {
 	trusted                            prefixList
 	clock                              clockFlags
 	incidentWebhook                    string
+	ictLogLocation                     string
 }
 
 func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
@@ -65,6 +66,7 @@ func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
 	fs.Var(&c.trusted, "trusted-proxy", "CIDR of a reverse proxy whose X-Forwarded-For gives the registration IP (repeatable)")
 	c.clock.register(fs)
 	fs.StringVar(&c.incidentWebhook, "incident-webhook", "", "URL to POST incident deadline alerts to (1 hour left, overdue)")
+	fs.StringVar(&c.ictLogLocation, "ict-log-location", "", "country (ISO code) where the ICT logs are kept, shown by 'meridian logs status'; they live in the control database")
 }
 
 // start opens the control server, makes the first admin token if there is
@@ -86,7 +88,8 @@ func (c *controlFlags) start(ctx context.Context, errc chan<- error) (*control.S
 		return nil, "", err
 	}
 	cfg := control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,
-		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TwoPersonRule: c.twoPerson, TrustedProxies: c.trusted, IncidentWebhook: c.incidentWebhook}
+		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TwoPersonRule: c.twoPerson, TrustedProxies: c.trusted, IncidentWebhook: c.incidentWebhook,
+		ICTLogLocation: c.ictLogLocation}
 	if cfg.Clock, err = c.clock.monitor(log, api.ControlNode); err != nil {
 		return nil, "", err
 	}

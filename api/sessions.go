@@ -1,0 +1,101 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/meridian-vpn/meridian/wg"
+)
+
+// SessionRecord is the attribution record of one session of a device on a
+// gateway whose duties require it (Peer.Record): who (the device's key and
+// tunnel addresses), from where (the endpoint it connected from), and where
+// its traffic left (the exit addresses and the block of source ports it held
+// on them, RFC 7422), from Start until End. The gateway that sends it is the
+// gateway of the session.
+//
+// A session opens at the first handshake of a peer (or a new endpoint) and
+// closes when no handshake has happened for WireGuard's reject-after time
+// (180 s) or the peer is removed. A record is sent when the session opens
+// (End zero) and again when it closes; the two share the ID.
+type SessionRecord struct {
+	ID         string         `json:"id"` // 32 lower-case hex digits, random, made by the gateway
+	PublicKey  wg.Key         `json:"public_key"`
+	TunnelIPv4 netip.Addr     `json:"tunnel_ipv4,omitzero"`
+	TunnelIPv6 netip.Addr     `json:"tunnel_ipv6,omitzero"`
+	Endpoint   netip.AddrPort `json:"endpoint"`
+	ExitIPv4   netip.Addr     `json:"exit_ipv4,omitzero"`
+	ExitIPv6   netip.Addr     `json:"exit_ipv6,omitzero"`
+	PortLo     uint16         `json:"port_lo"`
+	PortHi     uint16         `json:"port_hi"`
+	Start      time.Time      `json:"start"`
+	End        time.Time      `json:"end,omitzero"`
+}
+
+// Validate checks a record's shape. Its errors name fields, never values:
+// the values are personal data.
+func (r SessionRecord) Validate() error {
+	switch {
+	case !validSessionID(r.ID):
+		return errors.New("id must be 32 lower-case hex digits")
+	case r.PublicKey.IsZero():
+		return errors.New("public_key is missing")
+	case !r.TunnelIPv4.IsValid() && !r.TunnelIPv6.IsValid():
+		return errors.New("a tunnel address is required")
+	case r.TunnelIPv4.IsValid() && !r.TunnelIPv4.Is4(), r.TunnelIPv6.IsValid() && (!r.TunnelIPv6.Is6() || r.TunnelIPv6.Is4In6()):
+		return errors.New("tunnel addresses are of the wrong family")
+	case !r.Endpoint.IsValid() || r.Endpoint.Port() == 0:
+		return errors.New("endpoint must be an address and port")
+	case !r.ExitIPv4.IsValid() && !r.ExitIPv6.IsValid():
+		return errors.New("an exit address is required")
+	case r.ExitIPv4.IsValid() && !r.ExitIPv4.Is4(), r.ExitIPv6.IsValid() && (!r.ExitIPv6.Is6() || r.ExitIPv6.Is4In6()):
+		return errors.New("exit addresses are of the wrong family")
+	case r.PortLo == 0 || r.PortHi < r.PortLo:
+		return errors.New("port_lo and port_hi must be a range of ports")
+	case r.Start.IsZero():
+		return errors.New("start is missing")
+	case !r.End.IsZero() && r.End.Before(r.Start):
+		return errors.New("end is before start")
+	}
+	return nil
+}
+
+func validSessionID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// MaxSessionBatch is the most records one POST /gateway/sessions carries.
+const MaxSessionBatch = 100
+
+// SessionBatch is the body of POST /gateway/sessions. Records are applied in
+// order; sending a record again changes nothing (an open record after the
+// closed one does not reopen it), so a gateway may resend a batch it is not
+// sure arrived.
+type SessionBatch struct {
+	Records []SessionRecord `json:"records"`
+}
+
+// SessionBatchResult answers POST /gateway/sessions.
+type SessionBatchResult struct {
+	Stored int `json:"stored"` // records stored or already stored
+	// Ignored counts records that no duty requires now (the gateway's
+	// place, the jurisdiction or the device's tenant changed): they are
+	// not kept.
+	Ignored int `json:"ignored"`
+}
+
+// PostSessions sends a batch of session records from a gateway.
+func (c *Client) PostSessions(ctx context.Context, b SessionBatch) (SessionBatchResult, error) {
+	var res SessionBatchResult
+	return res, c.Do(ctx, "POST", "/gateway/sessions", b, &res)
+}

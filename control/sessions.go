@@ -1,0 +1,178 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/jurisdiction"
+	"github.com/meridian-vpn/meridian/store"
+	"github.com/meridian-vpn/meridian/wg"
+)
+
+// recordDuty says for which tenant kinds a gateway owes session records,
+// as jurisdiction.Effective decides for the country it physically stands
+// in. The zero value owes none.
+type recordDuty struct{ consumer, enterprise bool }
+
+func (d recordDuty) any() bool { return d.consumer || d.enterprise }
+
+// of reports whether a device of tenant kind k owes records. A record of a
+// device that is gone (known false) is kept if the gateway owes records at
+// all: it sends records only of devices the control server marked.
+func (d recordDuty) of(k api.TenantKind, known bool) bool {
+	switch {
+	case !known:
+		return d.any()
+	case k == api.Consumer:
+		return d.consumer
+	case k == api.Enterprise:
+		return d.enterprise
+	}
+	return false
+}
+
+// sessionState is what the server keeps in memory about session records:
+// the record duty each gateway's netmap was last computed with, so that a
+// change of place, jurisdiction or profile sends it a full netmap with the
+// peers' Record flags set anew.
+type sessionState struct {
+	mu      sync.Mutex
+	sent    map[string]recordDuty // by gateway; unknown (as after a restart): send a full netmap
+	stored  prometheus.Counter
+	ignored prometheus.Counter
+}
+
+func (ss *sessionState) register(reg *prometheus.Registry) {
+	ss.stored = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_control_session_records_stored_total", Help: "Session records received from gateways and stored (again, for resent ones)."})
+	ss.ignored = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_control_session_records_ignored_total", Help: "Session records received that no duty requires (any more): not stored."})
+	reg.MustRegister(ss.stored, ss.ignored)
+}
+
+// holds reports whether gateway gw's netmap was computed with duty d.
+func (ss *sessionState) holds(gw string, d recordDuty) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	cur, ok := ss.sent[gw]
+	return ok && cur == d
+}
+
+func (ss *sessionState) sentTo(gw string, d recordDuty) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.sent == nil {
+		ss.sent = map[string]recordDuty{}
+	}
+	ss.sent[gw] = d
+}
+
+// recordDutyOf decides whether gateway gw owes session records, per tenant
+// kind. A gateway without a declared place, or out of service, owes none.
+func (s *Server) recordDutyOf(ctx context.Context, gw string) (recordDuty, error) {
+	f, err := s.loadFleet(ctx)
+	if err != nil {
+		return recordDuty{}, err
+	}
+	g := f.gateway(gw)
+	if g == nil || g.Place == nil || !g.InService {
+		return recordDuty{}, nil
+	}
+	node := jurisdiction.Node{Name: gw, Physical: jurisdiction.Country(g.Place.PhysicalCountry)}
+	j := f.jurisdictionOf(g.Place.PhysicalCountry)
+	var d recordDuty
+	for _, k := range []api.TenantKind{api.Consumer, api.Enterprise} {
+		duties, err := jurisdiction.Effective(node, j, f.profiles, k)
+		if err != nil {
+			return recordDuty{}, fmt.Errorf("duties of gateway %s: %w", gw, err)
+		}
+		if !slices.ContainsFunc(duties, func(duty jurisdiction.Duty) bool { return duty.Kind == jurisdiction.SessionRecords }) {
+			continue
+		}
+		if k == api.Consumer {
+			d.consumer = true
+		} else {
+			d.enterprise = true
+		}
+	}
+	return d, nil
+}
+
+// markRecorded sets Record on the peers of nm that owe session records
+// under duty d.
+func (s *Server) markRecorded(ctx context.Context, nm *api.Netmap, d recordDuty) error {
+	if !d.any() {
+		return nil
+	}
+	var kinds map[wg.Key]api.TenantKind
+	if !(d.consumer && d.enterprise) {
+		var keys []wg.Key
+		for _, p := range nm.Peers {
+			if !p.Remove {
+				keys = append(keys, p.PublicKey)
+			}
+		}
+		var err error
+		if kinds, err = s.db.TenantKinds(ctx, keys); err != nil {
+			return err
+		}
+	}
+	for i := range nm.Peers {
+		p := &nm.Peers[i]
+		if p.Remove {
+			continue
+		}
+		if kinds == nil { // every tenant kind owes records
+			p.Record = true
+			continue
+		}
+		k, known := kinds[p.PublicKey]
+		p.Record = d.of(k, known)
+	}
+	return nil
+}
+
+// handleGatewaySessions stores session records from a gateway. Records
+// that no duty requires now are not kept: a gateway is told which devices
+// owe records (Peer.Record), and the control server checks again on
+// arrival, so no record of a duty-free gateway or tenant reaches the
+// database.
+func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
+	gw := principalOf(r.Context()).gateway
+	var b api.SessionBatch
+	if !decode(w, r, &b) {
+		return
+	}
+	if len(b.Records) > api.MaxSessionBatch {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("at most %d records per batch", api.MaxSessionBatch))
+		return
+	}
+	for i, rec := range b.Records {
+		if err := rec.Validate(); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("record %d: %v", i, err))
+			return
+		}
+	}
+	s.seen(gw.Name, nil)
+	duty, err := s.recordDutyOf(r.Context(), gw.Name)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	var stored int
+	if duty.any() {
+		stored, err = s.db.SaveSessions(r.Context(), gw.Name, b.Records, func(o store.SessionOwner) bool { return duty.of(o.Kind, o.Known) })
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+	}
+	res := api.SessionBatchResult{Stored: stored, Ignored: len(b.Records) - stored}
+	s.sessions.stored.Add(float64(res.Stored))
+	s.sessions.ignored.Add(float64(res.Ignored))
+	writeJSON(w, http.StatusOK, res)
+}

@@ -1,0 +1,251 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/wg"
+)
+
+// joinGateway joins a gateway and returns a client with its credential.
+func (ts *testServer) joinGateway(t *testing.T, name string) *api.Client {
+	t.Helper()
+	ctx := context.Background()
+	tok, err := ts.admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jc, _ := api.NewClient(ts.url, tok.Token, "")
+	j, err := jc.Join(ctx, api.JoinRequest{Name: name, PublicKey: *newKey(t), Endpoint: "192.0.2.1:51820", Mode: api.Userspace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc, _ := api.NewClient(ts.url, j.Credential, "")
+	return gc
+}
+
+func (ts *testServer) placeIn(t *testing.T, gw, country string) {
+	t.Helper()
+	if _, err := ts.admin.SetPlace(context.Background(), gw, api.Place{PhysicalCountry: country, Ownership: api.Rented}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func recordFlags(nm api.Netmap) map[wg.Key]bool {
+	out := map[wg.Key]bool{}
+	for _, p := range nm.Peers {
+		out[p.PublicKey] = p.Record
+	}
+	return out
+}
+
+func TestNetmapMarksPeersOwingRecords(t *testing.T) {
+	ts := newTestServer(t, "10.200.0.0/24")
+	ctx := context.Background()
+	gc := ts.joinGateway(t, "gw")
+	// Accounts before the gateway stands in India, where a consumer
+	// account needs a subscriber record.
+	ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"})
+	ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "staff", Kind: api.Enterprise})
+	consumer, _ := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "alice", Name: "a", PublicKey: newKey(t)})
+	staff, _ := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "staff", Name: "s", PublicKey: newKey(t)})
+
+	// No place: no duty, no peer marked.
+	full, err := gc.Netmap(ctx, api.FullNetmap, 0)
+	if err != nil || len(full.Peers) != 2 {
+		t.Fatalf("full netmap: %+v %v", full, err)
+	}
+	if f := recordFlags(full); f[consumer.Device.PublicKey] || f[staff.Device.PublicKey] {
+		t.Fatalf("peers marked without a duty: %v", f)
+	}
+
+	// Placed in India: the next poll, though no peer changed, is a full
+	// netmap that marks the consumer's device (cert-in-2022 asks session
+	// records for consumer service only).
+	ts.placeIn(t, "gw", "IN")
+	in, err := gc.Netmap(ctx, full.Version, 5*time.Second)
+	if err != nil || !in.Full {
+		t.Fatalf("netmap after the place changed: %+v %v", in, err)
+	}
+	if f := recordFlags(in); !f[consumer.Device.PublicKey] || f[staff.Device.PublicKey] {
+		t.Fatalf("record flags in India: %v", f)
+	}
+
+	// A delta marks a new device of a consumer.
+	ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "alice", Name: "b", PublicKey: newKey(t)})
+	delta, err := gc.Netmap(ctx, in.Version, 5*time.Second)
+	if err != nil || delta.Full || len(delta.Peers) != 1 || !delta.Peers[0].Record {
+		t.Fatalf("delta in India: %+v %v", delta, err)
+	}
+
+	// The operator drops the duty for India: a full netmap unmarks all.
+	if _, err := ts.admin.SetJurisdiction(ctx, api.Jurisdiction{Country: "IN", Profile: "none", Stance: "comply"}); err != nil {
+		t.Fatal(err)
+	}
+	none, err := gc.Netmap(ctx, delta.Version, 5*time.Second)
+	if err != nil || !none.Full || len(none.Peers) != 3 {
+		t.Fatalf("netmap after the duty went: %+v %v", none, err)
+	}
+	for k, rec := range recordFlags(none) {
+		if rec {
+			t.Fatalf("peer %s still marked", k)
+		}
+	}
+
+	// A profile of the operator's that asks session records of every
+	// tenant: both devices are marked.
+	body := []byte(`{"name": "all-sessions", "title": "Session records for every tenant",
+		"session_records": {"retention_years": 1, "consumer_only": false, "cite": "test"}}`)
+	if err := ts.admin.SetProfile(ctx, "all-sessions", body); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.admin.SetJurisdiction(ctx, api.Jurisdiction{Country: "IN", Profile: "all-sessions", Stance: "comply"}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := gc.Netmap(ctx, none.Version, 5*time.Second)
+	if err != nil || !all.Full {
+		t.Fatalf("netmap under a profile for every tenant: %+v %v", all, err)
+	}
+	if f := recordFlags(all); !f[consumer.Device.PublicKey] || !f[staff.Device.PublicKey] {
+		t.Fatalf("record flags under a profile for every tenant: %v", f)
+	}
+
+	// A new control server (a restart) does not know what the gateway
+	// holds: its first answer is a full netmap.
+	if _, err := ts.admin.SetJurisdiction(ctx, api.Jurisdiction{Country: "IN", Profile: "cert-in-2022", Stance: "comply"}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := gc.Netmap(ctx, all.Version, 5*time.Second)
+	if err != nil || !again.Full || !recordFlags(again)[consumer.Device.PublicKey] {
+		t.Fatalf("netmap after the duty returned: %+v %v", again, err)
+	}
+	ts.sessions.mu.Lock()
+	ts.sessions.sent = nil
+	ts.sessions.mu.Unlock()
+	restart, err := gc.Netmap(ctx, again.Version, 0)
+	if err != nil || !restart.Full || !recordFlags(restart)[consumer.Device.PublicKey] {
+		t.Fatalf("first netmap after a restart: %+v %v", restart, err)
+	}
+}
+
+func sessionRecord(t *testing.T, d api.Device, id int) api.SessionRecord {
+	t.Helper()
+	return api.SessionRecord{
+		ID: fmt.Sprintf("%032x", id), PublicKey: d.PublicKey, TunnelIPv4: d.IPv4, TunnelIPv6: d.IPv6,
+		Endpoint: netip.MustParseAddrPort("198.51.100.7:40000"), ExitIPv4: netip.MustParseAddr("203.0.113.1"),
+		PortLo: 1024, PortHi: 1279, Start: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC),
+	}
+}
+
+func (ts *testServer) sessionRows(t *testing.T) int {
+	t.Helper()
+	var n int
+	if err := ts.db.QueryRow(`SELECT count(*) FROM sessions`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestSessionIngestion(t *testing.T) {
+	ts := newTestServer(t, "10.200.0.0/24")
+	ctx := context.Background()
+	in := ts.joinGateway(t, "in1")
+	de := ts.joinGateway(t, "de1")
+	ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"})
+	ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "staff", Kind: api.Enterprise})
+	alice, _ := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "alice", Name: "a", PublicKey: newKey(t)})
+	staff, _ := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "staff", Name: "s", PublicKey: newKey(t)})
+	ts.placeIn(t, "in1", "IN")
+	ts.placeIn(t, "de1", "DE")
+
+	open := sessionRecord(t, alice.Device, 1)
+	closed := open
+	closed.End = open.Start.Add(time.Hour)
+	post := func(c *api.Client, recs ...api.SessionRecord) api.SessionBatchResult {
+		t.Helper()
+		res, err := c.PostSessions(ctx, api.SessionBatch{Records: recs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+
+	t.Run("idempotent", func(t *testing.T) {
+		for _, batch := range [][]api.SessionRecord{{open}, {open}, {closed}, {open, closed}, {open}} {
+			if res := post(in, batch...); res.Stored != len(batch) || res.Ignored != 0 {
+				t.Fatalf("result %+v for %d records", res, len(batch))
+			}
+		}
+		if n := ts.sessionRows(t); n != 1 {
+			t.Fatalf("%d rows, want 1", n)
+		}
+		got, err := ts.db.SessionsByExit(ctx, open.ExitIPv4, 1100, open.Start.Add(time.Minute))
+		if err != nil || len(got) != 1 || !got[0].End.Equal(closed.End) || got[0].User != "alice" || got[0].Gateway != "in1" {
+			t.Fatalf("stored %+v %v", got, err)
+		}
+	})
+
+	t.Run("only what a duty requires", func(t *testing.T) {
+		if res := post(in, sessionRecord(t, staff.Device, 2)); res.Stored != 0 || res.Ignored != 1 {
+			t.Fatalf("enterprise tenant's record: %+v", res)
+		}
+		if res := post(de, sessionRecord(t, alice.Device, 3)); res.Stored != 0 || res.Ignored != 1 {
+			t.Fatalf("record from a gateway in Germany: %+v", res)
+		}
+		if n := ts.sessionRows(t); n != 1 {
+			t.Fatalf("%d rows, want only the consumer's on in1", n)
+		}
+		// A device deleted while its record was on the way: kept, without
+		// device and user, from a gateway that owes records.
+		gone := sessionRecord(t, alice.Device, 4)
+		gone.PublicKey = *newKey(t)
+		if res := post(in, gone); res.Stored != 1 {
+			t.Fatalf("record of a deleted device on in1: %+v", res)
+		}
+		if res := post(de, sessionRecord(t, staff.Device, 9)); res.Stored != 0 {
+			t.Fatalf("record of a gateway without the duty: %+v", res)
+		}
+	})
+
+	t.Run("bad input", func(t *testing.T) {
+		bad := sessionRecord(t, alice.Device, 5)
+		bad.Endpoint = netip.AddrPort{}
+		_, err := in.PostSessions(ctx, api.SessionBatch{Records: []api.SessionRecord{open, bad}})
+		wantStatus(t, err, 400, "record 1: endpoint")
+		bad = sessionRecord(t, alice.Device, 6)
+		bad.ID = "not-hex"
+		_, err = in.PostSessions(ctx, api.SessionBatch{Records: []api.SessionRecord{bad}})
+		wantStatus(t, err, 400, "id must be")
+		bad = sessionRecord(t, alice.Device, 7)
+		bad.PortHi = 1000
+		_, err = in.PostSessions(ctx, api.SessionBatch{Records: []api.SessionRecord{bad}})
+		wantStatus(t, err, 400, "port_lo")
+		many := make([]api.SessionRecord, api.MaxSessionBatch+1)
+		for i := range many {
+			many[i] = sessionRecord(t, alice.Device, 100+i)
+		}
+		_, err = in.PostSessions(ctx, api.SessionBatch{Records: many})
+		if err == nil {
+			t.Fatal("an oversized batch was accepted")
+		}
+		_, err = ts.admin.PostSessions(ctx, api.SessionBatch{Records: []api.SessionRecord{open}})
+		wantStatus(t, err, 403, "may not")
+		if n := ts.sessionRows(t); n != 2 {
+			t.Fatalf("bad input stored rows: %d", n)
+		}
+	})
+
+	t.Run("errors name no personal data", func(t *testing.T) {
+		bad := sessionRecord(t, alice.Device, 8)
+		bad.ExitIPv4 = netip.MustParseAddr("2001:db8::77")
+		_, err := in.PostSessions(ctx, api.SessionBatch{Records: []api.SessionRecord{bad}})
+		if err == nil || strings.Contains(err.Error(), "2001:db8::77") || strings.Contains(err.Error(), "198.51.100.7") {
+			t.Fatalf("error %v", err)
+		}
+	})
+}

@@ -1,0 +1,498 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/portblock"
+	"github.com/meridian-vpn/meridian/tunnet"
+	"github.com/meridian-vpn/meridian/wg"
+)
+
+var (
+	exit4 = netip.MustParseAddr("203.0.113.1")
+	exit6 = netip.MustParseAddr("2001:db8:2::1")
+	ep1   = netip.MustParseAddrPort("198.51.100.7:40000")
+	ep2   = netip.MustParseAddrPort("[2001:db8:1::9]:51000")
+)
+
+// fakePlane records what the tracker asks of the data plane.
+type fakePlane struct {
+	mapped map[netip.Addr]portblock.Block
+	cuts   []netip.Addr
+	fail   bool
+}
+
+func (p *fakePlane) attribute(add, remove []tunnet.Attribution) error {
+	if p.fail {
+		return errors.New("nft: exit status 1")
+	}
+	for _, a := range remove {
+		if _, ok := p.mapped[a.Tunnel]; !ok {
+			return fmt.Errorf("unmapping an address that is not mapped")
+		}
+		delete(p.mapped, a.Tunnel)
+	}
+	for _, a := range add {
+		if _, ok := p.mapped[a.Tunnel]; ok {
+			return fmt.Errorf("mapping an address twice")
+		}
+		p.mapped[a.Tunnel] = a.Block
+	}
+	return nil
+}
+
+func (p *fakePlane) cut(addrs []netip.Addr) { p.cuts = append(p.cuts, addrs...) }
+
+type trackerTest struct {
+	t     *testing.T
+	tr    *sessionTracker
+	plane *fakePlane
+	spool *spool
+	dir   string
+	now   time.Time
+	read  int // spool records already returned by records
+}
+
+func newTrackerTest(t *testing.T, cfg sessionConfig) *trackerTest {
+	t.Helper()
+	tt := &trackerTest{t: t, plane: &fakePlane{mapped: map[netip.Addr]portblock.Block{}}, dir: t.TempDir(),
+		now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	var err error
+	if tt.spool, err = openSpool(tt.dir, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tt.spool.close() })
+	if cfg.blocks == (portblock.Layout{}) {
+		cfg.blocks = portblock.Default
+	}
+	if !cfg.exit4.IsValid() && !cfg.exit6.IsValid() && cfg.refusal != "no exits" {
+		cfg.exit4, cfg.exit6 = exit4, exit6
+	}
+	if cfg.refusal == "no exits" {
+		cfg.refusal = ""
+	}
+	cfg.stateDir, cfg.spool, cfg.plane = tt.dir, tt.spool, tt.plane
+	cfg.now = func() time.Time { return tt.now }
+	cfg.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if tt.tr, err = newSessionTracker(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return tt
+}
+
+// records returns the records spooled since the last call.
+func (tt *trackerTest) records() []api.SessionRecord {
+	tt.t.Helper()
+	recs, _, _, err := tt.spool.peek(1000, 1<<30)
+	if err != nil {
+		tt.t.Fatal(err)
+	}
+	out := recs[tt.read:]
+	tt.read = len(recs)
+	return out
+}
+
+func recordedPeer(t *testing.T, n byte) api.Peer {
+	t.Helper()
+	k, err := wg.NewPrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api.Peer{PublicKey: k.Public(), Record: true, AllowedIPs: []netip.Prefix{
+		netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, 0, n}), 32),
+		netip.PrefixFrom(netip.MustParseAddr(fmt.Sprintf("2001:db8:200::%x", n)), 128),
+	}}
+}
+
+func tunnelAddr(p api.Peer, i int) netip.Addr { return p.AllowedIPs[i].Addr() }
+
+func TestSessionLifecycle(t *testing.T) {
+	tt := newTrackerTest(t, sessionConfig{})
+	p := recordedPeer(t, 2)
+	tt.tr.update([]api.Peer{p}, nil)
+	if !tt.tr.active() {
+		t.Fatal("tracker inactive with a recorded peer")
+	}
+	// Flows it had before it owed records have no block: cut.
+	if len(tt.plane.cuts) != 2 {
+		t.Fatalf("flows cut when the peer began to owe records: %v", tt.plane.cuts)
+	}
+	tt.plane.cuts = nil
+	if lo, _, attributed := tt.tr.sourcePorts(tunnelAddr(p, 0)); !attributed || lo != 0 {
+		t.Fatalf("recorded peer without a session: ports from %d, attributed %v; want none", lo, attributed)
+	}
+
+	// No handshake yet: no session.
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {}})
+	if recs := tt.records(); len(recs) != 0 || tt.tr.openCount() != 0 {
+		t.Fatalf("session without a handshake: %+v", recs)
+	}
+
+	// The first handshake opens a session with a block.
+	hs := tt.now.Add(-time.Second)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: hs, endpoint: ep1}})
+	recs := tt.records()
+	if len(recs) != 1 {
+		t.Fatalf("%d records after the first handshake, want 1", len(recs))
+	}
+	open := recs[0]
+	if err := open.Validate(); err != nil {
+		t.Fatalf("opening record invalid: %v", err)
+	}
+	if open.PublicKey != p.PublicKey || open.Endpoint != ep1 || open.TunnelIPv4 != tunnelAddr(p, 0) || open.TunnelIPv6 != tunnelAddr(p, 1) ||
+		open.ExitIPv4 != exit4 || open.ExitIPv6 != exit6 || open.PortLo != 1024 || open.PortHi != 1279 ||
+		!open.Start.Equal(tt.now) || !open.End.IsZero() {
+		t.Fatalf("opening record %+v", open)
+	}
+	if lo, hi, attributed := tt.tr.sourcePorts(tunnelAddr(p, 1)); !attributed || lo != 1024 || hi != 1279 {
+		t.Fatalf("open session: ports %d-%d (%v)", lo, hi, attributed)
+	}
+	if b, ok := tt.plane.mapped[tunnelAddr(p, 0)]; !ok || b.Index != 0 || len(tt.plane.mapped) != 2 {
+		t.Fatalf("data plane mappings %v", tt.plane.mapped)
+	}
+
+	// Handshakes go on: nothing new.
+	tt.now = tt.now.Add(2 * time.Minute)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: tt.now.Add(-time.Second), endpoint: ep1}})
+	if recs := tt.records(); len(recs) != 0 {
+		t.Fatalf("records while nothing changed: %+v", recs)
+	}
+
+	// A new endpoint closes the session and opens another on the same block.
+	tt.now = tt.now.Add(time.Minute)
+	hs = tt.now.Add(-time.Second)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: hs, endpoint: ep2}})
+	recs = tt.records()
+	if len(recs) != 2 || recs[0].ID != open.ID || !recs[0].End.Equal(tt.now) ||
+		recs[1].ID == open.ID || recs[1].Endpoint != ep2 || !recs[1].Start.Equal(tt.now) || !recs[1].End.IsZero() ||
+		recs[1].PortLo != open.PortLo {
+		t.Fatalf("endpoint change: %+v", recs)
+	}
+	roamed := recs[1]
+	if len(tt.plane.cuts) != 0 {
+		t.Fatal("an endpoint change cut the flows")
+	}
+
+	// No handshake for the reject-after time closes it.
+	tt.now = hs.Add(rejectAfter - time.Second)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: hs, endpoint: ep2}})
+	if recs := tt.records(); len(recs) != 0 {
+		t.Fatalf("closed before the reject-after time: %+v", recs)
+	}
+	tt.now = hs.Add(rejectAfter + time.Second)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: hs, endpoint: ep2}})
+	recs = tt.records()
+	if len(recs) != 1 || recs[0].ID != roamed.ID || !recs[0].End.Equal(tt.now) || !recs[0].Start.Equal(roamed.Start) {
+		t.Fatalf("expiry: %+v", recs)
+	}
+	if len(tt.plane.mapped) != 0 || !slices.Contains(tt.plane.cuts, tunnelAddr(p, 0)) || tt.tr.freeBlocks() != portblock.Default.Count() {
+		t.Fatalf("after expiry: mapped %v, cut %v, %d free blocks", tt.plane.mapped, tt.plane.cuts, tt.tr.freeBlocks())
+	}
+	if _, err := os.Stat(filepath.Join(tt.dir, openSessionsFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("open sessions file left with no session open")
+	}
+
+	// A new handshake opens a new session; removing the peer closes it.
+	tt.now = tt.now.Add(time.Hour)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: tt.now, endpoint: ep1}})
+	recs = tt.records()
+	if len(recs) != 1 || !recs[0].End.IsZero() || recs[0].PortLo == open.PortLo {
+		t.Fatalf("reopening: %+v (the block released longest ago should be taken)", recs)
+	}
+	tt.now = tt.now.Add(time.Minute)
+	tt.tr.update(nil, []wg.Key{p.PublicKey})
+	recs = tt.records()
+	if len(recs) != 1 || !recs[0].End.Equal(tt.now) {
+		t.Fatalf("peer removal: %+v", recs)
+	}
+	if tt.tr.active() {
+		t.Fatal("tracker active after its only peer left")
+	}
+	if _, _, attributed := tt.tr.sourcePorts(tunnelAddr(p, 0)); attributed {
+		t.Fatal("removed peer's address still attributed")
+	}
+}
+
+func TestSessionClosesWhenDutyEnds(t *testing.T) {
+	tt := newTrackerTest(t, sessionConfig{})
+	p := recordedPeer(t, 2)
+	tt.tr.update([]api.Peer{p}, nil)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: tt.now, endpoint: ep1}})
+	tt.records()
+	p.Record = false
+	tt.tr.update([]api.Peer{p}, nil)
+	if recs := tt.records(); len(recs) != 1 || recs[0].End.IsZero() {
+		t.Fatalf("duty ended: %+v", recs)
+	}
+	if tt.tr.active() || len(tt.plane.mapped) != 0 {
+		t.Fatal("peer still tracked after its duty ended")
+	}
+}
+
+func TestNoDutyNoData(t *testing.T) {
+	tt := newTrackerTest(t, sessionConfig{})
+	var peers []api.Peer
+	for i := range 3 {
+		p := recordedPeer(t, byte(2+i))
+		p.Record = false
+		peers = append(peers, p)
+	}
+	tt.tr.update(peers, nil)
+	if tt.tr.active() {
+		t.Fatal("tracker active without recorded peers")
+	}
+	if _, _, attributed := tt.tr.sourcePorts(tunnelAddr(peers[0], 0)); attributed {
+		t.Fatal("unrecorded peer attributed")
+	}
+	if tt.tr.tracks(peers[0].PublicKey) {
+		t.Fatal("unrecorded peer tracked")
+	}
+	tt.tr.observe(map[wg.Key]peerStatus{peers[0].PublicKey: {handshake: tt.now, endpoint: ep1}})
+	entries, _ := os.ReadDir(tt.dir)
+	if len(entries) != 0 || len(tt.plane.mapped) != 0 || len(tt.plane.cuts) != 0 {
+		t.Fatalf("state directory %v, mapped %v, cut %v: something was computed for unrecorded peers", entries, tt.plane.mapped, tt.plane.cuts)
+	}
+}
+
+func TestSessionBlocksRunOut(t *testing.T) {
+	tt := newTrackerTest(t, sessionConfig{blocks: portblock.Layout{First: 1024, Last: 1279, Size: 256}}) // one block
+	a, b := recordedPeer(t, 2), recordedPeer(t, 3)
+	tt.tr.update([]api.Peer{a, b}, nil)
+	tt.tr.observe(map[wg.Key]peerStatus{a.PublicKey: {handshake: tt.now, endpoint: ep1}})
+	tt.records()
+	st := map[wg.Key]peerStatus{a.PublicKey: {handshake: tt.now, endpoint: ep1}, b.PublicKey: {handshake: tt.now, endpoint: ep2}}
+	tt.tr.observe(st)
+	if recs := tt.records(); len(recs) != 0 {
+		t.Fatalf("a session opened without a free block: %+v", recs)
+	}
+	if lo, _, attributed := tt.tr.sourcePorts(tunnelAddr(b, 0)); !attributed || lo != 0 {
+		t.Fatal("a refused session got ports")
+	}
+	if got := counterValue(tt.tr.refused.WithLabelValues(refusedNoBlock)); got != 1 {
+		t.Fatalf("refused (no free block) = %v, want 1", got)
+	}
+	if !tt.tr.peers[b.PublicKey].refused.Load() {
+		t.Fatal("refused peer not marked")
+	}
+	// The block comes free; the next look opens b's session on it.
+	tt.now = tt.now.Add(time.Minute)
+	tt.tr.update(nil, []wg.Key{a.PublicKey})
+	tt.tr.observe(st)
+	recs := tt.records()
+	if len(recs) != 2 || recs[1].PublicKey != b.PublicKey || recs[1].PortLo != 1024 || !recs[0].End.Equal(recs[1].Start) {
+		t.Fatalf("after the block came free: %+v", recs)
+	}
+	if tt.tr.peers[b.PublicKey].refused.Load() {
+		t.Fatal("open session still marked refused")
+	}
+}
+
+func TestSessionRefusedWithoutExitAddress(t *testing.T) {
+	tt := newTrackerTest(t, sessionConfig{refusal: "no exits"})
+	p := recordedPeer(t, 2)
+	tt.tr.update([]api.Peer{p}, nil)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: tt.now, endpoint: ep1}})
+	if recs := tt.records(); len(recs) != 0 || len(tt.plane.mapped) != 0 {
+		t.Fatalf("session opened without an exit address: %+v", recs)
+	}
+	if got := counterValue(tt.tr.refused.WithLabelValues(refusedNoExit)); got != 1 {
+		t.Fatalf("refused (no exit address) = %v", got)
+	}
+}
+
+func TestSessionWithOneExitFamily(t *testing.T) {
+	tt := newTrackerTest(t, sessionConfig{exit4: exit4})
+	p := recordedPeer(t, 2)
+	tt.tr.update([]api.Peer{p}, nil)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: tt.now, endpoint: ep1}})
+	recs := tt.records()
+	if len(recs) != 1 || recs[0].ExitIPv6.IsValid() || recs[0].ExitIPv4 != exit4 {
+		t.Fatalf("records %+v", recs)
+	}
+	// Only the IPv4 address is mapped: IPv6 traffic has no exit to be
+	// attributed on and is refused.
+	if _, ok := tt.plane.mapped[tunnelAddr(p, 1)]; ok || len(tt.plane.mapped) != 1 {
+		t.Fatalf("mapped %v", tt.plane.mapped)
+	}
+}
+
+func TestSessionRefusedWhenPlaneFails(t *testing.T) {
+	tt := newTrackerTest(t, sessionConfig{})
+	p := recordedPeer(t, 2)
+	tt.tr.update([]api.Peer{p}, nil)
+	tt.plane.fail = true
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: tt.now, endpoint: ep1}})
+	if recs := tt.records(); len(recs) != 0 || tt.tr.freeBlocks() != portblock.Default.Count() {
+		t.Fatalf("data plane failed, yet records %+v, %d free blocks", recs, tt.tr.freeBlocks())
+	}
+}
+
+func TestSessionsLeftOpenAreClosedAtStart(t *testing.T) {
+	tt := newTrackerTest(t, sessionConfig{})
+	p := recordedPeer(t, 2)
+	tt.tr.update([]api.Peer{p}, nil)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: tt.now, endpoint: ep1}})
+	open := tt.records()[0]
+	b, err := os.ReadFile(filepath.Join(tt.dir, openSessionsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saved []api.SessionRecord
+	if err := json.Unmarshal(b, &saved); err != nil || len(saved) != 1 || saved[0].ID != open.ID {
+		t.Fatalf("open sessions file: %s (%v)", b, err)
+	}
+	tt.spool.close() // the gateway crashes
+
+	sp, err := openSpool(tt.dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	restart := tt.now.Add(time.Hour)
+	if err := closeLeftSessions(tt.dir, sp, restart); err != nil {
+		t.Fatal(err)
+	}
+	recs, _, _, _ := sp.peek(10, 1<<20)
+	if len(recs) != 2 || recs[1].ID != open.ID || !recs[1].End.Equal(restart) {
+		t.Fatalf("spool after the restart: %+v", recs)
+	}
+	if _, err := os.Stat(filepath.Join(tt.dir, openSessionsFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("open sessions file kept after closing them")
+	}
+}
+
+func TestShutdownClosesSessions(t *testing.T) {
+	tt := newTrackerTest(t, sessionConfig{})
+	p := recordedPeer(t, 2)
+	tt.tr.update([]api.Peer{p}, nil)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: tt.now, endpoint: ep1}})
+	tt.records()
+	tt.now = tt.now.Add(time.Minute)
+	tt.tr.shutdown()
+	if recs := tt.records(); len(recs) != 1 || !recs[0].End.Equal(tt.now) {
+		t.Fatalf("shutdown: %+v", recs)
+	}
+	if _, err := os.Stat(filepath.Join(tt.dir, openSessionsFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("open sessions file kept after shutdown")
+	}
+}
+
+func TestPeerStatuses(t *testing.T) {
+	a, b, c := recordedPeer(t, 2), recordedPeer(t, 3), recordedPeer(t, 4)
+	ipc := fmt.Sprintf("private_key=%s\nlisten_port=51820\n"+
+		"public_key=%s\nendpoint=198.51.100.7:40000\nlast_handshake_time_sec=1772366400\nlast_handshake_time_nsec=5\nallowed_ip=10.200.0.2/32\n"+
+		"public_key=%s\nendpoint=[2001:db8:1::9]:51000\nlast_handshake_time_sec=0\nlast_handshake_time_nsec=0\n"+
+		"public_key=%s\nlast_handshake_time_sec=1772366400\nlast_handshake_time_nsec=0\n",
+		a.PublicKey.Hex(), a.PublicKey.Hex(), b.PublicKey.Hex(), c.PublicKey.Hex())
+	st := peerStatuses(ipc, func(k wg.Key) bool { return k != c.PublicKey })
+	if len(st) != 2 {
+		t.Fatalf("statuses %+v, want a and b only", st)
+	}
+	if s := st[a.PublicKey]; s.endpoint != ep1 || !s.handshake.Equal(time.Unix(1772366400, 5)) {
+		t.Errorf("a: %+v", s)
+	}
+	if s := st[b.PublicKey]; s.endpoint != ep2 || !s.handshake.IsZero() {
+		t.Errorf("b: %+v", s)
+	}
+}
+
+// fakeTUN records what is written through attributedTUN.
+type fakeTUN struct {
+	tun.Device
+	written [][]byte
+}
+
+func (f *fakeTUN) Write(bufs [][]byte, offset int) (int, error) {
+	for _, b := range bufs {
+		f.written = append(f.written, append([]byte(nil), b[offset:]...))
+	}
+	return len(bufs), nil
+}
+
+func packetFrom(src netip.Addr, offset int) []byte {
+	var pkt []byte
+	if src.Is4() {
+		pkt = make([]byte, 20)
+		pkt[0] = 0x45
+		copy(pkt[12:16], src.AsSlice())
+	} else {
+		pkt = make([]byte, 40)
+		pkt[0] = 0x60
+		copy(pkt[8:24], src.AsSlice())
+	}
+	return append(make([]byte, offset), pkt...)
+}
+
+func TestAttributedTUNHoldsPacketsUntilSessionOpens(t *testing.T) {
+	tt := newTrackerTest(t, sessionConfig{exit4: exit4})
+	ft := &fakeTUN{}
+	d := newAttributedTUN(ft, tt.tr)
+	const offset = 16
+	rec, other := recordedPeer(t, 2), netip.MustParseAddr("10.200.0.9")
+
+	// No recorded peer: everything passes.
+	d.Write([][]byte{packetFrom(other, offset)}, offset)
+	if len(ft.written) != 1 {
+		t.Fatal("packet of an unrecorded peer held")
+	}
+
+	tt.tr.update([]api.Peer{rec}, nil)
+	d.Write([][]byte{packetFrom(tunnelAddr(rec, 0), offset), packetFrom(other, offset)}, offset)
+	if len(ft.written) != 2 {
+		t.Fatalf("%d packets written, want the unrecorded one only", len(ft.written))
+	}
+	select {
+	case <-d.kick:
+	default:
+		t.Fatal("held packet did not ask for a look")
+	}
+	seq := d.seq()
+	tt.tr.observe(map[wg.Key]peerStatus{rec.PublicKey: {handshake: tt.now, endpoint: ep1}})
+	d.flush(seq)
+	if len(ft.written) != 3 || netip.AddrFrom4([4]byte(ft.written[2][12:16])) != tunnelAddr(rec, 0) {
+		t.Fatalf("held packet not passed once the session opened: %d written", len(ft.written))
+	}
+	// Open session: packets pass, except in the family without an exit address.
+	d.Write([][]byte{packetFrom(tunnelAddr(rec, 0), offset), packetFrom(tunnelAddr(rec, 1), offset)}, offset)
+	if len(ft.written) != 4 || d.dropped.Load() != 1 {
+		t.Fatalf("%d written, %d dropped; want the IPv4 packet through and the IPv6 one dropped", len(ft.written), d.dropped.Load())
+	}
+
+	// A peer whose session cannot open: held, then dropped, then dropped at once.
+	tt.tr.cfg.refusal = "test"
+	late := recordedPeer(t, 3)
+	tt.tr.update([]api.Peer{rec, late}, nil)
+	d.Write([][]byte{packetFrom(tunnelAddr(late, 0), offset)}, offset)
+	seq = d.seq()
+	tt.tr.observe(map[wg.Key]peerStatus{rec.PublicKey: {handshake: tt.now, endpoint: ep1}, late.PublicKey: {handshake: tt.now, endpoint: ep2}})
+	d.flush(seq)
+	d.Write([][]byte{packetFrom(tunnelAddr(late, 0), offset)}, offset)
+	if len(ft.written) != 4 || d.dropped.Load() != 3 {
+		t.Fatalf("%d written, %d dropped; want the refused peer's packets dropped", len(ft.written), d.dropped.Load())
+	}
+	d.flush(d.seq())
+	if len(d.held) != 0 {
+		t.Fatal("packets still held")
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	c.Write(&m)
+	return m.GetCounter().GetValue()
+}

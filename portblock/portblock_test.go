@@ -1,0 +1,101 @@
+package portblock
+
+import "testing"
+
+func TestDefaultLayout(t *testing.T) {
+	if n := Default.Count(); n != 124 {
+		t.Fatalf("default layout holds %d blocks, want 124", n)
+	}
+	if b := Default.Block(0); b.Lo != 1024 || b.Hi != 1279 {
+		t.Errorf("block 0 = %d-%d, want 1024-1279", b.Lo, b.Hi)
+	}
+	if b := Default.Block(123); b.Lo != 32512 || b.Hi != 32767 {
+		t.Errorf("block 123 = %d-%d, want 32512-32767", b.Lo, b.Hi)
+	}
+	if lo, hi := Default.Span(); lo != 1024 || hi != 32767 {
+		t.Errorf("span %d-%d", lo, hi)
+	}
+}
+
+func TestIndexIsDeterministic(t *testing.T) {
+	l := Layout{First: 1000, Last: 1999, Size: 300} // 3 blocks; 1900-1999 is no block
+	for _, c := range []struct {
+		port  uint16
+		index int
+		ok    bool
+	}{
+		{999, 0, false}, {1000, 0, true}, {1299, 0, true}, {1300, 1, true},
+		{1899, 2, true}, {1900, 0, false}, {65535, 0, false}, {0, 0, false},
+	} {
+		i, ok := l.Index(c.port)
+		if ok != c.ok || (ok && i != c.index) {
+			t.Errorf("Index(%d) = %d, %v; want %d, %v", c.port, i, ok, c.index, c.ok)
+		}
+	}
+	// Every port of every block maps back to that block.
+	for i := range l.Count() {
+		b := l.Block(i)
+		for port := int(b.Lo); port <= int(b.Hi); port++ {
+			if got, ok := l.Index(uint16(port)); !ok || got != i {
+				t.Fatalf("port %d of block %d maps to %d, %v", port, i, got, ok)
+			}
+		}
+	}
+}
+
+func TestLayoutValidate(t *testing.T) {
+	for _, l := range []Layout{
+		{First: 1024, Last: 2047, Size: 0},
+		{First: 0, Last: 2047, Size: 256},
+		{First: 2048, Last: 1024, Size: 256},
+		{First: 1024, Last: 1100, Size: 256},
+	} {
+		if l.Validate() == nil {
+			t.Errorf("%+v accepted", l)
+		}
+		if l.Count() != 0 {
+			t.Errorf("%+v counts %d blocks", l, l.Count())
+		}
+	}
+	if (Layout{First: 65280, Last: 65535, Size: 256}).Count() != 1 {
+		t.Error("a block ending at port 65535 is not counted")
+	}
+}
+
+func TestPoolExhaustionAndRelease(t *testing.T) {
+	p, err := NewPool(Layout{First: 1024, Last: 1024 + 3*256 - 1, Size: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Block
+	for range 3 {
+		b, ok := p.Acquire()
+		if !ok {
+			t.Fatal("pool ran out early")
+		}
+		got = append(got, b)
+	}
+	if got[0].Index != 0 || got[1].Index != 1 || got[2].Index != 2 {
+		t.Fatalf("blocks in order %v", got)
+	}
+	if _, ok := p.Acquire(); ok || p.Free() != 0 {
+		t.Fatal("acquired a block from an exhausted pool")
+	}
+	p.Release(got[1])
+	p.Release(got[1]) // twice: no-op
+	p.Release(got[0])
+	if p.Free() != 2 {
+		t.Fatalf("free %d after releasing two, want 2", p.Free())
+	}
+	// The block released longest ago comes back first.
+	if b, _ := p.Acquire(); b.Index != 1 {
+		t.Fatalf("reacquired block %d, want 1 (released first)", b.Index)
+	}
+	if b, _ := p.Acquire(); b.Index != 0 || b.Lo != 1024 || b.Hi != 1279 {
+		t.Fatalf("reacquired %+v, want block 0 (1024-1279)", b)
+	}
+	p.Release(Block{Index: 99})
+	if p.Free() != 0 {
+		t.Fatal("releasing an unknown block freed something")
+	}
+}

@@ -1,0 +1,169 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/wg"
+)
+
+func keepAll(SessionOwner) bool { return true }
+
+func TestSaveSessionsIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	if _, err := db.CreateUser(ctx, "alice", api.Consumer); err != nil {
+		t.Fatal(err)
+	}
+	pub := key(t)
+	dev, err := db.CreateDevice(ctx, NewDevice{User: "alice", Name: "laptop", PublicKey: pub,
+		IPv4: netip.MustParseAddr("10.200.0.2"), IPv6: netip.MustParseAddr("2001:db8:200::2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	open := api.SessionRecord{
+		ID: "0123456789abcdef0123456789abcdef", PublicKey: pub,
+		TunnelIPv4: dev.IPv4, TunnelIPv6: dev.IPv6, Endpoint: netip.MustParseAddrPort("198.51.100.7:40000"),
+		ExitIPv4: netip.MustParseAddr("203.0.113.1"), PortLo: 1280, PortHi: 1535, Start: t0,
+	}
+	closed := open
+	closed.End = t0.Add(time.Hour)
+
+	var owner SessionOwner
+	for _, batch := range [][]api.SessionRecord{{open}, {open}, {closed}, {open, closed}, {open}} {
+		n, err := db.SaveSessions(ctx, "gw-in", batch, func(o SessionOwner) bool { owner = o; return true })
+		if err != nil || n != len(batch) {
+			t.Fatalf("save: %d, %v", n, err)
+		}
+	}
+	if !owner.Known || owner.DeviceID != dev.ID || owner.User != "alice" || owner.Kind != api.Consumer {
+		t.Fatalf("owner %+v", owner)
+	}
+	var rows int
+	db.QueryRow(`SELECT count(*) FROM sessions`).Scan(&rows)
+	if rows != 1 {
+		t.Fatalf("%d rows, want 1", rows)
+	}
+	got, err := db.SessionsByExit(ctx, open.ExitIPv4, 1300, t0.Add(time.Minute))
+	if err != nil || len(got) != 1 {
+		t.Fatalf("by exit: %+v %v", got, err)
+	}
+	s := got[0]
+	if s.Gateway != "gw-in" || s.DeviceID != dev.ID || s.User != "alice" || !s.End.Equal(closed.End) || !s.Start.Equal(t0) ||
+		s.Endpoint != open.Endpoint || s.TunnelIPv6 != dev.IPv6 || s.ExitIPv6.IsValid() {
+		t.Fatalf("stored %+v", s)
+	}
+
+	// Another gateway cannot rewrite it.
+	other := closed
+	other.End = t0.Add(2 * time.Hour)
+	if _, err := db.SaveSessions(ctx, "gw-other", []api.SessionRecord{other}, keepAll); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := db.SessionsByExit(ctx, open.ExitIPv4, 1300, t0.Add(90*time.Minute)); len(got) != 0 {
+		t.Fatalf("another gateway's record changed the session: %+v", got)
+	}
+
+	// Records keep refuses are not stored.
+	refused := open
+	refused.ID = "ffffffffffffffffffffffffffffffff"
+	if n, err := db.SaveSessions(ctx, "gw-in", []api.SessionRecord{refused}, func(SessionOwner) bool { return false }); err != nil || n != 0 {
+		t.Fatalf("refused record: %d %v", n, err)
+	}
+	db.QueryRow(`SELECT count(*) FROM sessions`).Scan(&rows)
+	if rows != 1 {
+		t.Fatalf("%d rows after a refused record, want 1", rows)
+	}
+}
+
+func TestSessionLookups(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	exit := netip.MustParseAddr("203.0.113.1")
+	exit6 := netip.MustParseAddr("2001:db8:2::1")
+	rec := func(id byte, tunnel string, endpoint string, lo uint16, start, end time.Duration) api.SessionRecord {
+		r := api.SessionRecord{
+			ID: fmt.Sprintf("%032x", id), PublicKey: key(t),
+			TunnelIPv4: netip.MustParseAddr(tunnel), TunnelIPv6: netip.MustParseAddr("2001:db8:200::" + string(rune('0'+id))),
+			Endpoint: netip.MustParseAddrPort(endpoint), ExitIPv4: exit, ExitIPv6: exit6,
+			PortLo: lo, PortHi: lo + 255, Start: t0.Add(start),
+		}
+		if end != 0 {
+			r.End = t0.Add(end)
+		}
+		return r
+	}
+	// Block 1024-1279 passes from session 1 to session 2 at t0+10m; session
+	// 3 holds another block and is still open.
+	recs := []api.SessionRecord{
+		rec(1, "10.200.0.2", "198.51.100.7:40000", 1024, 0, 10*time.Minute),
+		rec(2, "10.200.0.3", "198.51.100.8:40000", 1024, 10*time.Minute, 20*time.Minute),
+		rec(3, "10.200.0.2", "198.51.100.7:40001", 1280, 15*time.Minute, 0),
+	}
+	if _, err := db.SaveSessions(ctx, "gw", recs, keepAll); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(ss []Session, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out string
+		for _, s := range ss {
+			out += s.ID[31:]
+		}
+		return out
+	}
+	for _, c := range []struct {
+		what string
+		got  string
+		want string
+	}{
+		{"exit port in block 0 before the handover", ids(db.SessionsByExit(ctx, exit, 1100, t0.Add(10*time.Minute-time.Nanosecond))), "1"},
+		{"exit port at the handover instant", ids(db.SessionsByExit(ctx, exit, 1100, t0.Add(10*time.Minute))), "2"},
+		{"exit port after the last session ended", ids(db.SessionsByExit(ctx, exit, 1100, t0.Add(25*time.Minute))), ""},
+		{"IPv6 exit port", ids(db.SessionsByExit(ctx, exit6, 1279, t0.Add(5*time.Minute))), "1"},
+		{"exit port of an open session", ids(db.SessionsByExit(ctx, exit, 1500, t0.Add(24*time.Hour))), "3"},
+		{"port outside every block", ids(db.SessionsByExit(ctx, exit, 40000, t0.Add(5*time.Minute))), ""},
+		{"another exit address", ids(db.SessionsByExit(ctx, netip.MustParseAddr("203.0.113.2"), 1100, t0.Add(5*time.Minute))), ""},
+		{"tunnel address", ids(db.SessionsByTunnelAddr(ctx, netip.MustParseAddr("10.200.0.2"), t0.Add(16*time.Minute))), "3"},
+		{"tunnel address before its session", ids(db.SessionsByTunnelAddr(ctx, netip.MustParseAddr("10.200.0.3"), t0.Add(5*time.Minute))), ""},
+		{"endpoint over a window", ids(db.SessionsByEndpoint(ctx, netip.MustParseAddr("198.51.100.7"), t0.Add(5*time.Minute), t0.Add(16*time.Minute))), "13"},
+		{"endpoint outside the window", ids(db.SessionsByEndpoint(ctx, netip.MustParseAddr("198.51.100.8"), t0.Add(20*time.Minute), t0.Add(time.Hour))), ""},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: sessions %q, want %q", c.what, c.got, c.want)
+		}
+	}
+}
+
+func TestSessionsOfUser(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	db.CreateUser(ctx, "bob", api.Enterprise)
+	pub := key(t)
+	if _, err := db.CreateDevice(ctx, NewDevice{User: "bob", Name: "pc", PublicKey: pub,
+		IPv4: netip.MustParseAddr("10.200.0.9"), IPv6: netip.MustParseAddr("2001:db8:200::9")}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	r := api.SessionRecord{ID: "abcdefabcdefabcdefabcdefabcdefab", PublicKey: pub, TunnelIPv4: netip.MustParseAddr("10.200.0.9"),
+		Endpoint: netip.MustParseAddrPort("[2001:db8:1::2]:5000"), ExitIPv4: netip.MustParseAddr("203.0.113.1"), PortLo: 1024, PortHi: 1279, Start: t0}
+	if _, err := db.SaveSessions(ctx, "gw", []api.SessionRecord{r}, keepAll); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.SessionsOfUser(ctx, "bob", t0.Add(-time.Hour), t0.Add(time.Hour))
+	if err != nil || len(got) != 1 || got[0].Endpoint != r.Endpoint || !got[0].End.IsZero() {
+		t.Fatalf("sessions of bob: %+v %v", got, err)
+	}
+	kinds, err := db.TenantKinds(ctx, []wg.Key{pub, key(t)})
+	if err != nil || len(kinds) != 1 || kinds[pub] != api.Enterprise {
+		t.Fatalf("tenant kinds %v %v", kinds, err)
+	}
+}

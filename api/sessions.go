@@ -99,3 +99,19 @@ func (c *Client) PostSessions(ctx context.Context, b SessionBatch) (SessionBatch
 	var res SessionBatchResult
 	return res, c.Do(ctx, "POST", "/gateway/sessions", b, &res)
 }
+
+// LookupSession is a session in a lawful lookup's answer.
+type LookupSession struct {
+	SessionRecord
+	Gateway  string `json:"gateway"`
+	DeviceID int64  `json:"device_id,omitempty"`
+	User     string `json:"user,omitempty"`
+}
+
+// LookupResult answers GET /compliance/lookup.
+type LookupResult struct {
+	Case        string                      `json:"case"`
+	Query       string                      `json:"query"`
+	Sessions    []LookupSession             `json:"sessions"`
+	Subscribers map[string]SubscriberRecord `json:"subscribers"`
+}

@@ -95,7 +95,8 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (purgeResult, 
 	return res, nil
 }
 
-// deleteAccount removes an account and everything indexed under it, and
+// deleteAccount removes an account, its session records and everything
+// indexed under it, and
 // returns the tunnel addresses its devices held.
 func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64) ([]netip.Addr, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT ipv4, ipv6 FROM devices WHERE user_id = ?`, userID)
@@ -117,6 +118,7 @@ func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64) ([]netip.Addr,
 	}
 	rows.Close()
 	for _, q := range []string{
+		`DELETE FROM sessions WHERE device_id IN (SELECT id FROM devices WHERE user_id = ?)`,
 		`DELETE FROM subscriber_entries WHERE user_id = ?`,
 		`DELETE FROM email_codes WHERE user_id = ?`,
 		`DELETE FROM devices WHERE user_id = ?`,

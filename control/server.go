@@ -339,6 +339,7 @@ func (s *Server) routes() []route {
 		{"POST /signup/verify-email", s.handleVerifyEmail},
 		{"GET /compliance/subscribers/{name}", s.require(asCompliance, s.handleSubscriberRecord)},
 		{"GET /compliance/verify", s.require(asVerifier, s.handleVerify)},
+		{"GET /compliance/lookup", s.require(asCompliance, s.handleLookup)},
 		{"POST /compliance/rotate-key", s.require(asAdmin, s.handleRotateKey)},
 		{"POST /compliance/exports", s.require(asCompliance, s.handleCreateExport)},
 		{"POST /compliance/exports/{id}/approve", s.require(asCompliance, s.handleApproveExport)},

@@ -248,6 +248,16 @@ func TestRetentionPurge(t *testing.T) {
 	// "recent" was cancelled two years later than "gone".
 	ts.db.Exec(`UPDATE users SET cancelled_at = cancelled_at + ? WHERE name = 'recent'`, 2*365*24*3600)
 	goneSeqs, _ := ts.db.SubscriberSeqs(ctx, "gone")
+	// Session records of the accounts, as a gateway would have sent them.
+	for i, name := range []string{"gone", "active"} {
+		var dev int64
+		ts.db.QueryRow(`SELECT d.id FROM devices d JOIN users u ON u.id = d.user_id WHERE u.name = ?`, name).Scan(&dev)
+		_, err := ts.db.Exec(`INSERT INTO sessions (id, gateway, public_key, device_id, user_name, endpoint_ip, endpoint_port, port_lo, port_hi, start_at) VALUES (?, 'in1', 'k', ?, ?, '198.51.100.9', 40000, 1024, 1279, 1)`,
+			strings.Repeat(string(rune('a'+i)), 32), dev, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// Five years and a day after the cancellation (fake clock).
 	res, err := ts.purgeExpired(ctx, time.Now().AddDate(5, 0, 1))
@@ -264,6 +274,17 @@ func TestRetentionPurge(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "active,recent" {
 		t.Fatalf("accounts after purge: %v", names)
+	}
+	var left []string
+	rows, _ := ts.db.Query(`SELECT user_name FROM sessions ORDER BY user_name`)
+	for rows.Next() {
+		var u string
+		rows.Scan(&u)
+		left = append(left, u)
+	}
+	rows.Close()
+	if strings.Join(left, ",") != "active" {
+		t.Fatalf("session records after the purge belong to %v, want only active's", left)
 	}
 	officer := ts.token(t, api.RoleCompliance)
 	wantStatus(t, officer.Do(ctx, "GET", "/compliance/subscribers/gone?case=C-1", nil, nil), 404, "no subscriber record")

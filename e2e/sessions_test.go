@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -164,6 +165,42 @@ func TestSessionRecordsWhereADutyRequiresThem(t *testing.T) {
 		byUser, err := db.SessionsOfUser(ctx, "alice", at.Add(-time.Minute), at)
 		if err != nil || len(byUser) != 1 || byUser[0].ID != session.ID {
 			t.Fatalf("by user: %+v %v", byUser, err)
+		}
+		// The lawful lookup through the API: compliance role, a case
+		// reference, a time with its zone; exactly that device comes back.
+		tok, err := ctl.srv.CreateToken(ctx, "officer", api.RoleCompliance)
+		if err != nil {
+			t.Fatal(err)
+		}
+		officer, _ := api.NewClient(ctl.url(), tok, "")
+		path := fmt.Sprintf("/compliance/lookup?case=CERT-IN/2026/7&exit_ip=%s&port=%d&at=%s", from.Addr(), from.Port(), url.QueryEscape(at.Format(time.RFC3339Nano)))
+		var res api.LookupResult
+		if err := officer.Do(ctx, "GET", path, nil, &res); err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Sessions) != 1 || res.Sessions[0].DeviceID != alice.Device.ID || res.Sessions[0].User != "alice" || res.Case != "CERT-IN/2026/7" {
+			t.Fatalf("lookup: %+v", res)
+		}
+		var se *api.StatusError
+		if err := admin.Do(ctx, "GET", path, nil, nil); !errors.As(err, &se) || se.Code != 403 {
+			t.Fatalf("an admin token looked up sessions: %v", err)
+		}
+		noCase := strings.Replace(path, "case=CERT-IN/2026/7&", "", 1)
+		if err := officer.Do(ctx, "GET", noCase, nil, nil); !errors.As(err, &se) || se.Code != 400 {
+			t.Fatalf("a lookup without a case reference: %v", err)
+		}
+		noZone := fmt.Sprintf("/compliance/lookup?case=C&exit_ip=%s&port=%d&at=2026-05-01T10:00:00", from.Addr(), from.Port())
+		if err := officer.Do(ctx, "GET", noZone, nil, nil); !errors.As(err, &se) || se.Code != 400 || !strings.Contains(se.Message, "no time zone") {
+			t.Fatalf("a time without zone: %v", err)
+		}
+		badPort := fmt.Sprintf("/compliance/lookup?case=C&exit_ip=%s&port=70000&at=%s", from.Addr(), url.QueryEscape(at.Format(time.RFC3339)))
+		if err := officer.Do(ctx, "GET", badPort, nil, nil); !errors.As(err, &se) || se.Code != 400 || !strings.Contains(se.Message, "port") {
+			t.Fatalf("port out of range: %v", err)
+		}
+		var reads int
+		db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE chain = 'access'`).Scan(&reads)
+		if reads != 1 {
+			t.Fatalf("the access chain holds %d reads after one lookup, want 1", reads)
 		}
 		// A second request keeps to the block.
 		if again := fetchSource(t, tun, web); again.Port() < session.PortLo || again.Port() > session.PortHi {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/meridian-vpn/meridian/api"
 )
@@ -267,5 +268,55 @@ func fetchBundle(ctx context.Context, c *api.Client, id, dir string) error {
 		}
 	}
 	fmt.Printf("wrote export %s of case %s to %s: %d files, manifest signed by the control server (ed25519), every file verified\n", m.Export, m.Case, dir, len(m.Files))
+	return nil
+}
+
+func runComplianceLookup(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("compliance lookup", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	q := url.Values{}
+	keys := []string{"case", "exit-ip", "port", "at", "tunnel-ip", "endpoint-ip", "subscriber", "from", "to"}
+	vals := map[string]*string{}
+	help := map[string]string{
+		"case": "case reference of the lawful request (required)", "exit-ip": "exit address (with --port and --at)",
+		"port": "source port seen at the exit", "at": "time, RFC 3339 with zone, e.g. 2026-05-01T14:30:00+05:30",
+		"tunnel-ip": "tunnel address (with --at)", "endpoint-ip": "address the client connected from (with --from and --to)",
+		"subscriber": "account (with --from and --to)", "from": "window start (RFC 3339 with zone)", "to": "window end (RFC 3339 with zone)",
+	}
+	for _, k := range keys {
+		vals[k] = fs.String(k, "", help[k])
+	}
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if *vals[k] != "" {
+			q.Set(strings.ReplaceAll(k, "-", "_"), *vals[k])
+		}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var res api.LookupResult
+	if err := c.Do(ctx, "GET", "/compliance/lookup?"+q.Encode(), nil, &res); err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(res)
+	}
+	fmt.Printf("case %s — %s: %d session(s)\n", res.Case, res.Query, len(res.Sessions))
+	for _, x := range res.Sessions {
+		end := "open"
+		if !x.End.IsZero() {
+			end = x.End.Format(time.RFC3339)
+		}
+		fmt.Printf("  %s  user %q device %d  gateway %s  from %s  tunnel %s %s  exit %s %s ports %d-%d  %s .. %s\n",
+			x.ID, x.User, x.DeviceID, x.Gateway, x.Endpoint, x.TunnelIPv4, x.TunnelIPv6, x.ExitIPv4, x.ExitIPv6, x.PortLo, x.PortHi, x.Start.Format(time.RFC3339), end)
+	}
+	for u, r := range res.Subscribers {
+		fmt.Printf("  subscriber %q: %s <%s>, registered from %s at %s, ownership %s\n", u, r.Name, r.Email, r.RegistrationIP, r.RegisteredAt.Format(time.RFC3339), r.Ownership)
+	}
 	return nil
 }

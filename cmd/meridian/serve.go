@@ -152,11 +152,11 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
 	fs.StringVar(&g.endpoint, "endpoint", "", "host:port that clients dial (default 127.0.0.1:PORT when the control server is on loopback)")
 	fs.StringVar(&g.name, "name", "", "gateway name (default: host name)")
 	fs.Var(&g.allow, "egress-allow", "CIDR that tunnel clients may reach although the egress policy denies it (private, loopback, the gateway host) (repeatable)")
+	fs.StringVar(&g.exit4, "exit-ipv4", "", "the host's public IPv4 address traffic leaves from (tun mode: SNAT to it, default masquerade); required for session records")
+	fs.StringVar(&g.exit6, "exit-ipv6", "", "the host's public IPv6 address traffic leaves from (as --exit-ipv4)")
 	if withTUN {
 		fs.StringVar(&g.mode, "mode", "userspace", "userspace (rootless, gVisor netstack) or tun (kernel TUN + nftables NAT, needs root)")
 		fs.StringVar(&g.tunName, "tun-name", "mrd0", "TUN interface name (tun mode)")
-		fs.StringVar(&g.exit4, "exit-ipv4", "", "IPv4 address to SNAT tunnel traffic to (tun mode; default: masquerade)")
-		fs.StringVar(&g.exit6, "exit-ipv6", "", "IPv6 address to SNAT tunnel traffic to (tun mode; default: masquerade)")
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/mail"
 	"net/smtp"
+	"net/textproto"
 	"strings"
 	"time"
 )
@@ -122,11 +123,11 @@ func (m *Mailer) Send(ctx context.Context, msg Message) (string, error) {
 		}
 	}
 	if err := c.Mail(m.from.Address); err != nil {
-		return "", fmt.Errorf("mail: sender refused: %w", err)
+		return "", fmt.Errorf("mail: sender refused by %s%s", m.cfg.Server, smtpCode(err))
 	}
 	for _, a := range to {
 		if err := c.Rcpt(a.Address); err != nil {
-			return "", fmt.Errorf("mail: recipient refused by %s: %w", m.cfg.Server, err)
+			return "", fmt.Errorf("mail: recipient refused by %s%s", m.cfg.Server, smtpCode(err))
 		}
 	}
 	w, err := c.Data()
@@ -137,7 +138,7 @@ func (m *Mailer) Send(ctx context.Context, msg Message) (string, error) {
 		return "", fmt.Errorf("mail: sending data: %w", err)
 	}
 	if err := w.Close(); err != nil {
-		return "", fmt.Errorf("mail: message refused: %w", err)
+		return "", fmt.Errorf("mail: message refused by %s%s", m.cfg.Server, smtpCode(err))
 	}
 	return id, c.Quit()
 }
@@ -172,4 +173,15 @@ func messageID(from string) string {
 		domain = from[i+1:]
 	}
 	return "<" + hex.EncodeToString(r) + "@" + domain + ">"
+}
+
+// smtpCode describes a server's refusal by its SMTP code only: the text of
+// a refusal often repeats the address, which is personal data and must not
+// reach logs or error messages.
+func smtpCode(err error) string {
+	var te *textproto.Error
+	if errors.As(err, &te) {
+		return fmt.Sprintf(" (SMTP %d)", te.Code)
+	}
+	return " (connection failed)"
 }

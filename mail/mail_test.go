@@ -2,9 +2,11 @@ package mail
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"mime"
 	"mime/quotedprintable"
+	"net/textproto"
 	"strings"
 	"testing"
 	"time"
@@ -48,5 +50,12 @@ func TestBadInput(t *testing.T) {
 	_, err := m.Send(context.Background(), Message{To: []string{"a@b.c"}, Subject: "s", Body: "secret body"})
 	if err == nil || strings.Contains(err.Error(), "secret body") {
 		t.Errorf("unreachable server: %v", err)
+	}
+}
+
+func TestRefusalsNameNoAddress(t *testing.T) {
+	err := fmt.Errorf("mail: recipient refused by x%s", smtpCode(&textproto.Error{Code: 550, Msg: "5.1.1 <asha@example.in>: Recipient address rejected"}))
+	if strings.Contains(err.Error(), "asha") || !strings.Contains(err.Error(), "SMTP 550") {
+		t.Fatalf("refusal: %v", err)
 	}
 }

@@ -202,7 +202,7 @@ add rule inet e2e_guard forward oifname %q counter drop`, mgmt))
 	nsDecode(t, admin("gateway", "token", "--json"), &tok)
 	gwName := "gw-" + string(mode)
 	gwState := t.TempDir()
-	gwArgs := []string{bin, "gateway", "--control", controlURL, "--join-token", tok.Token, "--state", gwState,
+	gwArgs := []string{bin, "gateway", "--ntp-source", nsNTPSource, "--control", controlURL, "--join-token", tok.Token, "--state", gwState,
 		"--metrics", "127.0.0.1:9586", "--name", gwName, "--mode", string(mode), "--listen-port", fmt.Sprint(nsGwPort), "--endpoint", fmt.Sprintf("192.0.2.1:%d", nsGwPort)}
 	if mode == api.TUN {
 		gwArgs = append(gwArgs, "--exit-ipv4", nsExit4.String(), "--exit-ipv6", nsExit6.String())
@@ -545,3 +545,8 @@ func nsNoUsageColumns(t *testing.T, file string) {
 		}
 	}
 }
+
+// nsNTPSource is the only NTP source the gateways of these tests may
+// query: loopback inside their own namespace. A gateway the tests place in
+// India would otherwise follow its clock-sync duty to NIC's servers.
+const nsNTPSource = "127.0.0.1:123"

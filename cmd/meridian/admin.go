@@ -40,6 +40,26 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.json, "json", false, "print JSON for scripts")
 }
 
+// adminCmd starts an admin command: its flag set, with the flags every
+// admin command shares.
+func adminCmd(name string) (*flag.FlagSet, *clientFlags) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	cf := &clientFlags{}
+	cf.register(fs)
+	return fs, cf
+}
+
+// parse parses the command line (see parse) and returns a client for the
+// control server with the positional arguments.
+func (c *clientFlags) parse(fs *flag.FlagSet, args []string, positional ...string) (*api.Client, []string, error) {
+	pos, err := parse(fs, args, positional...)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err := c.client()
+	return cl, pos, err
+}
+
 func (c *clientFlags) client() (*api.Client, error) {
 	read := func(name string) string {
 		b, _ := os.ReadFile(filepath.Join(c.data, name))
@@ -93,9 +113,7 @@ func ago(t time.Time) string {
 }
 
 func runUserAdd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("user add", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("user add")
 	kind := fs.String("kind", "consumer", "consumer (a customer of a VPN service) or enterprise (an organisation's own staff)")
 	var d api.SubscriberDetails
 	var phones stringList
@@ -144,14 +162,8 @@ func runUserAdd(ctx context.Context, args []string) error {
 }
 
 func runUserCancel(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("user cancel", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	pos, err := parse(fs, args, "NAME")
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("user cancel")
+	c, pos, err := cf.parse(fs, args, "NAME")
 	if err != nil {
 		return err
 	}
@@ -163,13 +175,8 @@ func runUserCancel(ctx context.Context, args []string) error {
 }
 
 func runUserList(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("user list", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("user list")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -189,14 +196,8 @@ func runUserList(ctx context.Context, args []string) error {
 }
 
 func runUserDelete(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("user delete", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	pos, err := parse(fs, args, "NAME")
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("user delete")
+	c, pos, err := cf.parse(fs, args, "NAME")
 	if err != nil {
 		return err
 	}
@@ -208,9 +209,7 @@ func runUserDelete(ctx context.Context, args []string) error {
 }
 
 func runDeviceAdd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("device add", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("device add")
 	user := fs.String("user", "", "owner of the device (required)")
 	name := fs.String("name", "", "device name (required)")
 	out := fs.String("out", "", "write the WireGuard config here (mode 0600)")
@@ -262,7 +261,7 @@ func runDeviceAdd(ctx context.Context, args []string) error {
 
 // writeConfig writes a device's WireGuard config to out (0600), as a QR code
 // PNG to qr, and to the terminal as a QR code, as asked.
-func writeConfig(cfg *wg.Config, out, qr string, qrTerm bool, t api.TunnelInfo, cf clientFlags) error {
+func writeConfig(cfg *wg.Config, out, qr string, qrTerm bool, t api.TunnelInfo, cf *clientFlags) error {
 	conf := cfg.Render()
 	if t.Location != "" {
 		// Comments for 'meridian connect', which fails over to another
@@ -301,14 +300,9 @@ func writeConfig(cfg *wg.Config, out, qr string, qrTerm bool, t api.TunnelInfo, 
 }
 
 func runDeviceList(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("device list", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("device list")
 	user := fs.String("user", "", "only this user's devices")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -340,9 +334,7 @@ func deviceIDArg(fs *flag.FlagSet, args []string) (int64, error) {
 }
 
 func runDeviceRevoke(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("device revoke", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("device revoke")
 	id, err := deviceIDArg(fs, args)
 	if err != nil {
 		return err
@@ -363,9 +355,7 @@ func runDeviceRevoke(ctx context.Context, args []string) error {
 }
 
 func runDeviceDelete(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("device delete", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("device delete")
 	id, err := deviceIDArg(fs, args)
 	if err != nil {
 		return err
@@ -382,15 +372,10 @@ func runDeviceDelete(ctx context.Context, args []string) error {
 }
 
 func runGatewayToken(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gateway token", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("gateway token")
 	reusable := fs.Bool("reusable", false, "let several gateways join with this token")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -411,13 +396,8 @@ func runGatewayToken(ctx context.Context, args []string) error {
 }
 
 func runGatewayTokens(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gateway tokens", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("gateway tokens")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -441,14 +421,8 @@ func runGatewayTokens(ctx context.Context, args []string) error {
 }
 
 func runGatewayRevokeToken(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gateway revoke-token", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	pos, err := parse(fs, args, "ID")
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("gateway revoke-token")
+	c, pos, err := cf.parse(fs, args, "ID")
 	if err != nil {
 		return err
 	}
@@ -460,13 +434,8 @@ func runGatewayRevokeToken(ctx context.Context, args []string) error {
 }
 
 func runGatewayList(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gateway list", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("gateway list")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}

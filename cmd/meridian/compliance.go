@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"flag"
 	"fmt"
 	"net/url"
 	"os"
@@ -16,9 +15,7 @@ import (
 )
 
 func runSubscriberValidate(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("subscriber validate", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("subscriber validate")
 	field := fs.String("field", "", "name, email, address or phones")
 	method := fs.String("method", "", "how it was checked, e.g. document, phone-call, video-kyc")
 	evidence := fs.String("evidence", "", "reference to the evidence (a file or ticket id; not the evidence itself)")
@@ -47,14 +44,9 @@ func runSubscriberValidate(ctx context.Context, args []string) error {
 }
 
 func runSubscriberRequired(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("subscriber required", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("subscriber required")
 	kind := fs.String("kind", "consumer", "consumer or enterprise")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -77,9 +69,7 @@ func runSubscriberRequired(ctx context.Context, args []string) error {
 }
 
 func runComplianceSubscriber(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("compliance subscriber", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("compliance subscriber")
 	ref := fs.String("case", "", "case reference of the lawful request (required; recorded with the read)")
 	pos, err := parse(fs, args, "USER")
 	if err != nil {
@@ -129,13 +119,8 @@ func runComplianceSubscriber(ctx context.Context, args []string) error {
 }
 
 func runComplianceVerify(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("compliance verify", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("compliance verify")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -153,13 +138,8 @@ func runComplianceVerify(ctx context.Context, args []string) error {
 }
 
 func runComplianceRotateKey(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("compliance rotate-key", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("compliance rotate-key")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -174,9 +154,7 @@ func runComplianceRotateKey(ctx context.Context, args []string) error {
 }
 
 func runComplianceExport(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("compliance export", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("compliance export")
 	ref := fs.String("case", "", "case reference of the lawful request (required)")
 	subscriber := fs.String("subscriber", "", "the account whose records are exported (required)")
 	out := fs.String("out", "", "directory to write the bundle to (required)")
@@ -202,14 +180,8 @@ func runComplianceExport(ctx context.Context, args []string) error {
 }
 
 func runComplianceApprove(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("compliance approve", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	pos, err := parse(fs, args, "EXPORT-ID")
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("compliance approve")
+	c, pos, err := cf.parse(fs, args, "EXPORT-ID")
 	if err != nil {
 		return err
 	}
@@ -222,9 +194,7 @@ func runComplianceApprove(ctx context.Context, args []string) error {
 }
 
 func runComplianceFetch(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("compliance fetch", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("compliance fetch")
 	out := fs.String("out", "", "directory to write the bundle to (required)")
 	pos, err := parse(fs, args, "EXPORT-ID")
 	if err != nil {
@@ -272,9 +242,7 @@ func fetchBundle(ctx context.Context, c *api.Client, id, dir string) error {
 }
 
 func runComplianceLookup(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("compliance lookup", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("compliance lookup")
 	q := url.Values{}
 	keys := []string{"case", "exit-ip", "port", "at", "tunnel-ip", "endpoint-ip", "subscriber", "from", "to"}
 	vals := map[string]*string{}

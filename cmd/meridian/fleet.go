@@ -111,18 +111,12 @@ func runSetPlace(node string) func(context.Context, []string) error {
 }
 
 func runLocationAdd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("location add", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("location add")
 	country := fs.String("country", "", "advertised country (ISO 3166-1 alpha-2; required)")
 	city := fs.String("city", "", "advertised city")
 	var gws stringList
 	fs.Var(&gws, "gateway", "gateway serving this location (repeatable; at least one)")
-	pos, err := parse(fs, args, "CODE")
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, pos, err := cf.parse(fs, args, "CODE")
 	if err != nil {
 		return err
 	}
@@ -138,13 +132,8 @@ func runLocationAdd(ctx context.Context, args []string) error {
 }
 
 func runLocationList(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("location list", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("location list")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -172,14 +161,8 @@ func runLocationList(ctx context.Context, args []string) error {
 }
 
 func runLocationRemove(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("location remove", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	pos, err := parse(fs, args, "CODE")
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("location remove")
+	c, pos, err := cf.parse(fs, args, "CODE")
 	if err != nil {
 		return err
 	}
@@ -191,16 +174,10 @@ func runLocationRemove(ctx context.Context, args []string) error {
 }
 
 func runJurisdictionSet(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("jurisdiction set", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("jurisdiction set")
 	profile := fs.String("profile", "", "duty profile: none, cert-in-2022, or one defined with 'jurisdiction profile-set' (default: unchanged)")
 	stance := fs.String("stance", "", "comply (physical presence allowed, duties enforced) or virtual-only (no physical presence) (default: unchanged)")
-	pos, err := parse(fs, args, "COUNTRY")
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, pos, err := cf.parse(fs, args, "COUNTRY")
 	if err != nil {
 		return err
 	}
@@ -219,13 +196,8 @@ func runJurisdictionSet(ctx context.Context, args []string) error {
 }
 
 func runJurisdictionList(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("jurisdiction list", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("jurisdiction list")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -246,15 +218,10 @@ func runJurisdictionList(ctx context.Context, args []string) error {
 }
 
 func runJurisdictionExplain(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("jurisdiction explain", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("jurisdiction explain")
 	gateway := fs.String("gateway", "", "gateway to explain (default: the control server)")
 	user := fs.String("user", "", "explain for this user's tenant kind (default: the duties of the node itself)")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -270,13 +237,8 @@ func runJurisdictionExplain(ctx context.Context, args []string) error {
 }
 
 func runJurisdictionProfiles(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("jurisdiction profiles", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("jurisdiction profiles")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -288,9 +250,7 @@ func runJurisdictionProfiles(ctx context.Context, args []string) error {
 }
 
 func runJurisdictionProfileSet(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("jurisdiction profile-set", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("jurisdiction profile-set")
 	pos, err := parse(fs, args, "FILE.json")
 	if err != nil {
 		return err
@@ -320,9 +280,7 @@ func runJurisdictionProfileSet(ctx context.Context, args []string) error {
 // same tunnel addresses (the device roams). The private key comes from the
 // device's existing config file, since the server never holds it.
 func runDeviceConfig(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("device config", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("device config")
 	location := fs.String("location", "", "location code, or auto")
 	from := fs.String("from", "", "the device's existing config file, for its private key (required)")
 	out := fs.String("out", "", "write the new config here (required unless --qr-terminal)")

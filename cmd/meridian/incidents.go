@@ -184,9 +184,7 @@ func runIncidentTypes(ctx context.Context, args []string) error {
 }
 
 func runIncidentAdd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("incident add", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("incident add")
 	var ff formFlags
 	ff.register(fs)
 	typ := fs.Int("type", 0, "Annexure I type number, 1-20 ('meridian incident types')")
@@ -223,14 +221,9 @@ func runIncidentAdd(ctx context.Context, args []string) error {
 func formatTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
 
 func runIncidentList(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("incident list", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("incident list")
 	all := fs.Bool("all", false, "include closed incidents")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -258,9 +251,7 @@ func runIncidentList(ctx context.Context, args []string) error {
 }
 
 func runIncidentShow(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("incident show", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("incident show")
 	pos, err := parse(fs, args, "ID")
 	if err != nil {
 		return err
@@ -334,9 +325,7 @@ func runIncidentShow(ctx context.Context, args []string) error {
 }
 
 func runIncidentUpdate(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("incident update", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("incident update")
 	var ff formFlags
 	ff.register(fs)
 	typ := fs.Int("type", 0, "reclassify: Annexure I type number")
@@ -372,9 +361,7 @@ func runIncidentUpdate(ctx context.Context, args []string) error {
 }
 
 func runIncidentClose(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("incident close", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("incident close")
 	reason := fs.String("reason", "", "why the incident is closed (required; kept in the history)")
 	pos, err := parse(fs, args, "ID")
 	if err != nil {
@@ -400,9 +387,7 @@ func runIncidentClose(ctx context.Context, args []string) error {
 }
 
 func runIncidentReport(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("incident report", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("incident report")
 	pos, err := parse(fs, args, "ID")
 	if err != nil {
 		return err
@@ -427,9 +412,7 @@ func runIncidentReport(ctx context.Context, args []string) error {
 }
 
 func runIncidentSend(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("incident send", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("incident send")
 	var to repeated
 	fs.Var(&to, "to", "recipient instead of the incident's (incident@cert-in.org.in unless a duty names another); repeatable")
 	pos, err := parse(fs, args, "ID")
@@ -456,9 +439,7 @@ func runIncidentSend(ctx context.Context, args []string) error {
 }
 
 func runIncidentReported(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("incident reported", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("incident reported")
 	via := fs.String("via", "", "phone, fax, or email (sent from another mailer)")
 	at := fs.String("at", "now", `when the report was made (RFC 3339 with a zone, or "now")`)
 	to := fs.String("to", "", "the number or address reported to (CERT-In: phone 1800-11-4949, fax 1800-11-6969)")
@@ -487,13 +468,8 @@ func runIncidentReported(ctx context.Context, args []string) error {
 }
 
 func runPOCShow(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("poc show", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("poc show")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -513,9 +489,7 @@ func runPOCShow(ctx context.Context, args []string) error {
 }
 
 func runPOCSet(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("poc set", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("poc set")
 	var p incident.PointOfContact
 	for _, f := range []struct {
 		name, usage string
@@ -528,10 +502,7 @@ func runPOCSet(ctx context.Context, args []string) error {
 	} {
 		fs.StringVar(f.v, f.name, "", f.usage+"; unchanged if not given")
 	}
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -560,13 +531,8 @@ func runPOCSet(ctx context.Context, args []string) error {
 }
 
 func runPOCLetter(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("poc letter", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("poc letter")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -582,9 +548,7 @@ func runPOCLetter(ctx context.Context, args []string) error {
 }
 
 func runOrderAdd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("order add", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("order add")
 	var req api.OrderRequest
 	fs.StringVar(&req.Reference, "reference", "", "CERT-In's reference for the order")
 	fs.StringVar(&req.ReceivedAt, "received", "now", `when it was received (RFC 3339 with a zone, or "now")`)
@@ -610,13 +574,8 @@ func runOrderAdd(ctx context.Context, args []string) error {
 }
 
 func runOrderList(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("order list", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("order list")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -640,9 +599,7 @@ func runOrderList(ctx context.Context, args []string) error {
 }
 
 func runOrderShow(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("order show", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("order show")
 	pos, err := parse(fs, args, "ID")
 	if err != nil {
 		return err
@@ -670,9 +627,7 @@ func runOrderShow(ctx context.Context, args []string) error {
 }
 
 func runOrderAnswer(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("order answer", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("order answer")
 	answer := fs.String("answer", "", "what was provided, and how (required)")
 	at := fs.String("at", "now", `when it was answered (RFC 3339 with a zone, or "now")`)
 	pos, err := parse(fs, args, "ID")

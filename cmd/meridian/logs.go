@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,13 +33,8 @@ func candidateCommands() []*command {
 }
 
 func runLogsStatus(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("logs status", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("logs status")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -85,9 +79,7 @@ func runLogsStatus(ctx context.Context, args []string) error {
 }
 
 func runLogsExport(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("logs export", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("logs export")
 	from := fs.String("from", "", "start of the range, inclusive (RFC 3339 with a zone, e.g. 2026-05-01T00:00:00+05:30)")
 	to := fs.String("to", "", `end of the range, exclusive (RFC 3339 with a zone, or "now")`)
 	out := fs.String("out", "", "file to write (JSON lines); its SHA-256 goes to FILE.sha256")
@@ -134,14 +126,9 @@ func runLogsExport(ctx context.Context, args []string) error {
 }
 
 func runCandidates(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("incident candidates", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("incident candidates")
 	all := fs.Bool("all", false, "include confirmed and dismissed candidates")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -178,9 +165,7 @@ func runCandidates(ctx context.Context, args []string) error {
 }
 
 func runCandidateConfirm(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("incident confirm", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("incident confirm")
 	typ := fs.Int("type", 0, "Annexure I type (default: the candidate's first)")
 	note := fs.String("note", "", "a note for the history")
 	pos, err := parse(fs, args, "ID")
@@ -209,9 +194,7 @@ func runCandidateConfirm(ctx context.Context, args []string) error {
 }
 
 func runCandidateDismiss(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("incident dismiss", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("incident dismiss")
 	reason := fs.String("reason", "", "why this is not an incident (required; kept with the candidate)")
 	pos, err := parse(fs, args, "ID")
 	if err != nil {

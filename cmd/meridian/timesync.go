@@ -30,13 +30,8 @@ func (c *clockFlags) monitor(log *slog.Logger, node string) (*timesync.Monitor, 
 }
 
 func runTimeStatus(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("time status", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
+	fs, cf := adminCmd("time status")
+	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -106,9 +101,7 @@ func signed(d time.Duration) string {
 }
 
 func runTimeChronyConfig(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("time chrony-config", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := adminCmd("time chrony-config")
 	gw := fs.String("gateway", "", "the gateway to configure (default: the control server)")
 	if _, err := parse(fs, args); err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -58,6 +57,17 @@ func (c *clientFlags) parse(fs *flag.FlagSet, args []string, positional ...strin
 	}
 	cl, err := c.client()
 	return cl, pos, err
+}
+
+// parseID parses a command whose one argument is a numeric id and returns
+// a client for the control server with the id.
+func (c *clientFlags) parseID(fs *flag.FlagSet, args []string) (*api.Client, int64, error) {
+	cl, pos, err := c.parse(fs, args, "ID")
+	if err != nil {
+		return nil, 0, err
+	}
+	id, err := parseID(pos[0])
+	return cl, id, err
 }
 
 func (c *clientFlags) client() (*api.Client, error) {
@@ -321,25 +331,9 @@ func runDeviceList(ctx context.Context, args []string) error {
 	return nil
 }
 
-func deviceIDArg(fs *flag.FlagSet, args []string) (int64, error) {
-	pos, err := parse(fs, args, "ID")
-	if err != nil {
-		return 0, err
-	}
-	id, err := strconv.ParseInt(pos[0], 10, 64)
-	if err != nil {
-		return 0, usageError{fmt.Errorf("%s: device ID must be a number (see 'meridian device list')", fs.Name())}
-	}
-	return id, nil
-}
-
 func runDeviceRevoke(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("device revoke")
-	id, err := deviceIDArg(fs, args)
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, id, err := cf.parseID(fs, args)
 	if err != nil {
 		return err
 	}
@@ -356,11 +350,7 @@ func runDeviceRevoke(ctx context.Context, args []string) error {
 
 func runDeviceDelete(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("device delete")
-	id, err := deviceIDArg(fs, args)
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, id, err := cf.parseID(fs, args)
 	if err != nil {
 		return err
 	}

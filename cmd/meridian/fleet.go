@@ -286,7 +286,7 @@ func runDeviceConfig(ctx context.Context, args []string) error {
 	out := fs.String("out", "", "write the new config here (required unless --qr-terminal)")
 	qr := fs.String("qr", "", "also write it as a QR code PNG")
 	qrTerm := fs.Bool("qr-terminal", false, "print it as a QR code in the terminal")
-	id, err := deviceIDArg(fs, args)
+	c, id, err := cf.parseID(fs, args)
 	if err != nil {
 		return err
 	}
@@ -300,10 +300,6 @@ func runDeviceConfig(ctx context.Context, args []string) error {
 	old, err := wg.ParseConfig(b)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *from, err)
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
 	}
 	resp, err := c.DeviceConfig(ctx, id, *location)
 	if err != nil {

@@ -252,15 +252,7 @@ func runIncidentList(ctx context.Context, args []string) error {
 
 func runIncidentShow(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("incident show")
-	pos, err := parse(fs, args, "ID")
-	if err != nil {
-		return err
-	}
-	id, err := parseID(pos[0])
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, id, err := cf.parseID(fs, args)
 	if err != nil {
 		return err
 	}
@@ -363,15 +355,7 @@ func runIncidentUpdate(ctx context.Context, args []string) error {
 func runIncidentClose(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("incident close")
 	reason := fs.String("reason", "", "why the incident is closed (required; kept in the history)")
-	pos, err := parse(fs, args, "ID")
-	if err != nil {
-		return err
-	}
-	id, err := parseID(pos[0])
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, id, err := cf.parseID(fs, args)
 	if err != nil {
 		return err
 	}
@@ -388,15 +372,7 @@ func runIncidentClose(ctx context.Context, args []string) error {
 
 func runIncidentReport(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("incident report")
-	pos, err := parse(fs, args, "ID")
-	if err != nil {
-		return err
-	}
-	id, err := parseID(pos[0])
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, id, err := cf.parseID(fs, args)
 	if err != nil {
 		return err
 	}
@@ -415,15 +391,7 @@ func runIncidentSend(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("incident send")
 	var to repeated
 	fs.Var(&to, "to", "recipient instead of the incident's (incident@cert-in.org.in unless a duty names another); repeatable")
-	pos, err := parse(fs, args, "ID")
-	if err != nil {
-		return err
-	}
-	id, err := parseID(pos[0])
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, id, err := cf.parseID(fs, args)
 	if err != nil {
 		return err
 	}
@@ -444,15 +412,7 @@ func runIncidentReported(ctx context.Context, args []string) error {
 	at := fs.String("at", "now", `when the report was made (RFC 3339 with a zone, or "now")`)
 	to := fs.String("to", "", "the number or address reported to (CERT-In: phone 1800-11-4949, fax 1800-11-6969)")
 	ref := fs.String("reference", "", "a reference for the report (call reference, fax receipt, Message-ID)")
-	pos, err := parse(fs, args, "ID")
-	if err != nil {
-		return err
-	}
-	id, err := parseID(pos[0])
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, id, err := cf.parseID(fs, args)
 	if err != nil {
 		return err
 	}
@@ -600,15 +560,7 @@ func runOrderList(ctx context.Context, args []string) error {
 
 func runOrderShow(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("order show")
-	pos, err := parse(fs, args, "ID")
-	if err != nil {
-		return err
-	}
-	id, err := parseID(pos[0])
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, id, err := cf.parseID(fs, args)
 	if err != nil {
 		return err
 	}
@@ -630,15 +582,7 @@ func runOrderAnswer(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("order answer")
 	answer := fs.String("answer", "", "what was provided, and how (required)")
 	at := fs.String("at", "now", `when it was answered (RFC 3339 with a zone, or "now")`)
-	pos, err := parse(fs, args, "ID")
-	if err != nil {
-		return err
-	}
-	id, err := parseID(pos[0])
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, id, err := cf.parseID(fs, args)
 	if err != nil {
 		return err
 	}

@@ -168,15 +168,7 @@ func runCandidateConfirm(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("incident confirm")
 	typ := fs.Int("type", 0, "Annexure I type (default: the candidate's first)")
 	note := fs.String("note", "", "a note for the history")
-	pos, err := parse(fs, args, "ID")
-	if err != nil {
-		return err
-	}
-	id, err := parseID(pos[0])
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
+	c, id, err := cf.parseID(fs, args)
 	if err != nil {
 		return err
 	}

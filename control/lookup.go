@@ -1,6 +1,7 @@
 package control
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -98,7 +99,7 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 		if a, err = ip("endpoint_ip"); err == nil {
 			if from, to, err = window(); err == nil {
 				query = fmt.Sprintf("endpoint %s from %s to %s", a, from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339))
-				sessions, err = s.db.SessionsByEndpoint(r.Context(), a, from, to)
+				sessions, err = s.db.SessionsByEndpoint(r.Context(), s.endpointIndex(a), from, to)
 			}
 		}
 	default:
@@ -133,9 +134,17 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 	}
 	sort.Strings(names)
 	access := ledger.Access{Who: actor(r.Context()), Case: ref, Query: query}
+	// The sessions' records and the owners' subscriber records come from
+	// the ledger, in one read, which records the access. A lookup without
+	// any is recorded too.
 	records := map[string]api.SubscriberRecord{}
 	var seqs []int64
 	owner := map[int64]string{}
+	for _, x := range sessions {
+		if x.Seq != 0 {
+			seqs = append(seqs, x.Seq)
+		}
+	}
 	for _, u := range names {
 		us, err := s.db.SubscriberSeqs(r.Context(), u)
 		if err != nil {
@@ -147,6 +156,7 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 		}
 		seqs = append(seqs, us...)
 	}
+	sealed := map[int64]api.SessionRecord{}
 	if len(seqs) > 0 {
 		entries, err := s.ledger.Read(r.Context(), access, ledger.RecordChain, seqs...)
 		if err != nil {
@@ -155,7 +165,20 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 		}
 		byUser := map[string][]ledger.Entry{}
 		for _, e := range entries {
-			byUser[owner[e.Seq]] = append(byUser[owner[e.Seq]], e)
+			if e.Kind == "session" {
+				if e.Body != nil {
+					var rec api.SessionRecord
+					if err := json.Unmarshal(e.Body, &rec); err != nil {
+						s.internalError(w, r, fmt.Errorf("session entry %d: %w", e.Seq, err))
+						return
+					}
+					sealed[e.Seq] = rec
+				}
+				continue
+			}
+			if u, ok := owner[e.Seq]; ok {
+				byUser[u] = append(byUser[u], e)
+			}
 		}
 		for u, es := range byUser {
 			if records[u], err = foldRecord(es); err != nil {
@@ -169,7 +192,12 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 	}
 	out := api.LookupResult{Case: ref, Query: query, Sessions: []api.LookupSession{}, Subscribers: records}
 	for _, x := range sessions {
-		out.Sessions = append(out.Sessions, api.LookupSession{SessionRecord: x.SessionRecord, Gateway: x.Gateway, DeviceID: x.DeviceID, User: x.User})
+		rec := x.SessionRecord
+		if sr, ok := sealed[x.Seq]; ok && sr.ID == x.ID {
+			rec = sr
+			rec.End = x.End // set by a later "session-end" entry
+		}
+		out.Sessions = append(out.Sessions, api.LookupSession{SessionRecord: rec, Gateway: x.Gateway, DeviceID: x.DeviceID, User: x.User})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

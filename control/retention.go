@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/ledger"
+	"github.com/meridian-vpn/meridian/store"
 )
 
 // retentionYears is how long subscriber records are kept after the account
@@ -73,7 +74,19 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (purgeResult, 
 			return res, err
 		}
 		var freed []netip.Addr
-		reason := fmt.Sprintf("retention: subscriber record kept %d years after cancellation (cancelled before %s)", years, res.Cutoff.UTC().Format(time.DateOnly))
+		// The account's session records (both kinds of entry) go in the
+		// same purge: their seqs are read in a transaction of their own,
+		// which is safe as an expired account gets no new sessions.
+		var sessionSeqs []int64
+		if err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+			var err error
+			sessionSeqs, err = store.SessionSeqsTx(ctx, tx, a.id)
+			return err
+		}); err != nil {
+			return res, err
+		}
+		seqs = append(seqs, sessionSeqs...)
+		reason := fmt.Sprintf("retention: subscriber and session records kept %d years after cancellation (cancelled before %s)", years, res.Cutoff.UTC().Format(time.DateOnly))
 		err = s.ledger.PurgeWith(ctx, ledger.RecordChain, seqs, reason, func(tx *sql.Tx) error {
 			var err error
 			freed, err = deleteAccount(ctx, tx, a.id)
@@ -118,6 +131,7 @@ func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64) ([]netip.Addr,
 	}
 	rows.Close()
 	for _, q := range []string{
+		`DELETE FROM session_ends WHERE session_id IN (SELECT id FROM sessions WHERE device_id IN (SELECT id FROM devices WHERE user_id = ?))`,
 		`DELETE FROM sessions WHERE device_id IN (SELECT id FROM devices WHERE user_id = ?)`,
 		`DELETE FROM subscriber_entries WHERE user_id = ?`,
 		`DELETE FROM email_codes WHERE user_id = ?`,

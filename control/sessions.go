@@ -2,10 +2,16 @@ package control
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -165,7 +171,7 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	}
 	var stored int
 	if duty.any() {
-		stored, err = s.db.SaveSessions(r.Context(), gw.Name, b.Records, func(o store.SessionOwner) bool { return duty.of(o.Kind, o.Known) })
+		stored, err = s.db.SaveSessions(r.Context(), gw.Name, b.Records, func(o store.SessionOwner) bool { return duty.of(o.Kind, o.Known) }, s.sessionHook(r.Context()))
 		if err != nil {
 			s.internalError(w, r, err)
 			return
@@ -175,4 +181,34 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	s.sessions.stored.Add(float64(res.Stored))
 	s.sessions.ignored.Add(float64(res.Ignored))
 	writeJSON(w, http.StatusOK, res)
+}
+
+// sessionEnd is the body of a "session-end" ledger entry.
+type sessionEnd struct {
+	ID  string    `json:"id"`
+	End time.Time `json:"end"`
+}
+
+// sessionHook puts session records in the ledger, in the transaction that
+// indexes them.
+func (s *Server) sessionHook(ctx context.Context) store.SessionHook {
+	return store.SessionHook{
+		Index: s.endpointIndex,
+		Stored: func(tx *sql.Tx, r api.SessionRecord) (int64, error) {
+			return s.ledger.Append(ctx, tx, "session", r)
+		},
+		Ended: func(tx *sql.Tx, id string, end time.Time) (int64, error) {
+			return s.ledger.Append(ctx, tx, "session-end", sessionEnd{ID: id, End: end.UTC()})
+		},
+	}
+}
+
+// endpointIndex is the blind index of a session's endpoint address: hex
+// HMAC-SHA256 of the address under a key derived from the signing seed, so
+// the table can be searched by address without holding it.
+func (s *Server) endpointIndex(ip netip.Addr) string {
+	k := sha256.Sum256(append([]byte("meridian session endpoint index v1"), s.signer.Seed()...))
+	m := hmac.New(sha256.New, k[:])
+	m.Write([]byte(ip.Unmap().String()))
+	return hex.EncodeToString(m.Sum(nil))
 }

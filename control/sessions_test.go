@@ -1,9 +1,13 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -248,4 +252,93 @@ func TestSessionIngestion(t *testing.T) {
 			t.Fatalf("error %v", err)
 		}
 	})
+}
+
+// TestSessionRecordsSealed: a session's endpoint address is sealed in the
+// ledger, not in the database in clear; a lookup by it still finds the
+// session, reads it from the ledger and records one access; verify catches
+// a modified session entry.
+func TestSessionRecordsSealed(t *testing.T) {
+	ts := newTestServer(t, "10.200.0.0/24")
+	ctx := context.Background()
+	in := ts.joinGateway(t, "in1")
+	ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"})
+	alice, err := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "alice", Name: "a", PublicKey: newKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.placeIn(t, "in1", "IN")
+
+	rec := sessionRecord(t, alice.Device, 1)
+	rec.Endpoint = netip.MustParseAddrPort("198.51.100.77:40000")
+	ended := rec
+	ended.End = rec.Start.Add(time.Hour)
+	for _, r := range []api.SessionRecord{rec, ended, ended} {
+		if res, err := in.PostSessions(ctx, api.SessionBatch{Records: []api.SessionRecord{r}}); err != nil || res.Stored != 1 {
+			t.Fatalf("post: %+v %v", res, err)
+		}
+	}
+	var kinds []string
+	rows, _ := ts.db.Query(`SELECT kind FROM ledger_entries WHERE chain = 'records' AND kind LIKE 'session%' ORDER BY seq`)
+	for rows.Next() {
+		var k string
+		rows.Scan(&k)
+		kinds = append(kinds, k)
+	}
+	rows.Close()
+	if strings.Join(kinds, ",") != "session,session-end" {
+		t.Fatalf("ledger entries %v, want session,session-end", kinds)
+	}
+
+	for _, f := range []string{"meridian.db", "meridian.db-wal"} {
+		b, err := os.ReadFile(filepath.Join(ts.cfg.DataDir, f))
+		if err != nil && f == "meridian.db" {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte("198.51.100.77")) {
+			t.Errorf("%s holds the endpoint address in clear", f)
+		}
+	}
+
+	officer := ts.token(t, api.RoleCompliance)
+	var before, after int
+	ts.db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE chain = 'access'`).Scan(&before)
+	q := url.Values{"case": {"CERT-IN/2026/9"}, "endpoint_ip": {"198.51.100.77"},
+		"from": {rec.Start.Add(-time.Minute).Format(time.RFC3339)}, "to": {rec.Start.Add(time.Minute).Format(time.RFC3339)}}
+	var res api.LookupResult
+	if err := officer.Do(ctx, "GET", "/compliance/lookup?"+q.Encode(), nil, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Sessions) != 1 || res.Sessions[0].ID != rec.ID || res.Sessions[0].Endpoint != rec.Endpoint ||
+		!res.Sessions[0].End.Equal(ended.End) || res.Sessions[0].User != "alice" {
+		t.Fatalf("lookup by endpoint: %+v", res)
+	}
+	ts.db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE chain = 'access'`).Scan(&after)
+	if after-before != 1 {
+		t.Fatalf("a lookup recorded %d accesses, want 1", after-before)
+	}
+	q.Set("endpoint_ip", "198.51.100.78")
+	if err := officer.Do(ctx, "GET", "/compliance/lookup?"+q.Encode(), nil, &res); err != nil || len(res.Sessions) != 0 {
+		t.Fatalf("lookup by another endpoint: %+v %v", res, err)
+	}
+
+	auditor := ts.token(t, api.RoleAuditor)
+	var rep struct {
+		Problems []any `json:"problems"`
+	}
+	if err := auditor.Do(ctx, "GET", "/compliance/verify", nil, &rep); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+	var seq int64
+	ts.db.QueryRow(`SELECT seq FROM sessions WHERE id = ?`, rec.ID).Scan(&seq)
+	// As someone with the file would: past the append-only trigger.
+	if _, err := ts.db.Exec(`DROP TRIGGER ledger_entries_purge_once`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.db.Exec(`UPDATE ledger_entries SET body = randomblob(length(body)) WHERE chain = 'records' AND seq = ? AND kind = 'session'`, seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := auditor.Do(ctx, "GET", "/compliance/verify", nil, &rep); err != nil || len(rep.Problems) == 0 {
+		t.Fatalf("verify after a session entry was modified: %+v %v", rep, err)
+	}
 }

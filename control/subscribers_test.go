@@ -19,6 +19,8 @@ import (
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/internal/smtptest"
 	"github.com/meridian-vpn/meridian/mail"
+	"github.com/meridian-vpn/meridian/store"
+	"github.com/meridian-vpn/meridian/wg"
 )
 
 // complianceServer is a control server with one gateway standing in India
@@ -249,13 +251,23 @@ func TestRetentionPurge(t *testing.T) {
 	ts.db.Exec(`UPDATE users SET cancelled_at = cancelled_at + ? WHERE name = 'recent'`, 2*365*24*3600)
 	goneSeqs, _ := ts.db.SubscriberSeqs(ctx, "gone")
 	// Session records of the accounts, as a gateway would have sent them.
+	// Each is a "session" entry and a "session-end" entry in the ledger.
 	for i, name := range []string{"gone", "active"} {
-		var dev int64
-		ts.db.QueryRow(`SELECT d.id FROM devices d JOIN users u ON u.id = d.user_id WHERE u.name = ?`, name).Scan(&dev)
-		_, err := ts.db.Exec(`INSERT INTO sessions (id, gateway, public_key, device_id, user_name, endpoint_ip, endpoint_port, port_lo, port_hi, start_at) VALUES (?, 'in1', 'k', ?, ?, '198.51.100.9', 40000, 1024, 1279, 1)`,
-			strings.Repeat(string(rune('a'+i)), 32), dev, name)
+		var pub string
+		ts.db.QueryRow(`SELECT d.public_key FROM devices d JOIN users u ON u.id = d.user_id WHERE u.name = ?`, name).Scan(&pub)
+		key, err := wg.ParseKey(pub)
 		if err != nil {
 			t.Fatal(err)
+		}
+		rec := api.SessionRecord{ID: strings.Repeat(string(rune('a'+i)), 32), PublicKey: key,
+			Endpoint: netip.MustParseAddrPort("198.51.100.9:40000"), ExitIPv4: netip.MustParseAddr("203.0.113.1"),
+			PortLo: 1024, PortHi: 1279, Start: time.Unix(0, 1)}
+		ended := rec
+		ended.End = rec.Start.Add(time.Hour)
+		for _, r := range []api.SessionRecord{rec, ended} {
+			if _, err := ts.db.SaveSessions(ctx, "in1", []api.SessionRecord{r}, func(store.SessionOwner) bool { return true }, ts.sessionHook(ctx)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 
@@ -264,7 +276,7 @@ func TestRetentionPurge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Accounts != 1 || res.Entries != len(goneSeqs) || res.Years != 5 {
+	if res.Accounts != 1 || res.Entries != len(goneSeqs)+2 || res.Years != 5 {
 		t.Fatalf("purge: %+v", res)
 	}
 	users, _ := ts.admin.Users(ctx)
@@ -285,6 +297,12 @@ func TestRetentionPurge(t *testing.T) {
 	rows.Close()
 	if strings.Join(left, ",") != "active" {
 		t.Fatalf("session records after the purge belong to %v, want only active's", left)
+	}
+	var sealedLeft, endsLeft int
+	ts.db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE chain = 'records' AND kind IN ('session', 'session-end') AND body IS NOT NULL`).Scan(&sealedLeft)
+	ts.db.QueryRow(`SELECT count(*) FROM session_ends`).Scan(&endsLeft)
+	if sealedLeft != 2 || endsLeft != 1 {
+		t.Fatalf("after the purge %d session entries keep their bodies and %d session_ends rows are left, want active's 2 and 1", sealedLeft, endsLeft)
 	}
 	officer := ts.token(t, api.RoleCompliance)
 	wantStatus(t, officer.Do(ctx, "GET", "/compliance/subscribers/gone?case=C-1", nil, nil), 404, "no subscriber record")

@@ -13,12 +13,15 @@ import (
 	"github.com/meridian-vpn/meridian/wg"
 )
 
-// Session is a stored attribution record.
+// Session is the index row of an attribution record. The record itself is
+// in the ledger (entry Seq): Endpoint is not stored here and is left zero.
 type Session struct {
 	api.SessionRecord
-	Gateway  string
-	DeviceID int64  // 0: the device was gone when the record arrived
-	User     string // "" likewise
+	Gateway       string
+	DeviceID      int64  // 0: the device was gone when the record arrived
+	User          string // "" likewise
+	Seq           int64  // ledger seq of the "session" entry; 0 for rows stored before records were sealed
+	EndpointIndex string // blind index of the endpoint address
 }
 
 // SessionOwner is the device a session record's key belongs to.
@@ -29,14 +32,32 @@ type SessionOwner struct {
 	Kind     api.TenantKind
 }
 
+// SessionHook puts session records in the ledger, inside SaveSessions'
+// transaction, and computes the blind index of endpoint addresses. All
+// three functions are required.
+type SessionHook struct {
+	// Index returns the blind index of an endpoint address.
+	Index func(ip netip.Addr) string
+	// Stored records a session when it is first stored and returns the
+	// ledger seq of that entry.
+	Stored func(tx *sql.Tx, r api.SessionRecord) (seq int64, err error)
+	// Ended records that a stored open session ended and returns the
+	// ledger seq of that entry.
+	Ended func(tx *sql.Tx, id string, end time.Time) (seq int64, err error)
+}
+
 // SaveSessions stores session records sent by gateway, in one transaction.
 // keep is asked, for each record, with the device its key belongs to, and
 // a record it refuses is not stored (the duty may no longer apply). Saving
 // is idempotent by record ID: a record seen again changes nothing, except
 // that the end of a stored open session is set once; a record whose ID
 // another gateway stored changes nothing either. stored counts the records
-// that keep accepted.
-func (db *DB) SaveSessions(ctx context.Context, gateway string, recs []api.SessionRecord, keep func(SessionOwner) bool) (stored int, err error) {
+// that keep accepted. The table keeps only the index: the record itself
+// goes through hook into the ledger, in the same transaction.
+func (db *DB) SaveSessions(ctx context.Context, gateway string, recs []api.SessionRecord, keep func(SessionOwner) bool, hook SessionHook) (stored int, err error) {
+	if hook.Index == nil || hook.Stored == nil || hook.Ended == nil {
+		return 0, errors.New("store: SaveSessions needs a complete SessionHook")
+	}
 	err = db.Tx(ctx, func(tx *sql.Tx) error {
 		stored = 0
 		owners := map[wg.Key]SessionOwner{}
@@ -52,26 +73,73 @@ func (db *DB) SaveSessions(ctx context.Context, gateway string, recs []api.Sessi
 			if !keep(o) {
 				continue
 			}
-			var device, user any
-			if o.Known {
-				device, user = o.DeviceID, o.User
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6,
-					endpoint_ip, endpoint_port, exit_ipv4, exit_ipv6, port_lo, port_hi, start_at, end_at)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-				ON CONFLICT (id) DO UPDATE SET end_at = excluded.end_at
-				WHERE sessions.gateway = excluded.gateway AND sessions.end_at IS NULL AND excluded.end_at IS NOT NULL`,
-				r.ID, gateway, r.PublicKey.String(), device, user, addrOrNull(r.TunnelIPv4), addrOrNull(r.TunnelIPv6),
-				r.Endpoint.Addr().Unmap().String(), int(r.Endpoint.Port()), addrOrNull(r.ExitIPv4), addrOrNull(r.ExitIPv6),
-				int(r.PortLo), int(r.PortHi), r.Start.UnixNano(), timeOrNull(r.End))
-			if err != nil {
-				return fmt.Errorf("storing a session record: %w", err)
-			}
 			stored++
+			var gw string
+			var end sql.NullInt64
+			err := tx.QueryRowContext(ctx, `SELECT gateway, end_at FROM sessions WHERE id = ?`, r.ID).Scan(&gw, &end)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				seq, err := hook.Stored(tx, r)
+				if err != nil {
+					return fmt.Errorf("sealing a session record: %w", err)
+				}
+				var device, user any
+				if o.Known {
+					device, user = o.DeviceID, o.User
+				}
+				_, err = tx.ExecContext(ctx, `INSERT INTO sessions (id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6,
+						endpoint_index, exit_ipv4, exit_ipv6, port_lo, port_hi, start_at, end_at, seq)
+					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+					r.ID, gateway, r.PublicKey.String(), device, user, addrOrNull(r.TunnelIPv4), addrOrNull(r.TunnelIPv6),
+					hook.Index(r.Endpoint.Addr().Unmap()), addrOrNull(r.ExitIPv4), addrOrNull(r.ExitIPv6),
+					int(r.PortLo), int(r.PortHi), r.Start.UnixNano(), timeOrNull(r.End), seq)
+				if err != nil {
+					return fmt.Errorf("storing a session record: %w", err)
+				}
+			case err != nil:
+				return err
+			case gw == gateway && !end.Valid && !r.End.IsZero():
+				if r.End.UnixNano() < r.Start.UnixNano() {
+					return fmt.Errorf("session record %s ends before it starts", r.ID)
+				}
+				seq, err := hook.Ended(tx, r.ID, r.End)
+				if err != nil {
+					return fmt.Errorf("sealing the end of a session: %w", err)
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE sessions SET end_at = ? WHERE id = ?`, r.End.UnixNano(), r.ID); err != nil {
+					return fmt.Errorf("storing the end of a session: %w", err)
+				}
+				if _, err := tx.ExecContext(ctx, `INSERT INTO session_ends (session_id, seq) VALUES (?, ?)`, r.ID, seq); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
 	return stored, err
+}
+
+// SessionSeqsTx returns the ledger seqs ("session" and "session-end"
+// entries) of the sessions of the devices of account userID, in tx.
+func SessionSeqsTx(ctx context.Context, tx *sql.Tx, userID int64) ([]int64, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT s.seq FROM sessions s WHERE s.seq IS NOT NULL
+			AND s.device_id IN (SELECT id FROM devices WHERE user_id = ?)
+		UNION SELECT e.seq FROM session_ends e JOIN sessions s ON s.id = e.session_id
+			WHERE s.device_id IN (SELECT id FROM devices WHERE user_id = ?)
+		ORDER BY 1`, userID, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			return nil, err
+		}
+		out = append(out, seq)
+	}
+	return out, rows.Err()
 }
 
 func sessionOwner(ctx context.Context, tx *sql.Tx, key wg.Key) (SessionOwner, error) {
@@ -147,9 +215,10 @@ func (db *DB) SessionsByTunnelAddr(ctx context.Context, addr netip.Addr, at time
 }
 
 // SessionsByEndpoint returns the sessions that connected from the address
-// ip (any port) at some time between from and to.
-func (db *DB) SessionsByEndpoint(ctx context.Context, ip netip.Addr, from, to time.Time) ([]Session, error) {
-	return db.sessions(ctx, `endpoint_ip = ? AND `+heldDuring, ip.Unmap().String(), to.UnixNano(), from.UnixNano())
+// whose blind index (SessionHook.Index) is index, from any port, at some
+// time between from and to.
+func (db *DB) SessionsByEndpoint(ctx context.Context, index string, from, to time.Time) ([]Session, error) {
+	return db.sessions(ctx, `endpoint_index = ? AND `+heldDuring, index, to.UnixNano(), from.UnixNano())
 }
 
 // SessionsOfUser returns the sessions of a user's devices at some time
@@ -164,7 +233,7 @@ func (db *DB) SessionsOfUser(ctx context.Context, user string, from, to time.Tim
 const heldDuring = `start_at <= ? AND (end_at IS NULL OR end_at > ?)`
 
 const sessionCols = `id, gateway, public_key, coalesce(device_id, 0), coalesce(user_name, ''), coalesce(tunnel_ipv4, ''), coalesce(tunnel_ipv6, ''),
-	endpoint_ip, endpoint_port, coalesce(exit_ipv4, ''), coalesce(exit_ipv6, ''), port_lo, port_hi, start_at, end_at`
+	coalesce(endpoint_index, ''), coalesce(seq, 0), coalesce(exit_ipv4, ''), coalesce(exit_ipv6, ''), port_lo, port_hi, start_at, end_at`
 
 func (db *DB) sessions(ctx context.Context, where string, args ...any) ([]Session, error) {
 	rows, err := db.QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE `+where+` ORDER BY start_at, id`, args...)
@@ -175,21 +244,16 @@ func (db *DB) sessions(ctx context.Context, where string, args ...any) ([]Sessio
 	var out []Session
 	for rows.Next() {
 		var s Session
-		var pub, t4, t6, ep, x4, x6 string
-		var epPort, lo, hi int
+		var pub, t4, t6, x4, x6 string
+		var lo, hi int
 		var start int64
 		var end sql.NullInt64
-		if err := rows.Scan(&s.ID, &s.Gateway, &pub, &s.DeviceID, &s.User, &t4, &t6, &ep, &epPort, &x4, &x6, &lo, &hi, &start, &end); err != nil {
+		if err := rows.Scan(&s.ID, &s.Gateway, &pub, &s.DeviceID, &s.User, &t4, &t6, &s.EndpointIndex, &s.Seq, &x4, &x6, &lo, &hi, &start, &end); err != nil {
 			return nil, err
 		}
 		if s.PublicKey, err = wg.ParseKey(pub); err != nil {
 			return nil, fmt.Errorf("session %s: %w", s.ID, err)
 		}
-		epAddr, err := netip.ParseAddr(ep)
-		if err != nil {
-			return nil, fmt.Errorf("session %s: endpoint address unreadable", s.ID)
-		}
-		s.Endpoint = netip.AddrPortFrom(epAddr, uint16(epPort))
 		for _, f := range []struct {
 			text string
 			addr *netip.Addr

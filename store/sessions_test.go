@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -12,6 +13,35 @@ import (
 )
 
 func keepAll(SessionOwner) bool { return true }
+
+// fakeLedger stands in for the ledger: it hands out seqs and remembers
+// what it was given.
+type fakeLedger struct {
+	next    int64
+	records map[int64]api.SessionRecord
+	ends    map[int64]string
+}
+
+func testIndex(ip netip.Addr) string { return "idx:" + ip.Unmap().String() }
+
+func (f *fakeLedger) hook() SessionHook {
+	if f.records == nil {
+		f.records, f.ends = map[int64]api.SessionRecord{}, map[int64]string{}
+	}
+	return SessionHook{
+		Index: testIndex,
+		Stored: func(tx *sql.Tx, r api.SessionRecord) (int64, error) {
+			f.next++
+			f.records[f.next] = r
+			return f.next, nil
+		},
+		Ended: func(tx *sql.Tx, id string, end time.Time) (int64, error) {
+			f.next++
+			f.ends[f.next] = id
+			return f.next, nil
+		},
+	}
+}
 
 func TestSaveSessionsIsIdempotent(t *testing.T) {
 	ctx := context.Background()
@@ -35,8 +65,9 @@ func TestSaveSessionsIsIdempotent(t *testing.T) {
 	closed.End = t0.Add(time.Hour)
 
 	var owner SessionOwner
+	var fl fakeLedger
 	for _, batch := range [][]api.SessionRecord{{open}, {open}, {closed}, {open, closed}, {open}} {
-		n, err := db.SaveSessions(ctx, "gw-in", batch, func(o SessionOwner) bool { owner = o; return true })
+		n, err := db.SaveSessions(ctx, "gw-in", batch, func(o SessionOwner) bool { owner = o; return true }, fl.hook())
 		if err != nil || n != len(batch) {
 			t.Fatalf("save: %d, %v", n, err)
 		}
@@ -55,14 +86,25 @@ func TestSaveSessionsIsIdempotent(t *testing.T) {
 	}
 	s := got[0]
 	if s.Gateway != "gw-in" || s.DeviceID != dev.ID || s.User != "alice" || !s.End.Equal(closed.End) || !s.Start.Equal(t0) ||
-		s.Endpoint != open.Endpoint || s.TunnelIPv6 != dev.IPv6 || s.ExitIPv6.IsValid() {
+		s.Endpoint.IsValid() || s.EndpointIndex != testIndex(open.Endpoint.Addr()) || s.Seq != 1 || s.TunnelIPv6 != dev.IPv6 || s.ExitIPv6.IsValid() {
 		t.Fatalf("stored %+v", s)
+	}
+
+	// One "session" entry when first stored, one "session-end" when the
+	// end arrived; resending changed nothing.
+	if len(fl.records) != 1 || fl.records[1].Endpoint != open.Endpoint || len(fl.ends) != 1 || fl.ends[2] != open.ID {
+		t.Fatalf("ledger got records %+v, ends %v", fl.records, fl.ends)
+	}
+	var ends int
+	db.QueryRow(`SELECT count(*) FROM session_ends WHERE session_id = ? AND seq = 2`, open.ID).Scan(&ends)
+	if ends != 1 {
+		t.Fatalf("%d session_ends rows, want 1", ends)
 	}
 
 	// Another gateway cannot rewrite it.
 	other := closed
 	other.End = t0.Add(2 * time.Hour)
-	if _, err := db.SaveSessions(ctx, "gw-other", []api.SessionRecord{other}, keepAll); err != nil {
+	if _, err := db.SaveSessions(ctx, "gw-other", []api.SessionRecord{other}, keepAll, fl.hook()); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := db.SessionsByExit(ctx, open.ExitIPv4, 1300, t0.Add(90*time.Minute)); len(got) != 0 {
@@ -72,12 +114,15 @@ func TestSaveSessionsIsIdempotent(t *testing.T) {
 	// Records keep refuses are not stored.
 	refused := open
 	refused.ID = "ffffffffffffffffffffffffffffffff"
-	if n, err := db.SaveSessions(ctx, "gw-in", []api.SessionRecord{refused}, func(SessionOwner) bool { return false }); err != nil || n != 0 {
+	if n, err := db.SaveSessions(ctx, "gw-in", []api.SessionRecord{refused}, func(SessionOwner) bool { return false }, fl.hook()); err != nil || n != 0 {
 		t.Fatalf("refused record: %d %v", n, err)
 	}
 	db.QueryRow(`SELECT count(*) FROM sessions`).Scan(&rows)
 	if rows != 1 {
 		t.Fatalf("%d rows after a refused record, want 1", rows)
+	}
+	if fl.next != 2 {
+		t.Fatalf("the ledger got %d entries, want 2", fl.next)
 	}
 }
 
@@ -106,7 +151,7 @@ func TestSessionLookups(t *testing.T) {
 		rec(2, "10.200.0.3", "198.51.100.8:40000", 1024, 10*time.Minute, 20*time.Minute),
 		rec(3, "10.200.0.2", "198.51.100.7:40001", 1280, 15*time.Minute, 0),
 	}
-	if _, err := db.SaveSessions(ctx, "gw", recs, keepAll); err != nil {
+	if _, err := db.SaveSessions(ctx, "gw", recs, keepAll, new(fakeLedger).hook()); err != nil {
 		t.Fatal(err)
 	}
 	ids := func(ss []Session, err error) string {
@@ -134,8 +179,8 @@ func TestSessionLookups(t *testing.T) {
 		{"another exit address", ids(db.SessionsByExit(ctx, netip.MustParseAddr("203.0.113.2"), 1100, t0.Add(5*time.Minute))), ""},
 		{"tunnel address", ids(db.SessionsByTunnelAddr(ctx, netip.MustParseAddr("10.200.0.2"), t0.Add(16*time.Minute))), "3"},
 		{"tunnel address before its session", ids(db.SessionsByTunnelAddr(ctx, netip.MustParseAddr("10.200.0.3"), t0.Add(5*time.Minute))), ""},
-		{"endpoint over a window", ids(db.SessionsByEndpoint(ctx, netip.MustParseAddr("198.51.100.7"), t0.Add(5*time.Minute), t0.Add(16*time.Minute))), "13"},
-		{"endpoint outside the window", ids(db.SessionsByEndpoint(ctx, netip.MustParseAddr("198.51.100.8"), t0.Add(20*time.Minute), t0.Add(time.Hour))), ""},
+		{"endpoint over a window", ids(db.SessionsByEndpoint(ctx, testIndex(netip.MustParseAddr("198.51.100.7")), t0.Add(5*time.Minute), t0.Add(16*time.Minute))), "13"},
+		{"endpoint outside the window", ids(db.SessionsByEndpoint(ctx, testIndex(netip.MustParseAddr("198.51.100.8")), t0.Add(20*time.Minute), t0.Add(time.Hour))), ""},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: sessions %q, want %q", c.what, c.got, c.want)
@@ -155,11 +200,11 @@ func TestSessionsOfUser(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	r := api.SessionRecord{ID: "abcdefabcdefabcdefabcdefabcdefab", PublicKey: pub, TunnelIPv4: netip.MustParseAddr("10.200.0.9"),
 		Endpoint: netip.MustParseAddrPort("[2001:db8:1::2]:5000"), ExitIPv4: netip.MustParseAddr("203.0.113.1"), PortLo: 1024, PortHi: 1279, Start: t0}
-	if _, err := db.SaveSessions(ctx, "gw", []api.SessionRecord{r}, keepAll); err != nil {
+	if _, err := db.SaveSessions(ctx, "gw", []api.SessionRecord{r}, keepAll, new(fakeLedger).hook()); err != nil {
 		t.Fatal(err)
 	}
 	got, err := db.SessionsOfUser(ctx, "bob", t0.Add(-time.Hour), t0.Add(time.Hour))
-	if err != nil || len(got) != 1 || got[0].Endpoint != r.Endpoint || !got[0].End.IsZero() {
+	if err != nil || len(got) != 1 || got[0].EndpointIndex != testIndex(r.Endpoint.Addr()) || !got[0].End.IsZero() {
 		t.Fatalf("sessions of bob: %+v %v", got, err)
 	}
 	kinds, err := db.TenantKinds(ctx, []wg.Key{pub, key(t)})

@@ -200,8 +200,14 @@ func (db *DB) SessionsByExit(ctx context.Context, exit netip.Addr, port uint16, 
 	if exit.Unmap().Is6() {
 		col = "exit_ipv6"
 	}
-	return db.sessions(ctx, col+` = ? AND port_lo <= ? AND port_hi >= ? AND `+heldDuring,
-		exit.Unmap().String(), int(port), int(port), at.UnixNano(), at.UnixNano())
+	// Index seeks only, whatever the number of sessions: the block that
+	// holds the port is the one with the greatest port_lo at or below it,
+	// and the session that held it at time at is among the last few of
+	// that block to start before at (a block has one session at a time).
+	x := exit.Unmap().String()
+	return db.sessions(ctx, `rowid IN (SELECT rowid FROM sessions WHERE `+col+` = ? AND port_lo = (SELECT max(port_lo) FROM sessions WHERE `+col+` = ? AND port_lo <= ?)
+		AND start_at <= ? ORDER BY start_at DESC LIMIT 8) AND port_hi >= ? AND (end_at IS NULL OR end_at > ?)`,
+		x, x, int(port), at.UnixNano(), int(port), at.UnixNano())
 }
 
 // SessionsByTunnelAddr returns the sessions that held the tunnel address

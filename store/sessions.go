@@ -61,11 +61,30 @@ func (db *DB) SaveSessions(ctx context.Context, gateway string, recs []api.Sessi
 	err = db.Tx(ctx, func(tx *sql.Tx) error {
 		stored = 0
 		owners := map[wg.Key]SessionOwner{}
+		// Prepared once per batch: preparing each statement per record
+		// cost more than the work itself.
+		find, err := tx.PrepareContext(ctx, `SELECT gateway, end_at FROM sessions WHERE id = ?`)
+		if err != nil {
+			return err
+		}
+		defer find.Close()
+		insert, err := tx.PrepareContext(ctx, `INSERT INTO sessions (id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6,
+				endpoint_index, exit_ipv4, exit_ipv6, port_lo, port_hi, start_at, end_at, seq)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer insert.Close()
+		owner, err := tx.PrepareContext(ctx, `SELECT d.id, u.name, u.kind FROM devices d JOIN users u ON u.id = d.user_id WHERE d.public_key = ?`)
+		if err != nil {
+			return err
+		}
+		defer owner.Close()
 		for _, r := range recs {
 			o, seen := owners[r.PublicKey]
 			if !seen {
 				var err error
-				if o, err = sessionOwner(ctx, tx, r.PublicKey); err != nil {
+				if o, err = sessionOwner(ctx, owner, r.PublicKey); err != nil {
 					return err
 				}
 				owners[r.PublicKey] = o
@@ -76,7 +95,7 @@ func (db *DB) SaveSessions(ctx context.Context, gateway string, recs []api.Sessi
 			stored++
 			var gw string
 			var end sql.NullInt64
-			err := tx.QueryRowContext(ctx, `SELECT gateway, end_at FROM sessions WHERE id = ?`, r.ID).Scan(&gw, &end)
+			err := find.QueryRowContext(ctx, r.ID).Scan(&gw, &end)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 				seq, err := hook.Stored(tx, r)
@@ -87,9 +106,7 @@ func (db *DB) SaveSessions(ctx context.Context, gateway string, recs []api.Sessi
 				if o.Known {
 					device, user = o.DeviceID, o.User
 				}
-				_, err = tx.ExecContext(ctx, `INSERT INTO sessions (id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6,
-						endpoint_index, exit_ipv4, exit_ipv6, port_lo, port_hi, start_at, end_at, seq)
-					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				_, err = insert.ExecContext(ctx,
 					r.ID, gateway, r.PublicKey.String(), device, user, addrOrNull(r.TunnelIPv4), addrOrNull(r.TunnelIPv6),
 					hook.Index(r.Endpoint.Addr().Unmap()), addrOrNull(r.ExitIPv4), addrOrNull(r.ExitIPv6),
 					int(r.PortLo), int(r.PortHi), r.Start.UnixNano(), timeOrNull(r.End), seq)
@@ -142,11 +159,10 @@ func SessionSeqsTx(ctx context.Context, tx *sql.Tx, userID int64) ([]int64, erro
 	return out, rows.Err()
 }
 
-func sessionOwner(ctx context.Context, tx *sql.Tx, key wg.Key) (SessionOwner, error) {
+func sessionOwner(ctx context.Context, owner *sql.Stmt, key wg.Key) (SessionOwner, error) {
 	o := SessionOwner{Known: true}
 	var kind string
-	err := tx.QueryRowContext(ctx, `SELECT d.id, u.name, u.kind FROM devices d JOIN users u ON u.id = d.user_id WHERE d.public_key = ?`,
-		key.String()).Scan(&o.DeviceID, &o.User, &kind)
+	err := owner.QueryRowContext(ctx, key.String()).Scan(&o.DeviceID, &o.User, &kind)
 	if errors.Is(err, sql.ErrNoRows) {
 		return SessionOwner{}, nil
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"database/sql"
 	"encoding/binary"
+	"fmt"
 	"time"
 )
 
@@ -72,4 +73,51 @@ func (l *Ledger) Checkpoint(ctx context.Context) (Checkpoint, error) {
 		return Checkpoint{}, err
 	}
 	return c, nil
+}
+
+// SignedBy reports whether c carries a valid signature of pub over its
+// heads and time. A checkpoint held outside the database is checked with it
+// before it is trusted.
+func (c Checkpoint) SignedBy(pub ed25519.PublicKey) bool {
+	return len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, c.message(), c.Signature)
+}
+
+// PublicKey returns the key that verifies the ledger's checkpoints.
+func (l *Ledger) PublicKey() ed25519.PublicKey { return l.signer.Public().(ed25519.PublicKey) }
+
+// MaxCheckpoints is the most checkpoints Checkpoints returns at once.
+const MaxCheckpoints = pageSize
+
+// Checkpoints returns the stored checkpoints with an id above after, signed
+// at or after since (zero: any time), oldest first, at most limit of them
+// (at most MaxCheckpoints). They are what an operator copies out of the
+// database, so that Verify can later be given them as held checkpoints.
+func (l *Ledger) Checkpoints(ctx context.Context, after int64, since time.Time, limit int) ([]Checkpoint, error) {
+	if limit <= 0 || limit > MaxCheckpoints {
+		limit = MaxCheckpoints
+	}
+	var sinceNano int64
+	if !since.IsZero() {
+		sinceNano = since.UnixNano()
+	}
+	rows, err := l.db.QueryContext(ctx, `SELECT id, at, records_seq, records_hash, access_seq, access_hash, signature FROM ledger_checkpoints
+		WHERE id > ? AND at >= ? ORDER BY id LIMIT ?`, after, sinceNano, limit)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reading checkpoints: %w", err)
+	}
+	defer rows.Close()
+	cs := []Checkpoint{}
+	for rows.Next() {
+		var c Checkpoint
+		var at int64
+		if err := rows.Scan(&c.ID, &at, &c.Records.Seq, &c.Records.Hash, &c.Access.Seq, &c.Access.Hash, &c.Signature); err != nil {
+			return nil, fmt.Errorf("ledger: reading checkpoints: %w", err)
+		}
+		c.At = time.Unix(0, at).UTC()
+		cs = append(cs, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: reading checkpoints: %w", err)
+	}
+	return cs, nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/meridian-vpn/meridian/store"
@@ -16,10 +17,38 @@ import (
 // Report is what Verify found. The ledger is intact when Problems is empty.
 type Report struct {
 	Chains      []ChainReport `json:"chains"`
-	Checkpoints int           `json:"checkpoints"` // checked: stored and held
+	Checkpoints int           `json:"checkpoints"`          // checked: stored and held
+	Held        []HeldResult  `json:"held,omitempty"`       // one for each held checkpoint, in the order given
+	Divergence  []Divergence  `json:"divergence,omitempty"` // chains that part from what a checkpoint signed
 	Problems    []Problem     `json:"problems"`
 	Omitted     int           `json:"omitted,omitempty"` // problems past the first maxProblems
 }
+
+// HeldResult is what Verify found for one held checkpoint.
+type HeldResult struct {
+	ID      int64     `json:"id"`
+	At      time.Time `json:"at"`
+	Matched bool      `json:"matched"`        // signed by the key, and both chains still hold the heads it signed
+	What    string    `json:"what,omitempty"` // what is wrong, when it did not match
+}
+
+// Divergence says where a chain parts from its checkpoints (stored and held,
+// with valid signatures): entry LastMatched still carries the hash a
+// checkpoint signed, entry FirstDiffering does not (or is missing). Hashes
+// chain, so the first entry changed is among LastMatched+1 ... FirstDiffering
+// and every entry from it on was rewritten, or cut off when FirstDiffering
+// lies past the chain's end. Checkpoints alone cannot narrow it further:
+// check more often to bracket it closer.
+type Divergence struct {
+	Chain          Chain  `json:"chain"`
+	LastMatched    int64  `json:"last_matched"`    // 0: no checkpoint vouches for an earlier entry
+	FirstDiffering int64  `json:"first_differing"` // the lowest entry a checkpoint signed that is now different or missing
+	Head           int64  `json:"head"`            // the chain's last entry as found
+	Truncated      bool   `json:"truncated"`       // FirstDiffering lies past Head: the tail was cut off
+	What           string `json:"what"`
+}
+
+func (d Divergence) String() string { return d.What }
 
 // ChainReport sums up one chain as Verify walked it.
 type ChainReport struct {
@@ -119,13 +148,17 @@ func verify(ctx context.Context, db *store.DB, pub ed25519.PublicKey, openKey fu
 		}
 		r.Chains = append(r.Chains, cr)
 	}
+	marks := map[Chain]*chainMarks{}
+	for _, chain := range chains {
+		marks[chain] = &chainMarks{}
+	}
 	for after := int64(0); ; {
 		page, err := loadCheckpoints(ctx, db, after)
 		if err != nil {
 			return Report{}, fmt.Errorf("ledger: verify: reading checkpoints after %d: %w", after, err)
 		}
 		for _, c := range page {
-			if err := checkCheckpoint(ctx, db, pub, c, fmt.Sprintf("checkpoint %d", c.ID), &r); err != nil {
+			if _, err := checkCheckpoint(ctx, db, pub, c, fmt.Sprintf("checkpoint %d", c.ID), &r, marks); err != nil {
 				return Report{}, err
 			}
 			after = c.ID
@@ -135,11 +168,77 @@ func verify(ctx context.Context, db *store.DB, pub ed25519.PublicKey, openKey fu
 		}
 	}
 	for _, c := range held {
-		if err := checkCheckpoint(ctx, db, pub, c, fmt.Sprintf("held checkpoint %d of %s", c.ID, c.At.Format(time.RFC3339)), &r); err != nil {
+		what, err := checkCheckpoint(ctx, db, pub, c, fmt.Sprintf("held checkpoint %d of %s", c.ID, c.At.Format(time.RFC3339)), &r, marks)
+		if err != nil {
 			return Report{}, err
+		}
+		r.Held = append(r.Held, HeldResult{ID: c.ID, At: c.At, Matched: what == "", What: what})
+	}
+	for _, cr := range r.Chains {
+		if d, ok := marks[cr.Chain].divergence(cr.Chain, cr.Head.Seq); ok {
+			r.Divergence = append(r.Divergence, d)
 		}
 	}
 	return r, nil
+}
+
+// chainMarks collects, for one chain, what the checkpoints with valid
+// signatures say of it: the entries whose hashes still match, and the
+// lowest entry that is missing or differs.
+type chainMarks struct {
+	matched []mark
+	differs *mark
+}
+
+type mark struct {
+	seq     int64
+	label   string
+	missing bool
+}
+
+func (m *chainMarks) divergence(chain Chain, head int64) (Divergence, bool) {
+	if m.differs == nil {
+		return Divergence{}, false
+	}
+	d := Divergence{Chain: chain, FirstDiffering: m.differs.seq, Head: head, Truncated: m.differs.seq > head}
+	var last *mark
+	for i, x := range m.matched {
+		// A checkpoint signed after the change matches the changed chain:
+		// only those below the first difference bound where it began.
+		if x.seq < d.FirstDiffering && (last == nil || x.seq > last.seq) {
+			last = &m.matched[i]
+		}
+	}
+	vouched := "no checkpoint vouches for any entry before it"
+	if last != nil {
+		d.LastMatched = last.seq
+		vouched = fmt.Sprintf("entry %d is as %s signed it", last.seq, last.label)
+	}
+	switch {
+	case d.Truncated:
+		d.What = fmt.Sprintf("the %s chain was cut off: it ends at entry %d, but %s signed entry %d (entries %d-%d are gone)",
+			chain, head, m.differs.label, d.FirstDiffering, head+1, d.FirstDiffering)
+		switch {
+		case last == nil && head > 0:
+			d.What += fmt.Sprintf("; no checkpoint vouches for entries 1-%d either", head)
+		case last != nil && last.seq < head:
+			d.What += fmt.Sprintf("; %s, entries %d-%d may have been rewritten too", vouched, last.seq+1, head)
+		}
+	case d.LastMatched+1 == d.FirstDiffering:
+		d.What = fmt.Sprintf("the %s chain parts from its checkpoints at entry %d: %s; %s, and every entry from %d on was rewritten",
+			chain, d.FirstDiffering, m.differs.what(), vouched, d.FirstDiffering)
+	default:
+		d.What = fmt.Sprintf("the %s chain parts from its checkpoints between entries %d and %d: %s; %s, and the chain was rewritten from the first changed entry on",
+			chain, d.LastMatched+1, d.FirstDiffering, m.differs.what(), vouched)
+	}
+	return d, true
+}
+
+func (x mark) what() string {
+	if x.missing {
+		return fmt.Sprintf("entry %d is missing, though %s signed it", x.seq, x.label)
+	}
+	return fmt.Sprintf("entry %d differs from what %s signed", x.seq, x.label)
 }
 
 // pageSize is how many rows Verify reads at a time: memory stays flat, and
@@ -394,13 +493,15 @@ func loadCheckpoints(ctx context.Context, db *store.DB, after int64) ([]Checkpoi
 }
 
 // checkCheckpoint checks c's signature and that the entries it signed still
-// carry the hashes it signed.
-func checkCheckpoint(ctx context.Context, db *store.DB, pub ed25519.PublicKey, c Checkpoint, label string, r *Report) error {
+// carry the hashes it signed, notes what it found in marks, and returns
+// what is wrong with c ("" if nothing).
+func checkCheckpoint(ctx context.Context, db *store.DB, pub ed25519.PublicKey, c Checkpoint, label string, r *Report, marks map[Chain]*chainMarks) (string, error) {
 	r.Checkpoints++
 	if !ed25519.Verify(pub, c.message(), c.Signature) {
 		r.add(Problem{What: label + ": signature does not verify"})
-		return nil
+		return "signature does not verify", nil
 	}
+	var wrong []string
 	for _, h := range c.heads() {
 		if h.Seq == 0 {
 			continue
@@ -408,16 +509,27 @@ func checkCheckpoint(ctx context.Context, db *store.DB, pub ed25519.PublicKey, c
 		var hash []byte
 		err := db.QueryRowContext(ctx, `SELECT hash FROM ledger_entries WHERE chain = ? AND seq = ?`, string(h.chain), h.Seq).Scan(&hash)
 		p := Problem{Chain: h.chain, First: h.Seq, Last: h.Seq}
+		m := marks[h.chain]
+		x := mark{seq: h.Seq, label: label}
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			p.What = "missing, though " + label + " signed it"
 			r.add(p)
+			x.missing = true
+			wrong = append(wrong, fmt.Sprintf("%s entry %d, which it signed, is missing", h.chain, h.Seq))
 		case err != nil:
-			return fmt.Errorf("ledger: verify %s: %w", label, err)
+			return "", fmt.Errorf("ledger: verify %s: %w", label, err)
 		case !bytes.Equal(hash, h.Hash):
 			p.What = "differs from the hash " + label + " signed"
 			r.add(p)
+			wrong = append(wrong, fmt.Sprintf("%s entry %d differs from the hash it signed", h.chain, h.Seq))
+		default:
+			m.matched = append(m.matched, x)
+			continue
+		}
+		if m.differs == nil || x.seq < m.differs.seq {
+			m.differs = &x
 		}
 	}
-	return nil
+	return strings.Join(wrong, "; "), nil
 }

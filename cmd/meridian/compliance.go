@@ -118,25 +118,6 @@ func runComplianceSubscriber(ctx context.Context, args []string) error {
 	return nil
 }
 
-func runComplianceVerify(ctx context.Context, args []string) error {
-	fs, cf := adminCmd("compliance verify")
-	c, _, err := cf.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	var rep map[string]any
-	if err := c.Do(ctx, "GET", "/compliance/verify", nil, &rep); err != nil {
-		return err
-	}
-	if err := printJSON(rep); err != nil {
-		return err
-	}
-	if p, _ := rep["problems"].([]any); len(p) > 0 {
-		return fmt.Errorf("the ledger does not verify: %d problem(s)", len(p))
-	}
-	return nil
-}
-
 func runComplianceRotateKey(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("compliance rotate-key")
 	c, _, err := cf.parse(fs, args)

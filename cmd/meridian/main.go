@@ -51,7 +51,8 @@ func commands() []*command {
 		{name: "compliance", summary: "lawful lookups and integrity (compliance / auditor tokens)", sub: []*command{
 			{name: "subscriber", summary: "a subscriber's record: meridian compliance subscriber USER --case REF", run: runComplianceSubscriber},
 			{name: "lookup", summary: "who used it: --exit-ip IP --port P --at TIME | --tunnel-ip IP --at T | --endpoint-ip IP --from --to | --subscriber U --from --to, with --case REF", run: runComplianceLookup},
-			{name: "verify", summary: "verify the ledger's hash chains and signed checkpoints", run: runComplianceVerify},
+			{name: "verify", summary: "verify the ledger's hash chains and signed checkpoints [--checkpoints FILE]… (held copies) [--db FILE --pubkey KEY] (offline)", run: runComplianceVerify},
+			{name: "checkpoints", summary: "keep the signed checkpoints outside the database: meridian compliance checkpoints --out FILE [--since TIME]", run: runComplianceCheckpoints},
 			{name: "export", summary: "evidence bundle: meridian compliance export --case REF --subscriber USER --out DIR", run: runComplianceExport},
 			{name: "approve", summary: "approve another officer's export (two-person rule): meridian compliance approve ID", run: runComplianceApprove},
 			{name: "fetch", summary: "write an approved export: meridian compliance fetch ID --out DIR", run: runComplianceFetch},

@@ -98,12 +98,16 @@ type IncidentCandidate struct {
 	Summary    string          `json:"summary"`
 	Details    json.RawMessage `json:"details,omitempty"`
 	DetectedAt time.Time       `json:"detected_at"` // the first sighting: the incident's noticed at
-	LastSeenAt time.Time       `json:"last_seen_at"`
-	Sightings  int             `json:"sightings"` // detections merged into this candidate while pending
-	DecidedAt  time.Time       `json:"decided_at,omitzero"`
-	DecidedBy  string          `json:"decided_by,omitempty"`
-	Reason     string          `json:"reason,omitempty"` // why it was dismissed
-	Incident   int64           `json:"incident,omitempty"`
+	// Clock is the control node's sync state at the first sighting: the
+	// incident's clock at notice. Nil for candidates from before it was
+	// kept.
+	Clock      *ClockSync `json:"clock,omitempty"`
+	LastSeenAt time.Time  `json:"last_seen_at"`
+	Sightings  int        `json:"sightings"` // detections merged into this candidate while pending
+	DecidedAt  time.Time  `json:"decided_at,omitzero"`
+	DecidedBy  string     `json:"decided_by,omitempty"`
+	Reason     string     `json:"reason,omitempty"` // why it was dismissed
+	Incident   int64      `json:"incident,omitempty"`
 }
 
 // CandidateConfirm confirms a candidate (POST

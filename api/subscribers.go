@@ -40,6 +40,7 @@ type Validation struct {
 	Evidence string          `json:"evidence,omitempty"` // a reference to the evidence, not the evidence itself
 	By       string          `json:"by,omitempty"`       // who validated (token id), or "subscriber" for a code
 	At       time.Time       `json:"at,omitzero"`
+	Clock    *ClockSync      `json:"clock,omitempty"` // the control node's sync state at At
 }
 
 // SubscriberRecord is what CERT-In direction (v) asks a VPN service
@@ -69,6 +70,12 @@ type SubscriberRecord struct {
 	PhoneValidation   Validation `json:"phone_validation"`
 	// (g) ownership pattern
 	Ownership OwnershipPattern `json:"ownership"`
+	// The control node's clock sync state (CERT-In direction (i)) when the
+	// registration was taken (RegisteredAt) and when it was cancelled;
+	// each validation carries its own. Nil in records taken before it was
+	// kept.
+	Clock          *ClockSync `json:"clock,omitempty"`
+	CancelledClock *ClockSync `json:"cancelled_clock,omitempty"`
 }
 
 // SubscriberDetails are the fields a subscriber (or an operator on their

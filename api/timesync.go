@@ -3,6 +3,8 @@ package api
 import (
 	"context"
 	"time"
+
+	"github.com/meridian-vpn/meridian/timesync/syncstamp"
 )
 
 // TimePlan says what a node's clock is checked against: the NTP sources of
@@ -17,20 +19,34 @@ type TimePlan struct {
 	MaxOffset time.Duration `json:"max_offset,omitempty"` // nanoseconds; larger offsets are flagged
 }
 
-// TimeState sums up a node's clock.
-type TimeState string
+// TimeState sums up a node's clock. Package syncstamp defines it (and
+// ClockSync), so that packages api depends on, such as incident, can carry
+// a node's sync state too.
+type TimeState = syncstamp.State
 
 const (
-	TimeUnknown     TimeState = "unknown"      // the node does not know its duties yet and has no sources of its own
-	TimeNotRequired TimeState = "not-required" // no clock-sync duty and no sources set on the node: nothing is queried
-	TimeWaiting     TimeState = "waiting"      // no usable answer yet, and the no-source time has not passed
-	TimeSynced      TimeState = "synced"       // a source answered recently and the offset is within bounds
-	TimeOffsetAlarm TimeState = "offset-alarm" // the best source's offset exceeds the bound
-	TimeNoSource    TimeState = "no-source"    // no source answered usably for longer than the no-source time
+	TimeUnknown     = syncstamp.Unknown     // the node does not know its duties yet and has no sources of its own
+	TimeNotRequired = syncstamp.NotRequired // no clock-sync duty and no sources set on the node: nothing is queried
+	TimeWaiting     = syncstamp.Waiting     // no usable answer yet, and the no-source time has not passed
+	TimeSynced      = syncstamp.Synced      // a source answered recently and the offset is within bounds
+	TimeOffsetAlarm = syncstamp.OffsetAlarm // the best source's offset exceeds the bound
+	TimeNoSource    = syncstamp.NoSource    // no source answered usably for longer than the no-source time
+	// TimeUnwatched is the state a record carries when its node runs no
+	// time monitor: nothing is known of its clock. A monitor never reports
+	// it.
+	TimeUnwatched = syncstamp.Unwatched
 )
 
+// ClockSync is a node's sync state in brief, as records and incidents
+// carry it: "the node's sync state at the moment they were taken". Its
+// String words it ("synced, offset +2.1 ms from samay1.nic.in"). A record
+// of a node without a time monitor says TimeUnwatched, or, where the field
+// is a pointer that the record may lack (session records), leaves it nil.
+type ClockSync = syncstamp.Stamp
+
 // TimeStatus is a node's clock as its time monitor saw it at one moment.
-// Records and incidents carry it as "the node's sync state when taken".
+// Records and incidents carry it in brief (Sync) as "the node's sync state
+// when taken".
 type TimeStatus struct {
 	At    time.Time `json:"at"` // when the snapshot was taken, by the node's clock
 	State TimeState `json:"state"`
@@ -48,6 +64,12 @@ type TimeStatus struct {
 
 // Synced reports whether the node's clock was in sync with its sources.
 func (s TimeStatus) Synced() bool { return s.State == TimeSynced }
+
+// Sync is s in brief, as records carry it: the state, the best source and
+// its offset, and whether the kernel's clock is disciplined.
+func (s TimeStatus) Sync() ClockSync {
+	return ClockSync{At: s.At, State: s.State, Source: s.Best, Offset: s.Offset, KernelSynced: s.Kernel.Known && s.Kernel.Synced}
+}
 
 // TimeSource is what one NTP server said. Offset, Delay, Stratum, RefID and
 // Leap come from its last usable answer, at LastSuccess.

@@ -43,10 +43,11 @@ const (
 	loginBurstWithin  = 5 * time.Minute // ... within this time raise a candidate
 )
 
-// raiseCandidate records c, logging (without personal data) when it is new.
-// A caller that hangs up does not stop it.
+// raiseCandidate records c with the control node's sync state, logging
+// (without personal data) when it is new. A caller that hangs up does not
+// stop it.
 func (s *Server) raiseCandidate(ctx context.Context, c api.IncidentCandidate) {
-	c.DetectedAt = c.DetectedAt.UTC().Truncate(time.Second)
+	c.DetectedAt, c.Clock = c.DetectedAt.UTC().Truncate(time.Second), s.clockNow()
 	got, fresh, err := s.db.RaiseCandidate(context.WithoutCancel(ctx), c)
 	if err != nil {
 		s.log.Error("an incident candidate was not recorded", "kind", c.Kind, "node", c.Node, "err", err)
@@ -156,7 +157,8 @@ func (s *Server) pendingCandidate(w http.ResponseWriter, r *http.Request) (api.I
 }
 
 // handleConfirmCandidate adds the incident a candidate describes to the
-// register, noticed when the candidate was first detected.
+// register, noticed when the candidate was first detected: its clock at
+// notice is the candidate's, and its clock at confirmation is taken now.
 func (s *Server) handleConfirmCandidate(w http.ResponseWriter, r *http.Request) {
 	var req api.CandidateConfirm
 	if !decode(w, r, &req) {
@@ -198,7 +200,7 @@ func (s *Server) handleConfirmCandidate(w http.ResponseWriter, r *http.Request) 
 	}
 	by := actor(r.Context())
 	inc := incident.Incident{Type: typ, State: incident.Noticed, Noticed: c.DetectedAt, Deadline: incident.Deadline(c.DetectedAt, duty.within),
-		DeadlineWhy: duty.why, Recipient: duty.recipient, Version: 1}
+		DeadlineWhy: duty.why, Recipient: duty.recipient, Version: 1, NoticeClock: c.Clock, ConfirmClock: s.clockNow()}
 	u := incident.Update{Version: 1, At: now, By: by, Type: typ, Fields: fields, Note: note}
 	inc.ID, err = s.db.CreateIncident(r.Context(), inc, func(tx *sql.Tx, id int64) error {
 		if err := s.addIncidentVersion(r.Context(), tx, id, u); err != nil {

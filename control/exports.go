@@ -187,12 +187,24 @@ func csvBytes(rows [][]string) []byte {
 	return b.Bytes()
 }
 
+// recordCSV lays out a subscriber record by the items of CERT-In direction
+// (v), with the control node's clock sync state when each value was taken.
 func recordCSV(r api.SubscriberRecord) []byte {
+	clock := func(c *api.ClockSync) string {
+		if c == nil {
+			return ""
+		}
+		return c.String()
+	}
 	v := func(x api.Validation) string {
 		if x.State == "" {
 			return ""
 		}
-		return fmt.Sprintf("%s %s %s %s", x.State, x.Method, x.Evidence, x.At.Format(time.RFC3339))
+		s := fmt.Sprintf("%s %s %s %s", x.State, x.Method, x.Evidence, x.At.Format(time.RFC3339))
+		if x.Clock != nil {
+			s += " (clock: " + x.Clock.String() + ")"
+		}
+		return s
 	}
 	ts := func(t time.Time) string {
 		if t.IsZero() {
@@ -205,9 +217,11 @@ func recordCSV(r api.SubscriberRecord) []byte {
 		{"a", "name", r.Name, v(r.NameValidation)},
 		{"b", "hire_start", ts(r.HireStart), ""},
 		{"b", "cancelled_at", ts(r.CancelledAt), ""},
+		{"b", "cancelled_at_clock", clock(r.CancelledClock), ""},
 		{"d", "email", r.Email, v(r.EmailValidation)},
 		{"d", "registration_ip", r.RegistrationIP.String(), ""},
 		{"d", "registered_at", ts(r.RegisteredAt), ""},
+		{"d", "registered_at_clock", clock(r.Clock), ""},
 		{"e", "purpose", r.Purpose, ""},
 		{"f", "address", r.Address, v(r.AddressValidation)},
 		{"f", "phones", strings.Join(r.Phones, "; "), v(r.PhoneValidation)},

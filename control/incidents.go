@@ -191,7 +191,7 @@ func (s *Server) handleCreateIncident(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	inc := incident.Incident{Type: typ, State: incident.Noticed, Noticed: noticed, Deadline: incident.Deadline(noticed, duty.within),
-		DeadlineWhy: duty.why, Recipient: duty.recipient, Version: 1}
+		DeadlineWhy: duty.why, Recipient: duty.recipient, Version: 1, NoticeClock: s.clockNow()}
 	u := incident.Update{Version: 1, At: now, By: actor(r.Context()), Type: typ, Fields: req.Fields, Note: req.Note}
 	inc.ID, err = s.db.CreateIncident(r.Context(), inc, func(tx *sql.Tx, id int64) error {
 		return s.addIncidentVersion(r.Context(), tx, id, u)
@@ -679,17 +679,19 @@ func (s *Server) handleAnswerOrder(w http.ResponseWriter, r *http.Request) {
 // incidentCheckEvery is how often the register is checked for alerts.
 const incidentCheckEvery = time.Minute
 
-// incidentAlerts raises the register's deadline alerts: in the log (a
-// warning with the incident's number, type and time left: nothing
-// personal), in metrics, and to the operator's webhook if one is set.
-// Each kind fires once per incident, recorded in the store, so restarts
-// and several control servers do not repeat it.
+// incidentAlerts raises the register's deadline alerts, of incidents and
+// of CERT-In orders: in the log (a warning with the incident's number, type
+// and time left, or the order's number and time left: nothing personal),
+// in metrics, and to the operator's webhook if one is set. Each kind fires
+// once per incident or order, recorded in the store, so restarts and
+// several control servers do not repeat it.
 type incidentAlerts struct {
-	s       *Server
-	clock   incident.Clock
-	webhook string // "" for none
-	http    *http.Client
-	fired   *prometheus.CounterVec
+	s           *Server
+	clock       incident.Clock
+	webhook     string // "" for none
+	http        *http.Client
+	fired       *prometheus.CounterVec
+	ordersFired *prometheus.CounterVec
 }
 
 // checkWebhook checks the URL of the incident alert webhook: http or
@@ -716,24 +718,32 @@ func (s *Server) newIncidentAlerts(clock incident.Clock, webhook string) (*incid
 		fired: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_incident_alerts_total", Help: "Incident deadline alerts raised, by kind (one-hour-left, overdue).",
 		}, []string{"kind"}),
+		ordersFired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_order_alerts_total", Help: "CERT-In order due-time alerts raised, by kind (one-hour-left, overdue).",
+		}, []string{"kind"}),
 	}
 	for _, k := range incident.AlertKinds {
 		a.fired.WithLabelValues(string(k))
+		a.ordersFired.WithLabelValues(string(k))
 	}
-	open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_incidents_open", Help: "Incidents in the register that are not closed."}, func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		n, _ := s.db.OpenIncidents(ctx)
-		return float64(n)
-	})
-	if err := errors.Join(s.metrics.reg.Register(a.fired), s.metrics.reg.Register(open)); err != nil {
+	count := func(n func(context.Context) (int, error)) func() float64 {
+		return func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			v, _ := n(ctx)
+			return float64(v)
+		}
+	}
+	open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_incidents_open", Help: "Incidents in the register that are not closed."}, count(s.db.OpenIncidents))
+	openOrders := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_orders_open", Help: "CERT-In orders not yet answered."}, count(s.db.OpenOrders))
+	if err := errors.Join(s.metrics.reg.Register(a.fired), s.metrics.reg.Register(a.ordersFired), s.metrics.reg.Register(open), s.metrics.reg.Register(openOrders)); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-// watchIncidents raises incident alerts until ctx ends, checking every
-// minute; webhook is the operator's URL for alerts, or "" (checkWebhook
+// watchIncidents raises incident and order alerts until ctx ends, checking
+// every minute; webhook is the operator's URL for alerts, or "" (checkWebhook
 // tells early whether it will do).
 func (s *Server) watchIncidents(ctx context.Context, webhook string) {
 	a, err := s.newIncidentAlerts(incident.SystemClock{}, webhook)
@@ -755,13 +765,18 @@ func (s *Server) watchIncidents(ctx context.Context, webhook string) {
 	}
 }
 
-// check raises the alerts that are due now.
+// check raises the alerts of incidents and orders that are due now.
 func (a *incidentAlerts) check(ctx context.Context) error {
+	now := a.clock.Now()
+	return errors.Join(a.checkIncidents(ctx, now), a.checkOrders(ctx, now))
+}
+
+// checkIncidents raises the incident alerts due at now.
+func (a *incidentAlerts) checkIncidents(ctx context.Context, now time.Time) error {
 	incs, err := a.s.db.Incidents(ctx, false)
 	if err != nil {
 		return err
 	}
-	now := a.clock.Now()
 	for _, al := range incident.Due(incs, now) {
 		first, err := a.s.db.RecordIncidentAlert(ctx, al.Incident, al.Kind, now)
 		if err != nil {
@@ -781,9 +796,39 @@ func (a *incidentAlerts) check(ctx context.Context) error {
 	return nil
 }
 
-// post sends al to the webhook as JSON. Its errors leave out the URL,
-// which may hold a secret.
-func (a *incidentAlerts) post(ctx context.Context, al incident.Alert) error {
+// checkOrders raises the alerts of open CERT-In orders due at now; an
+// answered order raises none.
+func (a *incidentAlerts) checkOrders(ctx context.Context, now time.Time) error {
+	rows, err := a.s.db.Orders(ctx)
+	if err != nil {
+		return err
+	}
+	orders := make([]incident.Order, len(rows))
+	for i, o := range rows {
+		orders[i] = o.Order
+	}
+	for _, al := range incident.DueOrders(orders, now) {
+		first, err := a.s.db.RecordOrderAlert(ctx, al.Order, al.Kind, now)
+		if err != nil {
+			return err
+		}
+		if !first {
+			continue
+		}
+		a.ordersFired.WithLabelValues(string(al.Kind)).Inc()
+		a.s.log.Warn("CERT-In order due", "order", al.Order, "alert", al.Kind, "time_left", al.TimeLeft, "due", al.Due)
+		if a.webhook != "" {
+			if err := a.post(ctx, al); err != nil {
+				a.s.log.Warn("order alert webhook failed", "order", al.Order, "alert", al.Kind, "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// post sends al (an incident.Alert or incident.OrderAlert) to the webhook
+// as JSON. Its errors leave out the URL, which may hold a secret.
+func (a *incidentAlerts) post(ctx context.Context, al any) error {
 	body, err := json.Marshal(al)
 	if err != nil {
 		return err

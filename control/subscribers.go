@@ -39,8 +39,9 @@ type validatedEntry struct {
 }
 
 type cancelledEntry struct {
-	User string    `json:"user"`
-	At   time.Time `json:"at"`
+	User  string         `json:"user"`
+	At    time.Time      `json:"at"`
+	Clock *api.ClockSync `json:"clock,omitempty"` // the control node's sync state at At
 }
 
 // recordRequirement says whether accounts of kind k must have a subscriber
@@ -210,6 +211,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, name string, k
 			Purpose: d.Purpose, Address: d.Address, Phones: d.Phones, Ownership: d.Ownership,
 			NameValidation: api.Validation{State: api.Unvalidated}, EmailValidation: api.Validation{State: api.Unvalidated},
 			AddressValidation: api.Validation{State: api.Unvalidated}, PhoneValidation: api.Validation{State: api.Unvalidated},
+			Clock: s.clockNow(),
 		}
 		seq, err := s.ledger.Append(r.Context(), tx, kindRegistered, rec)
 		if err != nil {
@@ -284,7 +286,7 @@ func (s *Server) handleVerifyEmail(w http.ResponseWriter, r *http.Request) {
 	}
 	err := s.db.CheckEmailCode(r.Context(), req.User, codeHash(req.User, req.Code), time.Now(), func(tx *sql.Tx, id int64) error {
 		return s.appendEntry(r.Context(), tx, id, kindValidated, validatedEntry{User: req.User, Field: "email",
-			Validation: api.Validation{State: api.Validated, Method: "email-code", By: "subscriber", At: time.Now().UTC().Truncate(time.Second)}})
+			Validation: api.Validation{State: api.Validated, Method: "email-code", By: "subscriber", At: time.Now().UTC().Truncate(time.Second), Clock: s.clockNow()}})
 	})
 	if err != nil {
 		s.storeError(w, r, err, "")
@@ -335,7 +337,7 @@ func (s *Server) handleValidate(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, fmt.Sprintf("no user named %q", user))
 		return
 	}
-	v := api.Validation{State: req.State, Method: req.Method, Evidence: req.Evidence, By: actor(r.Context()), At: time.Now().UTC().Truncate(time.Second)}
+	v := api.Validation{State: req.State, Method: req.Method, Evidence: req.Evidence, By: actor(r.Context()), At: time.Now().UTC().Truncate(time.Second), Clock: s.clockNow()}
 	err = s.db.Tx(r.Context(), func(tx *sql.Tx) error {
 		return s.appendEntry(r.Context(), tx, id, kindValidated, validatedEntry{User: user, Field: req.Field, Validation: v})
 	})
@@ -354,7 +356,7 @@ func (s *Server) handleCancelUser(w http.ResponseWriter, r *http.Request) {
 		if err := tx.QueryRowContext(r.Context(), `SELECT count(*) FROM subscriber_entries WHERE user_id = ?`, id).Scan(&n); err != nil || n == 0 {
 			return err
 		}
-		return s.appendEntry(r.Context(), tx, id, kindCancelled, cancelledEntry{User: user, At: now})
+		return s.appendEntry(r.Context(), tx, id, kindCancelled, cancelledEntry{User: user, At: now, Clock: s.clockNow()})
 	})
 	if err != nil {
 		s.storeError(w, r, err, fmt.Sprintf("no user named %q", user))
@@ -396,7 +398,7 @@ func foldRecord(entries []ledger.Entry) (api.SubscriberRecord, error) {
 			if err := json.Unmarshal(e.Body, &c); err != nil {
 				return rec, fmt.Errorf("ledger entry %d: %w", e.Seq, err)
 			}
-			rec.CancelledAt = c.At
+			rec.CancelledAt, rec.CancelledClock = c.At, c.Clock
 		}
 	}
 	return rec, nil
@@ -450,15 +452,6 @@ func (s *Server) handleSubscriberRecord(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"case": ref, "record": rec, "devices": devs})
-}
-
-func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
-	rep, err := s.ledger.Verify(r.Context())
-	if err != nil {
-		s.internalError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, rep)
 }
 
 // handleRotateKey re-seals every ledger data key under the keyring's active

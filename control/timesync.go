@@ -62,6 +62,13 @@ func (s *Server) watchTime(ctx context.Context) {
 	s.cfg.Clock.Run(ctx, s.controlClockPlan)
 }
 
+// clockNow is the control node's sync state now, as the records and
+// incidents it takes carry it: "unwatched" when it has no time monitor.
+func (s *Server) clockNow() *api.ClockSync {
+	c := s.cfg.Clock.Sync()
+	return &c
+}
+
 // handleTime lists every node's clock: what its duties ask and what its
 // monitor said (the control server's own, now; a gateway's, in its last
 // report, taken at Status.At).

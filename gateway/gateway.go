@@ -244,18 +244,28 @@ func (g *Gateway) startSessions() error {
 	if g.spool, err = openSpool(g.cfg.StateDir, g.cfg.SpoolLimit); err != nil {
 		return err
 	}
-	if err := closeLeftSessions(g.cfg.StateDir, g.spool, time.Now()); err != nil {
+	if err := closeLeftSessions(g.cfg.StateDir, g.spool, time.Now(), g.clockStamp()); err != nil {
 		g.spool.close()
 		return err
 	}
 	g.sessions, err = newSessionTracker(sessionConfig{
 		stateDir: g.cfg.StateDir, exit4: g.cfg.ExitIPv4, exit6: g.cfg.ExitIPv6, blocks: g.cfg.PortBlocks,
-		spool: g.spool, now: time.Now, log: g.log, refusal: ephemeralOverlap(g.cfg.PortBlocks),
+		spool: g.spool, now: time.Now, clock: g.clockStamp, log: g.log, refusal: ephemeralOverlap(g.cfg.PortBlocks),
 	})
 	if err != nil {
 		g.spool.close()
 	}
 	return err
+}
+
+// clockStamp is the gateway's sync state now, as its session records carry
+// it; nil when it runs no time monitor.
+func (g *Gateway) clockStamp() *api.ClockSync {
+	if g.cfg.Clock == nil {
+		return nil
+	}
+	c := g.cfg.Clock.Sync()
+	return &c
 }
 
 func (g *Gateway) startDevice() error {

@@ -364,7 +364,7 @@ func TestSessionsLeftOpenAreClosedAtStart(t *testing.T) {
 	}
 	defer sp.close()
 	restart := tt.now.Add(time.Hour)
-	if err := closeLeftSessions(tt.dir, sp, restart); err != nil {
+	if err := closeLeftSessions(tt.dir, sp, restart, nil); err != nil {
 		t.Fatal(err)
 	}
 	recs, _, _, _ := sp.peek(10, 1<<20)

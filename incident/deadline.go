@@ -108,16 +108,8 @@ func Due(incs []Incident, now time.Time) []Alert {
 			continue
 		}
 		left := i.TimeLeft(now)
-		var kind AlertKind
-		switch {
-		case left <= 0:
-			kind = Overdue
-		case left <= alertBefore:
-			kind = OneHourLeft
-		default:
-			continue
-		}
-		if i.fired(kind) {
+		kind, ok := alertDue(left, i.Alerts)
+		if !ok {
 			continue
 		}
 		out = append(out, Alert{Incident: i.ID, Type: i.Type, TypeName: i.Type.Name(), Kind: kind,
@@ -126,11 +118,22 @@ func Due(incs []Incident, now time.Time) []Alert {
 	return out
 }
 
-func (i Incident) fired(k AlertKind) bool {
-	for _, a := range i.Alerts {
-		if a.Kind == k {
-			return true
+// alertDue says which alert is due with left until the deadline, if one
+// is and it has not fired.
+func alertDue(left time.Duration, fired []FiredAlert) (AlertKind, bool) {
+	var kind AlertKind
+	switch {
+	case left <= 0:
+		kind = Overdue
+	case left <= alertBefore:
+		kind = OneHourLeft
+	default:
+		return "", false
+	}
+	for _, a := range fired {
+		if a.Kind == kind {
+			return "", false
 		}
 	}
-	return false
+	return kind, true
 }

@@ -19,6 +19,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/meridian-vpn/meridian/timesync/syncstamp"
 )
 
 // State is where an incident stands with CERT-In.
@@ -323,6 +325,15 @@ type Incident struct {
 	Reported    time.Time `json:"reported_at,omitzero"` // the initial report's delivery
 	Closed      time.Time `json:"closed_at,omitzero"`
 	Version     int       `json:"version"` // the newest version of the content (1 at creation)
+	// NoticeClock is the control node's clock sync state (CERT-In
+	// direction (i)) when the noticed time was taken: when the incident
+	// was added (the operator may give an earlier noticed time), or, for
+	// one confirmed from a candidate, when the candidate was detected.
+	// Nil for incidents recorded before it was kept.
+	NoticeClock *syncstamp.Stamp `json:"clock_at_notice,omitempty"`
+	// ConfirmClock is, for an incident confirmed from a candidate, the
+	// control node's sync state when it was confirmed.
+	ConfirmClock *syncstamp.Stamp `json:"clock_at_confirmation,omitempty"`
 
 	Alerts     []FiredAlert `json:"alerts,omitempty"`
 	Updates    []Update     `json:"updates,omitempty"`    // the history, oldest first

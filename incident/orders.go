@@ -17,14 +17,15 @@ const (
 // Order is an order of CERT-In (direction (iii)) to provide information or
 // assistance, in the format and within the time it sets.
 type Order struct {
-	ID        int64      `json:"id"`
-	Reference string     `json:"reference"` // CERT-In's reference for the order
-	Received  time.Time  `json:"received_at"`
-	Due       time.Time  `json:"due_at"`
-	State     OrderState `json:"state"`
-	Answered  time.Time  `json:"answered_at,omitzero"`
-	Request   string     `json:"request,omitempty"` // what the order asks for, in which format
-	Answer    string     `json:"answer,omitempty"`  // what was provided, and how
+	ID        int64        `json:"id"`
+	Reference string       `json:"reference"` // CERT-In's reference for the order
+	Received  time.Time    `json:"received_at"`
+	Due       time.Time    `json:"due_at"`
+	State     OrderState   `json:"state"`
+	Answered  time.Time    `json:"answered_at,omitzero"`
+	Request   string       `json:"request,omitempty"` // what the order asks for, in which format
+	Answer    string       `json:"answer,omitempty"`  // what was provided, and how
+	Alerts    []FiredAlert `json:"alerts,omitempty"`  // deadline alerts that fired
 
 	// Set by AsOf.
 	Status      string `json:"status,omitempty"`
@@ -96,4 +97,35 @@ func (o Order) AsOf(now time.Time) Order {
 		o.Status += ", in time"
 	}
 	return o
+}
+
+// OrderAlert is an alert about an order's due time that is due. Like
+// Alert, it carries no personal data: it is logged and posted to the
+// operator's webhook.
+type OrderAlert struct {
+	Order       int64     `json:"order"`
+	Kind        AlertKind `json:"alert"`
+	Due         time.Time `json:"due_at"`
+	SecondsLeft int64     `json:"seconds_left"` // negative when overdue
+	TimeLeft    string    `json:"time_left"`
+}
+
+// DueOrders returns the alerts due at now for orders still open, as Due
+// does for incidents: "overdue" once the due time has passed, or
+// "one-hour-left" within the last hour, each once. An answered order
+// raises none.
+func DueOrders(orders []Order, now time.Time) []OrderAlert {
+	var out []OrderAlert
+	for _, o := range orders {
+		if o.State != OrderOpen {
+			continue
+		}
+		left := o.TimeLeft(now)
+		kind, ok := alertDue(left, o.Alerts)
+		if !ok {
+			continue
+		}
+		out = append(out, OrderAlert{Order: o.ID, Kind: kind, Due: o.Due, SecondsLeft: int64(left / time.Second), TimeLeft: FormatLeft(left)})
+	}
+	return out
 }

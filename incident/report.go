@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/meridian-vpn/meridian/timesync/syncstamp"
 )
 
 // Report is an incident report as CERT-In's reporting form lays it out:
@@ -19,6 +21,12 @@ type Report struct {
 	Status         string    `json:"status"`
 	TypeOfIncident TypeInfo  `json:"type_of_incident"`
 	Detected       time.Time `json:"detected_at"` // when the incident was noticed
+	// The control node's clock sync state when the noticed time was taken
+	// and, for an incident confirmed from a candidate, when it was
+	// confirmed (Incident.NoticeClock, ConfirmClock): context for the
+	// times, outside the form's items.
+	ClockAtNotice       *syncstamp.Stamp `json:"clock_at_notice,omitempty"`
+	ClockAtConfirmation *syncstamp.Stamp `json:"clock_at_confirmation,omitempty"`
 	Fields
 	NotYetKnown []string `json:"not_yet_known,omitempty"` // the form's items not given yet
 }
@@ -36,6 +44,7 @@ func NewReport(i Incident, now time.Time) Report {
 	r := Report{
 		Incident: i.ID, Report: ReportLabel(len(i.Deliveries)), Version: i.Version, Generated: now.UTC(),
 		Deadline: i.Deadline.UTC(), Status: i.Status, TypeOfIncident: TypeInfo{i.Type, i.Type.Name()}, Detected: i.Noticed.UTC(),
+		ClockAtNotice: i.NoticeClock, ClockAtConfirmation: i.ConfirmClock,
 	}
 	if i.Fields != nil {
 		r.Fields = *i.Fields
@@ -175,7 +184,9 @@ func (r Report) Text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Cyber security incident report to CERT-In: %s\n", r.Report)
 	fmt.Fprintf(&b, "Meridian incident %d, content version %d, generated %s\n", r.Incident, r.Version, formatTime(r.Generated))
-	fmt.Fprintf(&b, "Time noticed: %s. Initial report due by %s (%s).\n\n", formatTime(r.Detected), formatTime(r.Deadline), r.Status)
+	fmt.Fprintf(&b, "Time noticed: %s. Initial report due by %s (%s).\n", formatTime(r.Detected), formatTime(r.Deadline), r.Status)
+	b.WriteString(ClockLines(r.ClockAtNotice, r.ClockAtConfirmation))
+	b.WriteString("\n")
 	for n, it := range form {
 		lines := it.lines(&r)
 		switch {
@@ -192,6 +203,22 @@ func (r Report) Text() string {
 	}
 	if len(r.NotYetKnown) > 0 {
 		fmt.Fprintf(&b, "\nThis is a partial report; to follow in an update: %s.\n", strings.Join(r.NotYetKnown, ", "))
+	}
+	return b.String()
+}
+
+// ClockLines words the control node's clock sync state at notice and at
+// confirmation, one line each ("Clock at notice: synced, offset +2.1 ms
+// from samay1.nic.in"); a stamp not kept gives no line.
+func ClockLines(notice, confirm *syncstamp.Stamp) string {
+	var b strings.Builder
+	for _, c := range []struct {
+		label string
+		s     *syncstamp.Stamp
+	}{{"Clock at notice", notice}, {"Clock at confirmation", confirm}} {
+		if c.s != nil {
+			fmt.Fprintf(&b, "%s: %s (control node, %s).\n", c.label, c.s, formatTime(c.s.At))
+		}
 	}
 	return b.String()
 }

@@ -125,6 +125,10 @@ func (db *DB) RaiseCandidate(ctx context.Context, c api.IncidentCandidate) (api.
 	if details == "" {
 		details = "{}"
 	}
+	clock, err := stampJSON(c.Clock)
+	if err != nil {
+		return c, false, err
+	}
 	at := c.DetectedAt.Unix()
 	var id int64
 	var fresh bool
@@ -135,8 +139,8 @@ func (db *DB) RaiseCandidate(ctx context.Context, c api.IncidentCandidate) (api.
 			return err
 		}
 		fresh = true
-		return tx.QueryRowContext(ctx, `INSERT INTO incident_candidates (kind, node, types, summary, details, detected_at, last_seen_at, state)
-			VALUES (?, ?, ?, ?, ?, ?, ?, 'pending') RETURNING id`, c.Kind, c.Node, string(types), c.Summary, details, at, at).Scan(&id)
+		return tx.QueryRowContext(ctx, `INSERT INTO incident_candidates (kind, node, types, summary, details, detected_at, detected_clock, last_seen_at, state)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending') RETURNING id`, c.Kind, c.Node, string(types), c.Summary, details, at, clock, at).Scan(&id)
 	})
 	if err != nil {
 		return c, false, err
@@ -145,14 +149,15 @@ func (db *DB) RaiseCandidate(ctx context.Context, c api.IncidentCandidate) (api.
 	return c, fresh, err
 }
 
-const candidateSelect = `SELECT id, kind, node, types, summary, details, detected_at, last_seen_at, sightings, state, decided_at, decided_by, reason, incident_id FROM incident_candidates`
+const candidateSelect = `SELECT id, kind, node, types, summary, details, detected_at, detected_clock, last_seen_at, sightings, state, decided_at, decided_by, reason, incident_id FROM incident_candidates`
 
 func candidateRow(row interface{ Scan(...any) error }) (api.IncidentCandidate, error) {
 	var c api.IncidentCandidate
 	var types, details, state string
 	var detected, seen int64
 	var decided, inc sql.NullInt64
-	err := row.Scan(&c.ID, &c.Kind, &c.Node, &types, &c.Summary, &details, &detected, &seen, &c.Sightings, &state, &decided, &c.DecidedBy, &c.Reason, &inc)
+	var clock sql.NullString
+	err := row.Scan(&c.ID, &c.Kind, &c.Node, &types, &c.Summary, &details, &detected, &clock, &seen, &c.Sightings, &state, &decided, &c.DecidedBy, &c.Reason, &inc)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, ErrNotFound
 	}
@@ -161,6 +166,9 @@ func candidateRow(row interface{ Scan(...any) error }) (api.IncidentCandidate, e
 	}
 	if err := json.Unmarshal([]byte(types), &c.Types); err != nil {
 		return c, fmt.Errorf("incident candidate %d: types: %w", c.ID, err)
+	}
+	if c.Clock, err = stampOf("detected_clock", clock); err != nil {
+		return c, fmt.Errorf("incident candidate %d: %w", c.ID, err)
 	}
 	c.State, c.Details = api.CandidateState(state), json.RawMessage(details)
 	c.DetectedAt, c.LastSeenAt, c.DecidedAt = time.Unix(detected, 0).UTC(), time.Unix(seen, 0).UTC(), fromUnix(decided)

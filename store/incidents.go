@@ -3,10 +3,13 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/meridian-vpn/meridian/incident"
+	"github.com/meridian-vpn/meridian/timesync/syncstamp"
 )
 
 // The incident register's tables index ledger entries: the caller appends
@@ -27,13 +30,43 @@ func fromUnix(n sql.NullInt64) time.Time {
 	return time.Unix(n.Int64, 0).UTC()
 }
 
-// CreateIncident adds inc (state noticed) and runs first, which must add
-// its version 1, in the same transaction. It returns the new id.
+// stampJSON is a clock stamp as a column holds it: JSON, or NULL.
+func stampJSON(s *syncstamp.Stamp) (sql.NullString, error) {
+	if s == nil {
+		return sql.NullString{}, nil
+	}
+	b, err := json.Marshal(s)
+	return sql.NullString{String: string(b), Valid: err == nil}, err
+}
+
+// stampOf reads a clock stamp column; NULL is nil.
+func stampOf(col string, v sql.NullString) (*syncstamp.Stamp, error) {
+	if !v.Valid {
+		return nil, nil
+	}
+	var s syncstamp.Stamp
+	if err := json.Unmarshal([]byte(v.String), &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", col, err)
+	}
+	return &s, nil
+}
+
+// CreateIncident adds inc (state noticed, with its clock stamps) and runs
+// first, which must add its version 1, in the same transaction. It returns
+// the new id.
 func (db *DB) CreateIncident(ctx context.Context, inc incident.Incident, first func(tx *sql.Tx, id int64) error) (int64, error) {
+	notice, err := stampJSON(inc.NoticeClock)
+	if err != nil {
+		return 0, err
+	}
+	confirm, err := stampJSON(inc.ConfirmClock)
+	if err != nil {
+		return 0, err
+	}
 	var id int64
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO incidents (type, state, noticed_at, deadline_at, deadline_why, recipient) VALUES (?, ?, ?, ?, ?, ?)`,
-			int(inc.Type), string(incident.Noticed), inc.Noticed.Unix(), inc.Deadline.Unix(), inc.DeadlineWhy, inc.Recipient)
+	err = db.Tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO incidents (type, state, noticed_at, deadline_at, deadline_why, recipient, notice_clock, confirm_clock) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			int(inc.Type), string(incident.Noticed), inc.Noticed.Unix(), inc.Deadline.Unix(), inc.DeadlineWhy, inc.Recipient, notice, confirm)
 		if err != nil {
 			return err
 		}
@@ -83,7 +116,7 @@ func AddIncidentDelivery(ctx context.Context, tx *sql.Tx, id int64, d incident.D
 }
 
 const incidentSelect = `SELECT i.id, i.type, i.state, i.noticed_at, i.deadline_at, i.deadline_why, i.recipient, i.reported_at, i.closed_at,
-	(SELECT coalesce(max(version), 0) FROM incident_versions v WHERE v.incident_id = i.id) FROM incidents i`
+	i.notice_clock, i.confirm_clock, (SELECT coalesce(max(version), 0) FROM incident_versions v WHERE v.incident_id = i.id) FROM incidents i`
 
 func incidentRow(row interface{ Scan(...any) error }) (incident.Incident, error) {
 	var inc incident.Incident
@@ -91,14 +124,24 @@ func incidentRow(row interface{ Scan(...any) error }) (incident.Incident, error)
 	var state string
 	var noticed, deadline int64
 	var reported, closed sql.NullInt64
-	err := row.Scan(&inc.ID, &typ, &state, &noticed, &deadline, &inc.DeadlineWhy, &inc.Recipient, &reported, &closed, &inc.Version)
+	var notice, confirm sql.NullString
+	err := row.Scan(&inc.ID, &typ, &state, &noticed, &deadline, &inc.DeadlineWhy, &inc.Recipient, &reported, &closed, &notice, &confirm, &inc.Version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return inc, ErrNotFound
+	}
+	if err != nil {
+		return inc, err
 	}
 	inc.Type, inc.State = incident.Type(typ), incident.State(state)
 	inc.Noticed, inc.Deadline = time.Unix(noticed, 0).UTC(), time.Unix(deadline, 0).UTC()
 	inc.Reported, inc.Closed = fromUnix(reported), fromUnix(closed)
-	return inc, err
+	if inc.NoticeClock, err = stampOf("notice_clock", notice); err != nil {
+		return inc, fmt.Errorf("incident %d: %w", inc.ID, err)
+	}
+	if inc.ConfirmClock, err = stampOf("confirm_clock", confirm); err != nil {
+		return inc, fmt.Errorf("incident %d: %w", inc.ID, err)
+	}
+	return inc, nil
 }
 
 // Incidents lists the register, newest first, with the alerts that fired:
@@ -284,20 +327,70 @@ func orderRow(row interface{ Scan(...any) error }) (OrderRow, error) {
 	return o, err
 }
 
-// Orders lists the orders of CERT-In, open ones first, soonest due first.
+// Orders lists the orders of CERT-In, open ones first, soonest due first,
+// with the alerts that fired.
 func (db *DB) Orders(ctx context.Context) ([]OrderRow, error) {
 	var out []OrderRow
+	byID := map[int64]int{}
 	err := db.each(ctx, orderSelect+` ORDER BY answered_at IS NOT NULL, due_at`, nil, func(rows *sql.Rows) error {
 		o, err := orderRow(rows)
+		byID[o.ID] = len(out)
 		out = append(out, o)
 		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = db.each(ctx, `SELECT order_id, kind, at FROM certin_order_alerts ORDER BY at`, nil, func(rows *sql.Rows) error {
+		var id, at int64
+		var kind string
+		if err := rows.Scan(&id, &kind, &at); err != nil {
+			return err
+		}
+		if i, ok := byID[id]; ok {
+			out[i].Alerts = append(out[i].Alerts, incident.FiredAlert{Kind: incident.AlertKind(kind), At: time.Unix(at, 0).UTC()})
+		}
+		return nil
 	})
 	return out, err
 }
 
-// Order returns one order.
+// Order returns one order with the alerts that fired.
 func (db *DB) Order(ctx context.Context, id int64) (OrderRow, error) {
-	return orderRow(db.QueryRowContext(ctx, orderSelect+` WHERE id = ?`, id))
+	o, err := orderRow(db.QueryRowContext(ctx, orderSelect+` WHERE id = ?`, id))
+	if err != nil {
+		return o, err
+	}
+	err = db.each(ctx, `SELECT kind, at FROM certin_order_alerts WHERE order_id = ? ORDER BY at`, []any{id}, func(rows *sql.Rows) error {
+		var a incident.FiredAlert
+		var at int64
+		if err := rows.Scan(&a.Kind, &at); err != nil {
+			return err
+		}
+		a.At = time.Unix(at, 0).UTC()
+		o.Alerts = append(o.Alerts, a)
+		return nil
+	})
+	return o, err
+}
+
+// RecordOrderAlert records that an alert about order id fired, and
+// reports whether it is the first of its kind for the order (only then is
+// it raised).
+func (db *DB) RecordOrderAlert(ctx context.Context, id int64, kind incident.AlertKind, at time.Time) (bool, error) {
+	res, err := db.ExecContext(ctx, `INSERT INTO certin_order_alerts (order_id, kind, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, id, string(kind), at.Unix())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// OpenOrders counts orders of CERT-In not yet answered.
+func (db *DB) OpenOrders(ctx context.Context) (int, error) {
+	var n int
+	err := db.QueryRowContext(ctx, `SELECT count(*) FROM certin_orders WHERE answered_at IS NULL`).Scan(&n)
+	return n, err
 }
 
 // AnswerOrder runs answer on order id in a transaction; it records the

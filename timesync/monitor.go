@@ -23,6 +23,7 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/jurisdiction"
+	"github.com/meridian-vpn/meridian/timesync/syncstamp"
 )
 
 // Defaults of Config.
@@ -57,9 +58,9 @@ type Config struct {
 	Logger      *slog.Logger
 }
 
-// State is a node's sync state at one moment, as compliance records and
-// incidents carry it. It is the wire type, so that it crosses process
-// boundaries and enters records unchanged.
+// State is a node's sync state at one moment. It is the wire type, so that
+// it crosses process boundaries unchanged; records and incidents carry it
+// in brief (Monitor.Sync).
 type State = api.TimeStatus
 
 // Monitor watches a node's clock.
@@ -330,6 +331,16 @@ func (m *Monitor) State() State {
 		st.State = api.TimeWaiting
 	}
 	return st
+}
+
+// Sync is the node's sync state now in brief, as records and incidents
+// carry it. A nil monitor (the node's clock is not watched) gives the
+// unwatched state, never a synced one.
+func (m *Monitor) Sync() api.ClockSync {
+	if m == nil {
+		return syncstamp.UnwatchedAt(time.Now())
+	}
+	return m.State().Sync()
 }
 
 func (s *source) view() api.TimeSource {

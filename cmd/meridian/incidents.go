@@ -213,6 +213,7 @@ func runIncidentAdd(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("incident %d recorded: %s\n", inc.ID, inc.Type)
 	fmt.Printf("noticed %s; initial report due by %s: %s\n", formatTime(inc.Noticed), formatTime(inc.Deadline), inc.Status)
+	fmt.Print(incident.ClockLines(inc.NoticeClock, inc.ConfirmClock))
 	fmt.Printf("deadline from: %s\n", inc.DeadlineWhy)
 	fmt.Printf("next: 'meridian incident report %d' to review it, 'meridian incident send %d' to send it to %s\n", inc.ID, inc.ID, inc.Recipient)
 	return nil
@@ -574,6 +575,9 @@ func runOrderShow(ctx context.Context, args []string) error {
 	fmt.Printf("order %d (%s): %s; %s\nreceived %s, due %s\nrequest: %s\n", o.ID, o.Reference, o.State, o.Status, formatTime(o.Received), formatTime(o.Due), o.Request)
 	if o.State == incident.OrderAnswered {
 		fmt.Printf("answered %s: %s\n", formatTime(o.Answered), o.Answer)
+	}
+	for _, a := range o.Alerts {
+		fmt.Printf("alert %s at %s\n", a.Kind, formatTime(a.At))
 	}
 	return nil
 }

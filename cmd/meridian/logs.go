@@ -150,6 +150,9 @@ func runCandidates(ctx context.Context, args []string) error {
 		}
 		fmt.Printf("candidate %d  %s on %s  %s\n", k.ID, k.Kind, k.Node, k.State)
 		fmt.Printf("  detected %s, last seen %s, %d sighting(s)\n", formatTime(k.DetectedAt), formatTime(k.LastSeenAt), k.Sightings)
+		if k.Clock != nil {
+			fmt.Printf("  clock at detection: %s\n", k.Clock)
+		}
 		fmt.Printf("  may be:  %s\n", strings.Join(types, "; "))
 		fmt.Printf("  %s\n", k.Summary)
 		switch k.State {
@@ -181,6 +184,7 @@ func runCandidateConfirm(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("incident %d recorded: %s\n", inc.ID, inc.Type)
 	fmt.Printf("noticed %s (when detected); initial report due by %s: %s\n", formatTime(inc.Noticed), formatTime(inc.Deadline), inc.Status)
+	fmt.Print(incident.ClockLines(inc.NoticeClock, inc.ConfirmClock))
 	fmt.Printf("next: 'meridian incident update %d' to complete the form, 'meridian incident send %d' to send it to %s\n", inc.ID, inc.ID, inc.Recipient)
 	return nil
 }

@@ -65,7 +65,7 @@ func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
 	fs.BoolVar(&c.twoPerson, "two-person-exports", false, "every compliance export needs a second compliance officer's approval")
 	fs.Var(&c.trusted, "trusted-proxy", "CIDR of a reverse proxy whose X-Forwarded-For gives the registration IP (repeatable)")
 	c.clock.register(fs)
-	fs.StringVar(&c.incidentWebhook, "incident-webhook", "", "URL to POST incident deadline alerts to (1 hour left, overdue)")
+	fs.StringVar(&c.incidentWebhook, "incident-webhook", "", "URL to POST deadline alerts of incidents and CERT-In orders to (1 hour left, overdue)")
 	fs.StringVar(&c.ictLogLocation, "ict-log-location", "", "country (ISO code) where the ICT logs are kept, shown by 'meridian logs status'; they live in the control database")
 }
 

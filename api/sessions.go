@@ -32,6 +32,10 @@ type SessionRecord struct {
 	PortHi     uint16         `json:"port_hi"`
 	Start      time.Time      `json:"start"`
 	End        time.Time      `json:"end,omitzero"`
+	// Clock is the gateway's clock sync state when the record was made: at
+	// Start in the opening record, at End in the closing one. Nil when the
+	// gateway runs no time monitor.
+	Clock *ClockSync `json:"clock,omitempty"`
 }
 
 // Validate checks a record's shape. Its errors name fields, never values:
@@ -74,8 +78,13 @@ func validSessionID(id string) bool {
 	return true
 }
 
-// MaxSessionBatch is the most records one POST /gateway/sessions carries.
-const MaxSessionBatch = 100
+// Bounds of one POST /gateway/sessions: records, and bytes of the body.
+// Large batches are what make ingest fast: the control server's work per
+// batch (a transaction, a few statements) is spread over many records.
+const (
+	MaxSessionBatch      = 1000
+	MaxSessionBatchBytes = 1 << 20
+)
 
 // SessionBatch is the body of POST /gateway/sessions. Records are applied in
 // order; sending a record again changes nothing (an open record after the

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,30 +20,41 @@ import (
 // startControl runs a real control server (SQLite on disk) on loopback and
 // returns an admin client.
 func startControl(b *testing.B, dir string) (*control.Server, string, *api.Client) {
+	srv, url, admin, stop := serveControl(b, dir)
+	b.Cleanup(stop)
+	return srv, url, admin
+}
+
+// serveControl is startControl with the stop left to the caller (stop
+// waits until the server has closed its database).
+func serveControl(b *testing.B, dir string) (srv *control.Server, url string, admin *api.Client, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	b.Cleanup(cancel)
 	srv, err := control.New(ctx, control.Config{DataDir: dir, IPv4Pool: netip.MustParsePrefix("10.200.0.0/16"),
 		IPv6Pool: netip.MustParsePrefix("2001:db8:200::/64"), Logger: quiet()})
 	if err != nil {
+		cancel()
 		b.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		cancel()
 		b.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, l, nil) }()
-	b.Cleanup(func() { cancel(); <-done; srv.Close() })
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; srv.Close() }) }
 	tok, err := srv.CreateAdminToken(ctx, "bench")
 	if err != nil {
+		stop()
 		b.Fatal(err)
 	}
-	url := control.URLFor(l)
-	c, err := api.NewClient(url, tok, "")
-	if err != nil {
+	url = control.URLFor(l)
+	if admin, err = api.NewClient(url, tok, ""); err != nil {
+		stop()
 		b.Fatal(err)
 	}
-	return srv, url, c
+	return srv, url, admin, stop
 }
 
 // BenchmarkDeviceCreate: device creations through the HTTP API, one client,

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,58 +93,232 @@ func BenchmarkLookupByExit(b *testing.B) {
 	b.ReportMetric(float64(n)/load.Seconds(), "rows-loaded/s")
 }
 
-// BenchmarkSessionIngest: session records posted by a gateway in batches of
-// 100 through the HTTP API, each stored durably: index row plus a sealed,
-// hash-chained ledger entry (reported as records/s).
-func BenchmarkSessionIngest(b *testing.B) {
+// ingestFleet is a control server with gateways in India (cert-in-2022,
+// comply) and subscribers with devices, ready to take session records.
+type ingestFleet struct {
+	dir      string
+	admin    *api.Client
+	stop     func()
+	gateways []*api.Client
+	users    []string
+	keys     []wg.Key
+	v4, v6   []netip.Addr
+}
+
+func newIngestFleet(b *testing.B, gateways, devices int) *ingestFleet {
 	ctx := context.Background()
-	_, url, admin := startControl(b, b.TempDir())
-	const devices = 200
-	var keys []wg.Key
-	var addrs []netip.Addr
-	if _, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "u"}); err != nil {
-		b.Fatal(err)
-	}
-	for i := range devices {
-		k, _ := wg.NewPrivateKey()
-		pub := k.Public()
-		d, err := admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "u", Name: "d" + strconv.Itoa(i), PublicKey: &pub})
-		if err != nil {
-			b.Fatal(err)
-		}
-		keys, addrs = append(keys, pub), append(addrs, d.Device.IPv4)
-	}
-	tok, _ := admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
-	jc, _ := api.NewClient(url, tok.Token, "")
-	gk, _ := wg.NewPrivateKey()
-	j, err := jc.Join(ctx, api.JoinRequest{Name: "in1", PublicKey: gk.Public(), Endpoint: "192.0.2.1:51820", Mode: api.TUN})
-	if err != nil {
-		b.Fatal(err)
-	}
+	f := &ingestFleet{dir: b.TempDir()}
+	_, url, admin, stop := serveControl(b, f.dir)
+	f.admin, f.stop = admin, stop
+	b.Cleanup(func() { f.stop() })
 	if _, err := admin.SetJurisdiction(ctx, api.Jurisdiction{Country: "IN", Profile: "cert-in-2022", Stance: "comply"}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := admin.SetPlace(ctx, "in1", api.Place{PhysicalCountry: "IN", Ownership: api.Rented}); err != nil {
+	tok, err := admin.CreateJoinToken(ctx, api.JoinTokenRequest{Reusable: true})
+	if err != nil {
 		b.Fatal(err)
 	}
-	gw, _ := api.NewClient(url, j.Credential, "")
-	const batch = 100
-	total := max(b.N, 20_000)
-	base := time.Now().Add(-time.Hour)
-	b.ResetTimer()
-	start := time.Now()
-	for sent := 0; sent < total; sent += batch {
-		recs := make([]api.SessionRecord, batch)
-		for i := range recs {
-			n := sent + i
-			recs[i] = api.SessionRecord{ID: fmt.Sprintf("%032x", n+1), PublicKey: keys[n%devices], TunnelIPv4: addrs[n%devices],
-				Endpoint: netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(n)}), uint16(1024+n%60000)),
-				ExitIPv4: netip.MustParseAddr("203.0.113.1"), PortLo: 1024, PortHi: 1279, Start: base.Add(time.Duration(n) * time.Millisecond)}
+	jc, _ := api.NewClient(url, tok.Token, "")
+	for i := range gateways {
+		gk, _ := wg.NewPrivateKey()
+		name := fmt.Sprintf("in%d", i+1)
+		j, err := jc.Join(ctx, api.JoinRequest{Name: name, PublicKey: gk.Public(), Endpoint: fmt.Sprintf("192.0.2.%d:51820", i+1), Mode: api.TUN})
+		if err != nil {
+			b.Fatal(err)
 		}
-		res, err := gw.PostSessions(ctx, api.SessionBatch{Records: recs})
-		if err != nil || res.Stored != batch {
-			b.Fatalf("batch at %d: %+v %v", sent, res, err)
+		if _, err := admin.SetPlace(ctx, name, api.Place{PhysicalCountry: "IN", Ownership: api.Rented}); err != nil {
+			b.Fatal(err)
+		}
+		gw, _ := api.NewClient(url, j.Credential, "")
+		f.gateways = append(f.gateways, gw)
+	}
+	for i := range devices {
+		user := fmt.Sprintf("s%d", i)
+		if _, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: user, Subscriber: &api.SubscriberDetails{
+			Name: "Subscriber " + strconv.Itoa(i), Email: user + "@example.in", Purpose: "personal privacy",
+			Address: "12 MG Road, Bengaluru 560001", Phones: []string{"+91 80 5550 0100"}, Ownership: api.Individual}}); err != nil {
+			b.Fatal(err)
+		}
+		k, _ := wg.NewPrivateKey()
+		pub := k.Public()
+		d, err := admin.CreateDevice(ctx, api.CreateDeviceRequest{User: user, Name: "phone", PublicKey: &pub})
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.users = append(f.users, user)
+		f.keys, f.v4, f.v6 = append(f.keys, pub), append(f.v4, d.Device.IPv4), append(f.v6, d.Device.IPv6)
+	}
+	return f
+}
+
+// batches returns the batches gateway g sends for sessions sessions: each
+// session is two records, its start and (a batch later) its end, so a
+// batch of n records is n/2 starts and the ends of the previous batch's
+// starts, as a busy gateway sends them.
+func (f *ingestFleet) batches(g, sessions, size int) [][]api.SessionRecord {
+	base := time.Now().Add(-24 * time.Hour)
+	exit4 := netip.AddrFrom4([4]byte{203, 0, 113, byte(g + 1)})
+	exit6 := netip.MustParseAddr(fmt.Sprintf("2001:db8:2::%x", g+1))
+	rec := func(n int) api.SessionRecord {
+		d := n % len(f.keys)
+		block := n % 124
+		start := base.Add(time.Duration(n) * time.Millisecond)
+		return api.SessionRecord{ID: fmt.Sprintf("%08x%024x", g, n+1), PublicKey: f.keys[d], TunnelIPv4: f.v4[d], TunnelIPv6: f.v6[d],
+			Endpoint: netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(n)}), uint16(1024+n%60000)),
+			ExitIPv4: exit4, ExitIPv6: exit6, PortLo: uint16(1024 + block*256), PortHi: uint16(1024 + block*256 + 255), Start: start}
+	}
+	half := size / 2
+	var out [][]api.SessionRecord
+	for first := 0; first < sessions+half; first += half {
+		var b []api.SessionRecord
+		for n := first - half; n < first; n++ { // ends of the previous batch's starts
+			if n >= 0 && n < sessions {
+				r := rec(n)
+				r.End = r.Start.Add(10 * time.Minute)
+				b = append(b, r)
+			}
+		}
+		for n := first; n < min(first+half, sessions); n++ {
+			b = append(b, rec(n))
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// ingest posts sessions sessions (two records each) from every gateway at
+// once, in batches of api.MaxSessionBatch, and returns the records sent.
+func (f *ingestFleet) ingest(b *testing.B, sessions int, timed func(func())) int {
+	per := make([][][]api.SessionRecord, len(f.gateways))
+	records := 0
+	for g := range f.gateways {
+		per[g] = f.batches(g, sessions/len(f.gateways), api.MaxSessionBatch)
+		for _, batch := range per[g] {
+			records += len(batch)
 		}
 	}
-	b.ReportMetric(float64(total)/time.Since(start).Seconds(), "records/s")
+	timed(func() {
+		var wg sync.WaitGroup
+		for g, gw := range f.gateways {
+			wg.Go(func() {
+				for _, batch := range per[g] {
+					res, err := gw.PostSessions(context.Background(), api.SessionBatch{Records: batch})
+					if err != nil || res.Stored != len(batch) {
+						b.Errorf("gateway %d: %+v %v", g, res, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	})
+	if b.Failed() {
+		b.FailNow()
+	}
+	return records
+}
+
+// diskBytes is the size of the database with its write-ahead log folded in.
+func diskBytes(b *testing.B, dir string) int64 {
+	db, err := store.Open(context.Background(), filepath.Join(dir, "meridian.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		b.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "meridian.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return fi.Size()
+}
+
+func benchSessions() int {
+	if v, err := strconv.Atoi(os.Getenv("BENCH_INGEST_SESSIONS")); err == nil && v > 0 {
+		return v
+	}
+	return 100_000
+}
+
+// BenchmarkSessionIngest: session records posted by 4 gateways at once
+// through the HTTP API, in batches of api.MaxSessionBatch, half of them
+// session starts and half ends; each stored durably as an index row plus
+// a sealed, hash-chained ledger entry. Reports records/s, and bytes on
+// disk per session (both its entries, its index row, and their share of
+// the 200 subscribers' records) after a WAL checkpoint.
+// BENCH_INGEST_SESSIONS sets the number of sessions (default 100,000, so
+// 200,000 records).
+func BenchmarkSessionIngest(b *testing.B) {
+	f := newIngestFleet(b, 4, 200)
+	before := diskBytes(b, f.dir)
+	sessions := benchSessions()
+	var elapsed time.Duration
+	records := f.ingest(b, sessions, func(run func()) {
+		b.ResetTimer()
+		start := time.Now()
+		run()
+		elapsed = time.Since(start)
+		b.StopTimer()
+	})
+	b.ReportMetric(float64(records)/elapsed.Seconds(), "records/s")
+	f.stop()
+	b.ReportMetric(float64(diskBytes(b, f.dir)-before)/float64(sessions), "bytes/session")
+}
+
+// BenchmarkRetentionPurge: the daily retention job on 200 subscribers
+// whose accounts were cancelled 5 years and 2 days ago, each with its
+// share of the sessions (BENCH_INGEST_SESSIONS, default 100,000): their
+// subscriber and session entries purged from the ledger (bodies and data
+// keys overwritten, one purge entry per account) and their accounts,
+// devices and session rows deleted. Reports ledger entries purged per
+// second, from the start of the control server that runs the job to the
+// last account gone.
+func BenchmarkRetentionPurge(b *testing.B) {
+	ctx := context.Background()
+	f := newIngestFleet(b, 4, 200)
+	sessions := benchSessions()
+	f.ingest(b, sessions, func(run func()) { run() })
+	for _, u := range f.users {
+		if err := f.admin.Do(ctx, "POST", "/users/"+u+"/cancel", nil, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	f.stop()
+	db, err := store.Open(ctx, filepath.Join(f.dir, "meridian.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE users SET cancelled_at = ?`, time.Now().AddDate(-5, 0, -2).Unix()); err != nil {
+		b.Fatal(err)
+	}
+	var entries int
+	db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE chain = 'records' AND kind IN ('subscriber', 'session', 'session-end')`).Scan(&entries)
+	b.ResetTimer()
+	start := time.Now()
+	_, _, _, stop := serveControl(b, f.dir) // the job runs as the server starts
+	defer stop()
+	for {
+		var users int
+		if err := db.QueryRow(`SELECT count(*) FROM users`).Scan(&users); err != nil {
+			b.Fatal(err)
+		}
+		if users == 0 {
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			b.Fatalf("%d accounts left after 10 minutes", users)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	var purged int
+	db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE body IS NULL AND kind <> 'purge'`).Scan(&purged)
+	if purged < entries {
+		b.Fatalf("%d of %d entries purged", purged, entries)
+	}
+	b.ReportMetric(float64(purged)/elapsed.Seconds(), "entries/s")
 }

@@ -80,7 +80,7 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (purgeResult, 
 		var sessionSeqs []int64
 		if err := s.db.Tx(ctx, func(tx *sql.Tx) error {
 			var err error
-			sessionSeqs, err = store.SessionSeqsTx(ctx, tx, a.id)
+			sessionSeqs, err = store.SessionSeqsTx(ctx, tx, a.name)
 			return err
 		}); err != nil {
 			return res, err
@@ -89,7 +89,7 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (purgeResult, 
 		reason := fmt.Sprintf("retention: subscriber and session records kept %d years after cancellation (cancelled before %s)", years, res.Cutoff.UTC().Format(time.DateOnly))
 		err = s.ledger.PurgeWith(ctx, ledger.RecordChain, seqs, reason, func(tx *sql.Tx) error {
 			var err error
-			freed, err = deleteAccount(ctx, tx, a.id)
+			freed, err = deleteAccount(ctx, tx, a.id, a.name)
 			return err
 		})
 		if err != nil {
@@ -108,10 +108,11 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (purgeResult, 
 	return res, nil
 }
 
-// deleteAccount removes an account, its session records and everything
-// indexed under it, and
-// returns the tunnel addresses its devices held.
-func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64) ([]netip.Addr, error) {
+// deleteAccount removes account userID (named name), its session records
+// and everything indexed under it, and returns the tunnel addresses its
+// devices held. Session rows are found by the account's name (indexed),
+// which also finds those of devices deleted since.
+func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64, name string) ([]netip.Addr, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT ipv4, ipv6 FROM devices WHERE user_id = ?`, userID)
 	if err != nil {
 		return nil, err
@@ -130,15 +131,17 @@ func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64) ([]netip.Addr,
 		}
 	}
 	rows.Close()
-	for _, q := range []string{
-		`DELETE FROM session_ends WHERE session_id IN (SELECT id FROM sessions WHERE device_id IN (SELECT id FROM devices WHERE user_id = ?))`,
-		`DELETE FROM sessions WHERE device_id IN (SELECT id FROM devices WHERE user_id = ?)`,
-		`DELETE FROM subscriber_entries WHERE user_id = ?`,
-		`DELETE FROM email_codes WHERE user_id = ?`,
-		`DELETE FROM devices WHERE user_id = ?`,
-		`DELETE FROM users WHERE id = ?`,
+	for _, q := range []struct {
+		stmt string
+		arg  any
+	}{
+		{`DELETE FROM sessions WHERE user_name = ?`, name},
+		{`DELETE FROM subscriber_entries WHERE user_id = ?`, userID},
+		{`DELETE FROM email_codes WHERE user_id = ?`, userID},
+		{`DELETE FROM devices WHERE user_id = ?`, userID},
+		{`DELETE FROM users WHERE id = ?`, userID},
 	} {
-		if _, err := tx.ExecContext(ctx, q, userID); err != nil {
+		if _, err := tx.ExecContext(ctx, q.stmt, q.arg); err != nil {
 			return nil, err
 		}
 	}

@@ -62,8 +62,8 @@ type Config struct {
 	// Clock is the control node's time monitor; Serve runs it with the
 	// node's clock-sync duty. Nil: the node's clock is not watched.
 	Clock *timesync.Monitor
-	// IncidentWebhook, if set, receives a JSON POST for every incident
-	// deadline alert (1 hour left, overdue).
+	// IncidentWebhook, if set, receives a JSON POST for every deadline
+	// alert of an incident or a CERT-In order (1 hour left, overdue).
 	IncidentWebhook string
 	// ICTLogLocation is the country (ISO 3166-1 code) where the operator
 	// keeps the ICT logs; "" when not configured (ictlog.go).
@@ -76,7 +76,7 @@ var (
 	DefaultIPv6Pool = netip.MustParsePrefix("fd6d:7269:6469::/64")
 )
 
-// maxBody bounds every request body.
+// maxBody bounds request bodies (session batches have their own bound).
 const maxBody = 64 << 10
 
 // Server is a control server.
@@ -338,7 +338,9 @@ func (s *Server) routes() []route {
 		{"POST /signup", s.handleSignup},
 		{"POST /signup/verify-email", s.handleVerifyEmail},
 		{"GET /compliance/subscribers/{name}", s.require(asCompliance, s.handleSubscriberRecord)},
-		{"GET /compliance/verify", s.require(asVerifier, s.handleVerify)},
+		{"GET /compliance/verify", s.require(asVerifier, s.handleVerifyLedger)},
+		{"POST /compliance/verify", s.require(asVerifier, s.handleVerifyLedger)},
+		{"GET /compliance/checkpoints", s.require(asVerifier, s.handleCheckpoints)},
 		{"GET /compliance/lookup", s.require(asCompliance, s.handleLookup)},
 		{"POST /compliance/rotate-key", s.require(asAdmin, s.handleRotateKey)},
 		{"POST /compliance/exports", s.require(asCompliance, s.handleCreateExport)},
@@ -410,7 +412,12 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error
 // decode reads a JSON body into v: bounded in size, unknown fields and
 // trailing data refused, with a message that says what was wrong.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	return decodeUpTo(w, r, v, maxBody)
+}
+
+// decodeUpTo is decode for a body of up to limit bytes.
+func decodeUpTo(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
@@ -428,7 +435,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", maxBody))
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", limit))
 	case errors.Is(err, io.EOF):
 		writeError(w, http.StatusBadRequest, "empty request body; a JSON object is required")
 	default:

@@ -11,12 +11,12 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/jurisdiction"
+	"github.com/meridian-vpn/meridian/ledger"
 	"github.com/meridian-vpn/meridian/store"
 	"github.com/meridian-vpn/meridian/wg"
 )
@@ -150,7 +150,7 @@ func (s *Server) markRecorded(ctx context.Context, nm *api.Netmap, d recordDuty)
 func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	gw := principalOf(r.Context()).gateway
 	var b api.SessionBatch
-	if !decode(w, r, &b) {
+	if !decodeUpTo(w, r, &b, api.MaxSessionBatchBytes) {
 		return
 	}
 	if len(b.Records) > api.MaxSessionBatch {
@@ -183,22 +183,16 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// sessionEnd is the body of a "session-end" ledger entry.
-type sessionEnd struct {
-	ID  string    `json:"id"`
-	End time.Time `json:"end"`
-}
-
-// sessionHook puts session records in the ledger, in the transaction that
-// indexes them.
+// sessionHook puts session records, and the ends of sessions
+// (store.SessionEnd), in the ledger, in the transaction that indexes them.
 func (s *Server) sessionHook(ctx context.Context) store.SessionHook {
 	return store.SessionHook{
 		Index: s.endpointIndex,
-		Stored: func(tx *sql.Tx, r api.SessionRecord) (int64, error) {
-			return s.ledger.Append(ctx, tx, "session", r)
+		Stored: func(tx *sql.Tx, recs []api.SessionRecord) ([]int64, error) {
+			return ledger.AppendAll(ctx, s.ledger, tx, "session", recs)
 		},
-		Ended: func(tx *sql.Tx, id string, end time.Time) (int64, error) {
-			return s.ledger.Append(ctx, tx, "session-end", sessionEnd{ID: id, End: end.UTC()})
+		Ended: func(tx *sql.Tx, ends []store.SessionEnd) ([]int64, error) {
+			return ledger.AppendAll(ctx, s.ledger, tx, "session-end", ends)
 		},
 	}
 }

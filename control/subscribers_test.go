@@ -300,9 +300,9 @@ func TestRetentionPurge(t *testing.T) {
 	}
 	var sealedLeft, endsLeft int
 	ts.db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE chain = 'records' AND kind IN ('session', 'session-end') AND body IS NOT NULL`).Scan(&sealedLeft)
-	ts.db.QueryRow(`SELECT count(*) FROM session_ends`).Scan(&endsLeft)
+	ts.db.QueryRow(`SELECT count(*) FROM sessions WHERE end_seq IS NOT NULL`).Scan(&endsLeft)
 	if sealedLeft != 2 || endsLeft != 1 {
-		t.Fatalf("after the purge %d session entries keep their bodies and %d session_ends rows are left, want active's 2 and 1", sealedLeft, endsLeft)
+		t.Fatalf("after the purge %d session entries keep their bodies and %d sessions know their end entry, want active's 2 and 1", sealedLeft, endsLeft)
 	}
 	officer := ts.token(t, api.RoleCompliance)
 	wantStatus(t, officer.Do(ctx, "GET", "/compliance/subscribers/gone?case=C-1", nil, nil), 404, "no subscriber record")

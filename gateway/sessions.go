@@ -106,6 +106,7 @@ type sessionConfig struct {
 	spool        *spool
 	plane        attributionPlane // set once the data plane exists
 	now          func() time.Time
+	clock        func() *api.ClockSync // the gateway's sync state now, for records; nil: it runs no time monitor
 	log          *slog.Logger
 	// refusal, if set, says why no session can be attributed on this host
 	// (such as an ephemeral port range that overlaps the blocks).
@@ -252,8 +253,7 @@ func (t *sessionTracker) observe(st map[wg.Key]peerStatus) {
 		}
 	}
 	var opening []*recPeer
-	var closing []*session
-	var roams []api.SessionRecord
+	var closing, roaming []*session
 	for key, p := range t.peers {
 		ps, s := st[key], t.open[key]
 		alive := !ps.handshake.IsZero() && now.Sub(ps.handshake) < rejectAfter && ps.endpoint.IsValid()
@@ -261,17 +261,24 @@ func (t *sessionTracker) observe(st map[wg.Key]peerStatus) {
 		case s != nil && !alive:
 			closing = append(closing, s)
 		case s != nil && ps.endpoint != s.rec.Endpoint:
-			// A new endpoint is a new session; the block stays with the
-			// peer, so its flows go on undisturbed.
-			old := s.rec
-			old.End = now
-			s.rec = t.record(p, ps.endpoint, s.block, now)
-			roams = append(roams, old, s.rec)
+			roaming = append(roaming, s)
 		case s == nil && alive:
 			opening = append(opening, p)
 		}
 	}
 	t.closeLocked(closing)
+	var roams []api.SessionRecord
+	if len(roaming) > 0 {
+		clock := t.stamp()
+		for _, s := range roaming {
+			// A new endpoint is a new session; the block stays with the
+			// peer, so its flows go on undisturbed.
+			old := s.rec
+			old.End, old.Clock = now, clock
+			s.rec = t.record(s.peer, st[s.peer.key].endpoint, s.block, now, clock)
+			roams = append(roams, old, s.rec)
+		}
+	}
 	if len(roams) > 0 {
 		if err := t.cfg.spool.append(roams, true); err != nil {
 			t.cfg.log.Error("session records not saved; retrying", "err", err)
@@ -284,10 +291,11 @@ func (t *sessionTracker) observe(st map[wg.Key]peerStatus) {
 	}
 }
 
-// record makes the opening record of a session of p.
-func (t *sessionTracker) record(p *recPeer, endpoint netip.AddrPort, b portblock.Block, now time.Time) api.SessionRecord {
+// record makes the opening record of a session of p, stamped with the
+// gateway's sync state clock.
+func (t *sessionTracker) record(p *recPeer, endpoint netip.AddrPort, b portblock.Block, now time.Time, clock *api.ClockSync) api.SessionRecord {
 	r := api.SessionRecord{ID: newSessionID(), PublicKey: p.key, Endpoint: endpoint, ExitIPv4: t.cfg.exit4, ExitIPv6: t.cfg.exit6,
-		PortLo: b.Lo, PortHi: b.Hi, Start: now}
+		PortLo: b.Lo, PortHi: b.Hi, Start: now, Clock: clock}
 	for _, a := range p.addrs {
 		if a.Is4() {
 			r.TunnelIPv4 = a
@@ -296,6 +304,15 @@ func (t *sessionTracker) record(p *recPeer, endpoint netip.AddrPort, b portblock
 		}
 	}
 	return r
+}
+
+// stamp is the gateway's sync state now, as the records it makes carry
+// it; nil when it runs no time monitor.
+func (t *sessionTracker) stamp() *api.ClockSync {
+	if t.cfg.clock == nil {
+		return nil
+	}
+	return t.cfg.clock()
 }
 
 func newSessionID() string {
@@ -335,13 +352,14 @@ func (t *sessionTracker) openLocked(peers []*recPeer, st map[wg.Key]peerStatus, 
 	}
 	var sessions []*session
 	var add []tunnet.Attribution
+	clock := t.stamp()
 	for _, p := range peers {
 		b, ok := t.blocks.Acquire()
 		if !ok {
 			refuse([]*recPeer{p}, refusedNoBlock)
 			continue
 		}
-		s := &session{rec: t.record(p, st[p.key].endpoint, b, now), block: b, peer: p}
+		s := &session{rec: t.record(p, st[p.key].endpoint, b, now, clock), block: b, peer: p}
 		sessions = append(sessions, s)
 		add = append(add, t.attributions(s)...)
 	}
@@ -407,7 +425,7 @@ func (t *sessionTracker) closeLocked(sessions []*session) {
 	if len(sessions) == 0 {
 		return
 	}
-	now := t.cfg.now()
+	now, clock := t.cfg.now(), t.stamp()
 	var remove []tunnet.Attribution
 	var addrs []netip.Addr
 	for _, s := range sessions {
@@ -429,7 +447,7 @@ func (t *sessionTracker) closeLocked(sessions []*session) {
 			t.blocks.Release(s.block)
 		}
 		delete(t.open, s.peer.key)
-		s.rec.End = now
+		s.rec.End, s.rec.Clock = now, clock
 		recs[i] = s.rec
 	}
 	if err := t.cfg.spool.append(recs, true); err != nil {
@@ -504,8 +522,9 @@ func (t *sessionTracker) saveOpenLocked() {
 
 // closeLeftSessions closes, as of now, the sessions that a previous run of
 // the gateway left open: it stopped without closing them, so their blocks
-// were held until at most now, and are free now.
-func closeLeftSessions(dir string, sp *spool, now time.Time) error {
+// were held until at most now, and are free now. clock is the gateway's
+// sync state now (nil without a time monitor).
+func closeLeftSessions(dir string, sp *spool, now time.Time, clock *api.ClockSync) error {
 	path := filepath.Join(dir, openSessionsFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -519,7 +538,7 @@ func closeLeftSessions(dir string, sp *spool, now time.Time) error {
 		return fmt.Errorf("%s is unreadable; move it aside to start (its sessions stay open in the records)", path)
 	}
 	for i := range recs {
-		recs[i].End = now
+		recs[i].End, recs[i].Clock = now, clock
 	}
 	if err := sp.append(recs, true); err != nil {
 		return fmt.Errorf("closing the sessions left open: %w", err)
@@ -621,7 +640,7 @@ func (g *Gateway) sessionLoop(ctx context.Context) {
 
 // maxSessionBatchBytes keeps a batch well inside the control server's
 // limit on request bodies.
-const maxSessionBatchBytes = 48 << 10
+const maxSessionBatchBytes = api.MaxSessionBatchBytes * 3 / 4
 
 // sendLoop delivers spooled session records to the control server, in
 // order, at least once.

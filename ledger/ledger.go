@@ -64,6 +64,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -127,7 +128,7 @@ func Open(ctx context.Context, db *store.DB, keys *Keyring, signer ed25519.Priva
 	if l.head, err = db.PrepareContext(ctx, `SELECT seq, hash FROM ledger_entries WHERE chain = ? ORDER BY seq DESC LIMIT 1`); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
-	if l.insert, err = db.PrepareContext(ctx, `INSERT INTO ledger_entries (chain, seq, kind, at, body, data_key, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
+	if l.insert, err = db.PrepareContext(ctx, insertEntries); err != nil {
 		l.head.Close()
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
@@ -171,37 +172,94 @@ func checkKind(kind string) error {
 	return nil
 }
 
+// AppendAll seals records (each as JSON) and appends them in order to the
+// records chain in tx, as Append does one, and returns their seqs. Many
+// entries go into one statement: appended one at a time, the statements
+// cost more than the sealing and hashing.
+func AppendAll[T any](ctx context.Context, l *Ledger, tx *sql.Tx, kind string, records []T) ([]int64, error) {
+	if err := checkKind(kind); err != nil {
+		return nil, err
+	}
+	plains := make([][]byte, len(records))
+	for i, r := range records {
+		var err error
+		if plains[i], err = json.Marshal(r); err != nil {
+			return nil, fmt.Errorf("ledger: %s record: %w", kind, err)
+		}
+	}
+	return l.appendAll(ctx, tx, RecordChain, kind, plains, true)
+}
+
 // append adds an entry to chain; seal says whether plain is sealed under a
 // new data key or stored clear.
 func (l *Ledger) append(ctx context.Context, tx *sql.Tx, chain Chain, kind string, plain []byte, seal bool) (int64, error) {
+	seqs, err := l.appendAll(ctx, tx, chain, kind, [][]byte{plain}, seal)
+	if err != nil {
+		return 0, err
+	}
+	return seqs[0], nil
+}
+
+// insertChunk bounds the entries of one INSERT, well inside SQLite's limit
+// on parameters.
+const insertChunk = 64
+
+// appendAll adds an entry to chain for each of plains, in order, each
+// sealed under a data key of its own if seal is set, else stored clear.
+func (l *Ledger) appendAll(ctx context.Context, tx *sql.Tx, chain Chain, kind string, plains [][]byte, seal bool) ([]int64, error) {
+	if len(plains) == 0 {
+		return nil, nil
+	}
 	head, cached := l.cachedHead(tx, chain)
 	if !cached {
 		var err error
 		if head, err = l.chainHead(ctx, tx, chain); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
-	seq, body := head.Seq+1, plain
-	var dataKey sql.NullString
-	if seal {
-		aad := entryAAD(chain, seq)
-		key := newDataKey()
-		body = newAEAD(key).Seal(nil, nil, plain, []byte(aad))
-		dataKey = sql.NullString{String: l.keys.Seal(string(key), aad), Valid: true}
-	}
+	const cols = 8
+	seqs := make([]int64, len(plains))
+	args := make([]any, 0, cols*len(plains))
 	at := time.Now().UnixNano()
-	hash := entryHash(head.Hash, seq, chain, kind, at, body)
-	_, err := tx.StmtContext(ctx, l.insert).ExecContext(ctx, string(chain), seq, kind, at, body, dataKey, head.Hash, hash)
-	if err != nil {
-		l.cacheHead(nil, chain, Head{})
-		if cached { // the head moved under us (a rolled back savepoint): read it again
-			return l.append(ctx, tx, chain, kind, plain, seal)
+	prev := head.Hash
+	for i, plain := range plains {
+		seq, body := head.Seq+1+int64(i), plain
+		var dataKey sql.NullString
+		if seal {
+			aad := entryAAD(chain, seq)
+			key := newDataKey()
+			body = newAEAD(key).Seal(nil, nil, plain, []byte(aad))
+			dataKey = sql.NullString{String: l.keys.Seal(string(key), aad), Valid: true}
 		}
-		return 0, fmt.Errorf("ledger: append %s entry %d: %w", chain, seq, err)
+		hash := entryHash(prev, seq, chain, kind, at, body)
+		args = append(args, string(chain), seq, kind, at, body, dataKey, prev, hash)
+		seqs[i], prev = seq, hash
 	}
-	l.cacheHead(tx, chain, Head{Seq: seq, Hash: hash})
-	return seq, nil
+	for first := 0; first < len(plains); first += insertChunk {
+		n := min(insertChunk, len(plains)-first)
+		rows := args[first*cols : (first+n)*cols]
+		var err error
+		if n == 1 {
+			_, err = tx.StmtContext(ctx, l.insert).ExecContext(ctx, rows...)
+		} else {
+			_, err = tx.ExecContext(ctx, insertEntries+strings.Repeat(", "+entryRow, n-1), rows...)
+		}
+		if err != nil {
+			l.cacheHead(nil, chain, Head{})
+			if cached && first == 0 { // the head moved under us (a rolled back savepoint): read it again
+				return l.appendAll(ctx, tx, chain, kind, plains, seal)
+			}
+			return nil, fmt.Errorf("ledger: append %s entry %d: %w", chain, seqs[first], err)
+		}
+	}
+	l.cacheHead(tx, chain, Head{Seq: seqs[len(seqs)-1], Hash: prev})
+	return seqs, nil
 }
+
+const (
+	insertEntries = `INSERT INTO ledger_entries (chain, seq, kind, at, body, data_key, prev_hash, hash) VALUES ` + entryRow
+	entryRow      = `(?, ?, ?, ?, ?, ?, ?, ?)`
+)
 
 // cachedHead returns the head of chain as the last append in tx left it.
 // Within one transaction nobody else can append (it holds SQLite's write
@@ -437,21 +495,21 @@ func (l *Ledger) PurgeWith(ctx context.Context, chain Chain, seqs []int64, reaso
 
 	err := l.db.Tx(ctx, func(tx *sql.Tx) error {
 		rec := purgeRecord{Reason: reason, Count: len(seqs), Kinds: map[string]int{}}
+		kinds, err := entryKinds(ctx, tx, chain, seqs)
+		if err != nil {
+			return err
+		}
 		for _, seq := range seqs {
-			var kind string
-			var gone bool
-			err := tx.QueryRowContext(ctx, `SELECT kind, body IS NULL FROM ledger_entries WHERE chain = ? AND seq = ?`, string(chain), seq).Scan(&kind, &gone)
+			k, ok := kinds[seq]
 			switch {
-			case errors.Is(err, sql.ErrNoRows):
+			case !ok:
 				return fmt.Errorf("ledger: purge: %s entry %d does not exist", chain, seq)
-			case err != nil:
-				return err
-			case gone:
+			case k.purged:
 				return fmt.Errorf("ledger: purge: %s entry %d is already purged", chain, seq)
-			case kind == purgeKind:
+			case k.kind == purgeKind:
 				return fmt.Errorf("ledger: purge: %s entry %d is a purge entry: those hold no personal data and stay", chain, seq)
 			}
-			rec.Kinds[kind]++
+			rec.Kinds[k.kind]++
 			if n := len(rec.Ranges); n > 0 && rec.Ranges[n-1][1] == seq-1 {
 				rec.Ranges[n-1][1] = seq
 			} else {
@@ -488,6 +546,43 @@ func (l *Ledger) PurgeWith(ctx context.Context, chain Chain, seqs []int64, reaso
 		return fmt.Errorf("ledger: purged %d %s entries, but old copies may remain in the write-ahead log until its next checkpoint: %w", len(seqs), chain, err)
 	}
 	return nil
+}
+
+// entryKind is what a purge needs to know of an entry.
+type entryKind struct {
+	kind   string
+	purged bool
+}
+
+// entryKinds returns the kind of each of chain's entries at seqs, a chunk
+// of seqs to a query; seqs without an entry are left out.
+func entryKinds(ctx context.Context, tx *sql.Tx, chain Chain, seqs []int64) (map[int64]entryKind, error) {
+	out := make(map[int64]entryKind, len(seqs))
+	for first := 0; first < len(seqs); first += insertChunk {
+		part := seqs[first:min(first+insertChunk, len(seqs))]
+		args := []any{string(chain)}
+		for _, seq := range part {
+			args = append(args, seq)
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT seq, kind, body IS NULL FROM ledger_entries WHERE chain = ? AND seq IN (?`+strings.Repeat(", ?", len(part)-1)+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var seq int64
+			var k entryKind
+			if err := rows.Scan(&seq, &k.kind, &k.purged); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[seq] = k
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // RotateKey re-seals every data key that is not under the keyring's active

@@ -38,12 +38,20 @@ type SessionOwner struct {
 type SessionHook struct {
 	// Index returns the blind index of an endpoint address.
 	Index func(ip netip.Addr) string
-	// Stored records a session when it is first stored and returns the
-	// ledger seq of that entry.
-	Stored func(tx *sql.Tx, r api.SessionRecord) (seq int64, err error)
-	// Ended records that a stored open session ended and returns the
-	// ledger seq of that entry.
-	Ended func(tx *sql.Tx, id string, end time.Time) (seq int64, err error)
+	// Stored records sessions when they are first stored and returns the
+	// ledger seq of each entry, in order.
+	Stored func(tx *sql.Tx, recs []api.SessionRecord) (seqs []int64, err error)
+	// Ended records that stored open sessions ended and returns the ledger
+	// seq of each entry, in order.
+	Ended func(tx *sql.Tx, ends []SessionEnd) (seqs []int64, err error)
+}
+
+// SessionEnd says that a stored open session ended. It is also the body of
+// the ledger entry that records it.
+type SessionEnd struct {
+	ID    string         `json:"id"`
+	End   time.Time      `json:"end"`
+	Clock *api.ClockSync `json:"clock,omitempty"` // the gateway's clock when it saw the end
 }
 
 // SaveSessions stores session records sent by gateway, in one transaction.
@@ -54,96 +62,223 @@ type SessionHook struct {
 // another gateway stored changes nothing either. stored counts the records
 // that keep accepted. The table keeps only the index: the record itself
 // goes through hook into the ledger, in the same transaction.
+//
+// The work is done a batch at a time, not a record at a time: one query
+// for the owners of all keys, one for the records already stored, and
+// inserts of many rows per statement. Per record, the statements cost more
+// than the writing.
 func (db *DB) SaveSessions(ctx context.Context, gateway string, recs []api.SessionRecord, keep func(SessionOwner) bool, hook SessionHook) (stored int, err error) {
 	if hook.Index == nil || hook.Stored == nil || hook.Ended == nil {
 		return 0, errors.New("store: SaveSessions needs a complete SessionHook")
 	}
 	err = db.Tx(ctx, func(tx *sql.Tx) error {
+		owners, err := sessionOwners(ctx, tx, recs)
+		if err != nil {
+			return err
+		}
+		known, err := storedSessions(ctx, tx, recs)
+		if err != nil {
+			return err
+		}
+		// Plan the batch in order: a record may start a session and a
+		// later one in the same batch end it.
 		stored = 0
-		owners := map[wg.Key]SessionOwner{}
-		// Prepared once per batch: preparing each statement per record
-		// cost more than the work itself.
-		find, err := tx.PrepareContext(ctx, `SELECT gateway, end_at FROM sessions WHERE id = ?`)
-		if err != nil {
-			return err
-		}
-		defer find.Close()
-		insert, err := tx.PrepareContext(ctx, `INSERT INTO sessions (id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6,
-				endpoint_index, exit_ipv4, exit_ipv6, port_lo, port_hi, start_at, end_at, seq)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer insert.Close()
-		owner, err := tx.PrepareContext(ctx, `SELECT d.id, u.name, u.kind FROM devices d JOIN users u ON u.id = d.user_id WHERE d.public_key = ?`)
-		if err != nil {
-			return err
-		}
-		defer owner.Close()
+		var starts []api.SessionRecord
+		var ends []SessionEnd
 		for _, r := range recs {
-			o, seen := owners[r.PublicKey]
-			if !seen {
-				var err error
-				if o, err = sessionOwner(ctx, owner, r.PublicKey); err != nil {
-					return err
-				}
-				owners[r.PublicKey] = o
-			}
-			if !keep(o) {
+			if !keep(owners[r.PublicKey]) {
 				continue
 			}
 			stored++
-			var gw string
-			var end sql.NullInt64
-			err := find.QueryRowContext(ctx, r.ID).Scan(&gw, &end)
+			k, ok := known[r.ID]
 			switch {
-			case errors.Is(err, sql.ErrNoRows):
-				seq, err := hook.Stored(tx, r)
-				if err != nil {
-					return fmt.Errorf("sealing a session record: %w", err)
-				}
-				var device, user any
-				if o.Known {
-					device, user = o.DeviceID, o.User
-				}
-				_, err = insert.ExecContext(ctx,
-					r.ID, gateway, r.PublicKey.String(), device, user, addrOrNull(r.TunnelIPv4), addrOrNull(r.TunnelIPv6),
-					hook.Index(r.Endpoint.Addr().Unmap()), addrOrNull(r.ExitIPv4), addrOrNull(r.ExitIPv6),
-					int(r.PortLo), int(r.PortHi), r.Start.UnixNano(), timeOrNull(r.End), seq)
-				if err != nil {
-					return fmt.Errorf("storing a session record: %w", err)
-				}
-			case err != nil:
-				return err
-			case gw == gateway && !end.Valid && !r.End.IsZero():
+			case !ok:
+				starts = append(starts, r)
+				known[r.ID] = storedSession{gateway: gateway, ended: !r.End.IsZero()}
+			case k.gateway == gateway && !k.ended && !r.End.IsZero():
 				if r.End.UnixNano() < r.Start.UnixNano() {
 					return fmt.Errorf("session record %s ends before it starts", r.ID)
 				}
-				seq, err := hook.Ended(tx, r.ID, r.End)
-				if err != nil {
-					return fmt.Errorf("sealing the end of a session: %w", err)
-				}
-				if _, err := tx.ExecContext(ctx, `UPDATE sessions SET end_at = ? WHERE id = ?`, r.End.UnixNano(), r.ID); err != nil {
-					return fmt.Errorf("storing the end of a session: %w", err)
-				}
-				if _, err := tx.ExecContext(ctx, `INSERT INTO session_ends (session_id, seq) VALUES (?, ?)`, r.ID, seq); err != nil {
-					return err
-				}
+				ends = append(ends, SessionEnd{ID: r.ID, End: r.End.UTC(), Clock: r.Clock})
+				known[r.ID] = storedSession{gateway: gateway, ended: true}
 			}
 		}
-		return nil
+		if err := insertSessions(ctx, tx, gateway, starts, owners, hook); err != nil {
+			return err
+		}
+		return endSessions(ctx, tx, ends, hook)
 	})
 	return stored, err
 }
 
+// sqlChunk bounds the rows of one multi-row statement, well inside
+// SQLite's limit on parameters.
+const sqlChunk = 64
+
+// chunks calls fn with consecutive slices of at most sqlChunk elements.
+func chunks[T any](all []T, fn func([]T) error) error {
+	for len(all) > 0 {
+		n := min(sqlChunk, len(all))
+		if err := fn(all[:n]); err != nil {
+			return err
+		}
+		all = all[n:]
+	}
+	return nil
+}
+
+// placeholders returns rows groups of cols parameters: "(?, ?), (?, ?)".
+func placeholders(rows, cols int) string {
+	row := "(?" + strings.Repeat(", ?", cols-1) + ")"
+	return row + strings.Repeat(", "+row, rows-1)
+}
+
+// sessionOwners returns the owner of each key in recs; keys no device has
+// map to the zero SessionOwner.
+func sessionOwners(ctx context.Context, tx *sql.Tx, recs []api.SessionRecord) (map[wg.Key]SessionOwner, error) {
+	keys := make([]wg.Key, len(recs))
+	for i, r := range recs {
+		keys[i] = r.PublicKey
+	}
+	return ownersOf(ctx, tx, keys)
+}
+
+// ownersOf returns the device and account each of keys belongs to; keys no
+// device has map to the zero SessionOwner.
+func ownersOf(ctx context.Context, q queryer, keys []wg.Key) (map[wg.Key]SessionOwner, error) {
+	owners := map[wg.Key]SessionOwner{}
+	var args []any
+	for _, k := range keys {
+		if _, ok := owners[k]; !ok {
+			owners[k] = SessionOwner{}
+			args = append(args, k.String())
+		}
+	}
+	err := chunks(args, func(keys []any) error {
+		rows, err := q.QueryContext(ctx, `SELECT d.public_key, d.id, u.name, u.kind FROM devices d JOIN users u ON u.id = d.user_id
+			WHERE d.public_key IN (?`+strings.Repeat(", ?", len(keys)-1)+`)`, keys...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var pub, kind string
+			o := SessionOwner{Known: true}
+			if err := rows.Scan(&pub, &o.DeviceID, &o.User, &kind); err != nil {
+				return err
+			}
+			k, err := wg.ParseKey(pub)
+			if err != nil {
+				return err
+			}
+			o.Kind = api.TenantKind(kind)
+			owners[k] = o
+		}
+		return rows.Err()
+	})
+	return owners, err
+}
+
+// storedSession is what SaveSessions needs to know of a stored record.
+type storedSession struct {
+	gateway string
+	ended   bool
+}
+
+// storedSessions returns the records of recs already stored, by ID.
+func storedSessions(ctx context.Context, tx *sql.Tx, recs []api.SessionRecord) (map[string]storedSession, error) {
+	ids := make([]any, len(recs))
+	for i, r := range recs {
+		ids[i] = r.ID
+	}
+	known := map[string]storedSession{}
+	err := chunks(ids, func(ids []any) error {
+		rows, err := tx.QueryContext(ctx, `SELECT id, gateway, end_at IS NOT NULL FROM sessions WHERE id IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`, ids...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var s storedSession
+			if err := rows.Scan(&id, &s.gateway, &s.ended); err != nil {
+				return err
+			}
+			known[id] = s
+		}
+		return rows.Err()
+	})
+	return known, err
+}
+
+// insertSessions puts new records in the ledger and their index rows in
+// the table.
+func insertSessions(ctx context.Context, tx *sql.Tx, gateway string, recs []api.SessionRecord, owners map[wg.Key]SessionOwner, hook SessionHook) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	seqs, err := hook.Stored(tx, recs)
+	if err != nil {
+		return fmt.Errorf("sealing session records: %w", err)
+	}
+	if len(seqs) != len(recs) {
+		return fmt.Errorf("sealing session records: %d ledger entries for %d records", len(seqs), len(recs))
+	}
+	const cols = 15
+	i := 0
+	return chunks(recs, func(recs []api.SessionRecord) error {
+		args := make([]any, 0, cols*len(recs))
+		for _, r := range recs {
+			var device, user any
+			if o := owners[r.PublicKey]; o.Known {
+				device, user = o.DeviceID, o.User
+			}
+			args = append(args, r.ID, gateway, r.PublicKey.String(), device, user, addrOrNull(r.TunnelIPv4), addrOrNull(r.TunnelIPv6),
+				hook.Index(r.Endpoint.Addr().Unmap()), addrOrNull(r.ExitIPv4), addrOrNull(r.ExitIPv6),
+				int(r.PortLo), int(r.PortHi), r.Start.UnixNano(), timeOrNull(r.End), seqs[i])
+			i++
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6,
+				endpoint_index, exit_ipv4, exit_ipv6, port_lo, port_hi, start_at, end_at, seq)
+			VALUES `+placeholders(len(recs), cols), args...)
+		if err != nil {
+			return fmt.Errorf("storing session records: %w", err)
+		}
+		return nil
+	})
+}
+
+// endSessions records the ends of stored open sessions.
+func endSessions(ctx context.Context, tx *sql.Tx, ends []SessionEnd, hook SessionHook) error {
+	if len(ends) == 0 {
+		return nil
+	}
+	seqs, err := hook.Ended(tx, ends)
+	if err != nil {
+		return fmt.Errorf("sealing the ends of sessions: %w", err)
+	}
+	if len(seqs) != len(ends) {
+		return fmt.Errorf("sealing the ends of sessions: %d ledger entries for %d ends", len(seqs), len(ends))
+	}
+	set, err := tx.PrepareContext(ctx, `UPDATE sessions SET end_at = ?, end_seq = ? WHERE id = ?`)
+	if err != nil {
+		return err
+	}
+	defer set.Close()
+	for i, e := range ends {
+		if _, err := set.ExecContext(ctx, e.End.UnixNano(), seqs[i], e.ID); err != nil {
+			return fmt.Errorf("storing the end of a session: %w", err)
+		}
+	}
+	return nil
+}
+
 // SessionSeqsTx returns the ledger seqs ("session" and "session-end"
-// entries) of the sessions of the devices of account userID, in tx.
-func SessionSeqsTx(ctx context.Context, tx *sql.Tx, userID int64) ([]int64, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT s.seq FROM sessions s WHERE s.seq IS NOT NULL
-			AND s.device_id IN (SELECT id FROM devices WHERE user_id = ?)
-		UNION SELECT e.seq FROM session_ends e JOIN sessions s ON s.id = e.session_id
-			WHERE s.device_id IN (SELECT id FROM devices WHERE user_id = ?)
-		ORDER BY 1`, userID, userID)
+// entries) of the sessions of account user, in tx.
+func SessionSeqsTx(ctx context.Context, tx *sql.Tx, user string) ([]int64, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT seq FROM sessions WHERE user_name = ? AND seq IS NOT NULL
+		UNION ALL SELECT end_seq FROM sessions WHERE user_name = ? AND end_seq IS NOT NULL
+		ORDER BY 1`, user, user)
 	if err != nil {
 		return nil, err
 	}
@@ -159,50 +294,17 @@ func SessionSeqsTx(ctx context.Context, tx *sql.Tx, userID int64) ([]int64, erro
 	return out, rows.Err()
 }
 
-func sessionOwner(ctx context.Context, owner *sql.Stmt, key wg.Key) (SessionOwner, error) {
-	o := SessionOwner{Known: true}
-	var kind string
-	err := owner.QueryRowContext(ctx, key.String()).Scan(&o.DeviceID, &o.User, &kind)
-	if errors.Is(err, sql.ErrNoRows) {
-		return SessionOwner{}, nil
-	}
-	o.Kind = api.TenantKind(kind)
-	return o, err
-}
-
 // TenantKinds returns the tenant kind of each device key that belongs to a
 // device; unknown keys are left out.
 func (db *DB) TenantKinds(ctx context.Context, keys []wg.Key) (map[wg.Key]api.TenantKind, error) {
-	out := make(map[wg.Key]api.TenantKind, len(keys))
-	const chunk = 500 // well below SQLite's limit on query parameters
-	for len(keys) > 0 {
-		n := min(chunk, len(keys))
-		args := make([]any, n)
-		for i, k := range keys[:n] {
-			args[i] = k.String()
-		}
-		keys = keys[n:]
-		rows, err := db.QueryContext(ctx, `SELECT d.public_key, u.kind FROM devices d JOIN users u ON u.id = d.user_id
-			WHERE d.public_key IN (?`+strings.Repeat(", ?", n-1)+`)`, args...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
-			var pub, kind string
-			if err := rows.Scan(&pub, &kind); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			k, err := wg.ParseKey(pub)
-			if err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[k] = api.TenantKind(kind)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
+	owners, err := ownersOf(ctx, db, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[wg.Key]api.TenantKind, len(owners))
+	for k, o := range owners {
+		if o.Known {
+			out[k] = o.Kind
 		}
 	}
 	return out, nil

@@ -30,15 +30,23 @@ func (f *fakeLedger) hook() SessionHook {
 	}
 	return SessionHook{
 		Index: testIndex,
-		Stored: func(tx *sql.Tx, r api.SessionRecord) (int64, error) {
-			f.next++
-			f.records[f.next] = r
-			return f.next, nil
+		Stored: func(tx *sql.Tx, recs []api.SessionRecord) ([]int64, error) {
+			var seqs []int64
+			for _, r := range recs {
+				f.next++
+				f.records[f.next] = r
+				seqs = append(seqs, f.next)
+			}
+			return seqs, nil
 		},
-		Ended: func(tx *sql.Tx, id string, end time.Time) (int64, error) {
-			f.next++
-			f.ends[f.next] = id
-			return f.next, nil
+		Ended: func(tx *sql.Tx, ends []SessionEnd) ([]int64, error) {
+			var seqs []int64
+			for _, e := range ends {
+				f.next++
+				f.ends[f.next] = e.ID
+				seqs = append(seqs, f.next)
+			}
+			return seqs, nil
 		},
 	}
 }
@@ -96,9 +104,9 @@ func TestSaveSessionsIsIdempotent(t *testing.T) {
 		t.Fatalf("ledger got records %+v, ends %v", fl.records, fl.ends)
 	}
 	var ends int
-	db.QueryRow(`SELECT count(*) FROM session_ends WHERE session_id = ? AND seq = 2`, open.ID).Scan(&ends)
+	db.QueryRow(`SELECT count(*) FROM sessions WHERE id = ? AND end_seq = 2`, open.ID).Scan(&ends)
 	if ends != 1 {
-		t.Fatalf("%d session_ends rows, want 1", ends)
+		t.Fatalf("%d sessions with end entry 2, want 1", ends)
 	}
 
 	// Another gateway cannot rewrite it.
@@ -210,5 +218,61 @@ func TestSessionsOfUser(t *testing.T) {
 	kinds, err := db.TenantKinds(ctx, []wg.Key{pub, key(t)})
 	if err != nil || len(kinds) != 1 || kinds[pub] != api.Enterprise {
 		t.Fatalf("tenant kinds %v %v", kinds, err)
+	}
+}
+
+// Batches larger than one statement's worth, with sessions that start and
+// end in the same batch, store every row once and every end once.
+func TestSaveSessionsInBatches(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	var keys []wg.Key
+	for i := range 3 {
+		user := fmt.Sprintf("u%d", i)
+		db.CreateUser(ctx, user, api.Consumer)
+		pub := key(t)
+		if _, err := db.CreateDevice(ctx, NewDevice{User: user, Name: "d", PublicKey: pub,
+			IPv4: netip.AddrFrom4([4]byte{10, 200, 1, byte(i + 1)}), IPv6: netip.MustParseAddr(fmt.Sprintf("2001:db8:200::1:%d", i+1))}); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, pub)
+	}
+	keys = append(keys, key(t)) // a key no device has
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	rec := func(n int, ended bool) api.SessionRecord {
+		r := api.SessionRecord{ID: fmt.Sprintf("%032x", n), PublicKey: keys[n%len(keys)], TunnelIPv4: netip.MustParseAddr("10.200.1.1"),
+			Endpoint: netip.MustParseAddrPort("198.51.100.7:40000"), ExitIPv4: netip.MustParseAddr("203.0.113.1"),
+			PortLo: 1024, PortHi: 1279, Start: t0.Add(time.Duration(n) * time.Minute)}
+		if ended {
+			r.End = r.Start.Add(time.Second)
+		}
+		return r
+	}
+	var first, second []api.SessionRecord
+	for n := range 150 {
+		first = append(first, rec(n, false))
+		second = append(second, rec(n, true))
+	}
+	for n := 150; n < 230; n++ { // start and end in the same batch
+		second = append(second, rec(n, false), rec(n, true))
+	}
+	var fl fakeLedger
+	for _, batch := range [][]api.SessionRecord{first, second, second} {
+		if n, err := db.SaveSessions(ctx, "gw", batch, keepAll, fl.hook()); err != nil || n != len(batch) {
+			t.Fatalf("save %d records: %d, %v", len(batch), n, err)
+		}
+	}
+	if len(fl.records) != 230 || len(fl.ends) != 230 {
+		t.Fatalf("the ledger got %d records and %d ends, want 230 of each", len(fl.records), len(fl.ends))
+	}
+	var rows, ended, owned int
+	db.QueryRow(`SELECT count(*), count(end_seq), count(device_id) FROM sessions`).Scan(&rows, &ended, &owned)
+	if rows != 230 || ended != 230 || owned != 230-230/len(keys) {
+		t.Fatalf("%d rows, %d with an end entry, %d with an owner", rows, ended, owned)
+	}
+	var wrong int
+	db.QueryRow(`SELECT count(*) FROM sessions WHERE end_seq <= seq OR end_at <> start_at + 1000000000`).Scan(&wrong)
+	if wrong != 0 {
+		t.Fatalf("%d sessions with an end out of order", wrong)
 	}
 }

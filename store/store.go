@@ -37,7 +37,7 @@ type DB struct {
 // Open opens (creating if needed) the SQLite database at file and brings its
 // schema up to date.
 func Open(ctx context.Context, file string) (*DB, error) {
-	dsn := "file:" + file + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=synchronous(FULL)&_pragma=secure_delete(ON)&_txlock=immediate"
+	dsn := "file:" + file + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=synchronous(FULL)&_pragma=secure_delete(ON)&_pragma=cache_size(-65536)&_txlock=immediate"
 	sdb, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, err

@@ -52,6 +52,8 @@ type sessionState struct {
 	sent    map[string]recordDuty // by gateway; unknown (as after a restart): send a full netmap
 	stored  prometheus.Counter
 	ignored prometheus.Counter
+
+	queue sessionQueue
 }
 
 func (ss *sessionState) register(reg *prometheus.Registry) {
@@ -171,7 +173,8 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	}
 	var stored int
 	if duty.any() {
-		stored, err = s.db.SaveSessions(r.Context(), gw.Name, b.Records, func(o store.SessionOwner) bool { return duty.of(o.Kind, o.Known) }, s.sessionHook(r.Context()))
+		stored, err = s.saveSessions(r.Context(), store.GatewaySessions{Gateway: gw.Name, Records: b.Records,
+			Keep: func(o store.SessionOwner) bool { return duty.of(o.Kind, o.Known) }})
 		if err != nil {
 			s.internalError(w, r, err)
 			return
@@ -181,6 +184,100 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	s.sessions.stored.Add(float64(res.Stored))
 	s.sessions.ignored.Add(float64(res.Ignored))
 	writeJSON(w, http.StatusOK, res)
+}
+
+// sessionQueue gathers the batches of concurrent POST /gateway/sessions
+// into shared transactions (group commit): a transaction costs about the
+// same for one batch as for several, as index pages that records share
+// are written once. The request at the head of the queue leads: it writes
+// the waiting batches, up to maxGroupRecords, and hands the lead to the
+// next request still waiting, so that no request writes for long for
+// others and no goroutine outlives the requests.
+type sessionQueue struct {
+	mu      sync.Mutex
+	waiting []*queuedSessions
+	leading bool // some request leads
+}
+
+// maxGroupRecords bounds one shared transaction.
+const maxGroupRecords = 8 * api.MaxSessionBatch
+
+type queuedSessions struct {
+	batch  store.GatewaySessions
+	stored int
+	err    error
+	lead   chan struct{} // this request leads now
+	done   chan struct{} // stored and err are set
+}
+
+// saveSessions stores b, in a transaction shared with the batches of
+// other requests waiting at the same time, and returns how many records
+// it kept.
+func (s *Server) saveSessions(ctx context.Context, b store.GatewaySessions) (int, error) {
+	q := &s.sessions.queue
+	me := &queuedSessions{batch: b, lead: make(chan struct{}, 1), done: make(chan struct{})}
+	q.mu.Lock()
+	q.waiting = append(q.waiting, me)
+	if !q.leading {
+		q.leading = true
+		me.lead <- struct{}{}
+	}
+	q.mu.Unlock()
+	for {
+		select {
+		case <-me.done:
+			return me.stored, me.err
+		case <-me.lead:
+			s.writeSessionGroup(context.WithoutCancel(ctx))
+		}
+	}
+}
+
+// writeSessionGroup writes the batches at the head of the queue (the
+// leader's among them) and passes the lead on.
+func (s *Server) writeSessionGroup(ctx context.Context) {
+	q := &s.sessions.queue
+	q.mu.Lock()
+	n, records := 0, 0
+	for n < len(q.waiting) && (n == 0 || records+len(q.waiting[n].batch.Records) <= maxGroupRecords) {
+		records += len(q.waiting[n].batch.Records)
+		n++
+	}
+	group := q.waiting[:n:n]
+	q.waiting = q.waiting[n:]
+	q.mu.Unlock()
+
+	batches := make([]store.GatewaySessions, len(group))
+	for i, g := range group {
+		batches[i] = g.batch
+	}
+	stored, err := s.db.SaveSessions(ctx, batches, s.sessionHook(ctx))
+	switch {
+	case err == nil:
+		for i, g := range group {
+			g.stored = stored[i]
+		}
+	case len(group) == 1:
+		group[0].err = err
+	default: // one batch must not fail the others: each again on its own
+		for _, g := range group {
+			var n []int
+			if n, g.err = s.db.SaveSessions(ctx, []store.GatewaySessions{g.batch}, s.sessionHook(ctx)); g.err == nil {
+				g.stored = n[0]
+			}
+		}
+	}
+	for _, g := range group {
+		close(g.done)
+	}
+
+	q.mu.Lock()
+	if len(q.waiting) > 0 {
+		q.waiting[0].lead <- struct{}{}
+	} else {
+		q.leading = false
+	}
+	q.mu.Unlock()
 }
 
 // sessionHook puts session records, and the ends of sessions

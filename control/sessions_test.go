@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/store"
 	"github.com/meridian-vpn/meridian/wg"
 )
 
@@ -340,5 +341,113 @@ func TestSessionRecordsSealed(t *testing.T) {
 	}
 	if err := auditor.Do(ctx, "GET", "/compliance/verify", nil, &rep); err != nil || len(rep.Problems) == 0 {
 		t.Fatalf("verify after a session entry was modified: %+v %v", rep, err)
+	}
+}
+
+// Gateways posting at the same time share transactions; every record is
+// stored once, and the ledger chain holds each exactly once.
+func TestConcurrentSessionBatches(t *testing.T) {
+	ts := newTestServer(t, "10.200.0.0/24")
+	ctx := context.Background()
+	ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"})
+	alice, _ := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "alice", Name: "a", PublicKey: newKey(t)})
+	const gateways, batches, size = 4, 5, 300
+	var gws []*api.Client
+	for g := range gateways {
+		name := fmt.Sprintf("in%d", g)
+		gws = append(gws, ts.joinGateway(t, name))
+		ts.placeIn(t, name, "IN")
+	}
+	errs := make(chan error, gateways)
+	for g, gw := range gws {
+		go func() {
+			for b := range batches {
+				recs := make([]api.SessionRecord, size)
+				for i := range recs {
+					recs[i] = sessionRecord(t, alice.Device, g<<20|b*size+i+1)
+				}
+				if res, err := gw.PostSessions(ctx, api.SessionBatch{Records: recs}); err != nil || res.Stored != size {
+					errs <- fmt.Errorf("gateway %d batch %d: %+v %v", g, b, res, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range gateways {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := ts.sessionRows(t); n != gateways*batches*size {
+		t.Fatalf("%d rows, want %d", n, gateways*batches*size)
+	}
+	var entries, distinct int
+	ts.db.QueryRow(`SELECT count(*), count(DISTINCT seq) FROM sessions`).Scan(&entries, &distinct)
+	if distinct != entries {
+		t.Fatalf("%d rows share %d ledger entries", entries, distinct)
+	}
+	if rep, err := ts.ledger.Verify(ctx); err != nil || !rep.OK() {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}
+
+// A batch that fails in a shared transaction fails alone: the others in
+// it are written again on their own.
+func TestSessionGroupIsolatesAFailingBatch(t *testing.T) {
+	ts := newTestServer(t, "10.200.0.0/24")
+	ctx := context.Background()
+	ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"})
+	alice, _ := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "alice", Name: "a", PublicKey: newKey(t)})
+	keep := func(store.SessionOwner) bool { return true }
+	good1, good2 := sessionRecord(t, alice.Device, 1), sessionRecord(t, alice.Device, 2)
+	stored := sessionRecord(t, alice.Device, 3)
+	bad := stored // the end of stored session 3, before it started
+	if _, err := ts.saveSessions(ctx, store.GatewaySessions{Gateway: "in1", Records: []api.SessionRecord{stored}, Keep: keep}); err != nil {
+		t.Fatal(err)
+	}
+	bad.End = bad.Start.Add(-time.Hour) // Validate would refuse it; SaveSessions must too
+
+	// Hold the lead while three requests queue, then hand it over: the
+	// three batches go into one transaction.
+	q := &ts.sessions.queue
+	q.mu.Lock()
+	q.leading = true
+	q.mu.Unlock()
+	type result struct {
+		n   int
+		err error
+	}
+	results := make([]chan result, 3)
+	for i, recs := range [][]api.SessionRecord{{good1}, {bad}, {good2}} {
+		results[i] = make(chan result, 1)
+		go func() {
+			n, err := ts.saveSessions(ctx, store.GatewaySessions{Gateway: "in1", Records: recs, Keep: keep})
+			results[i] <- result{n, err}
+		}()
+	}
+	for {
+		q.mu.Lock()
+		n := len(q.waiting)
+		if n == 3 {
+			q.waiting[0].lead <- struct{}{}
+		}
+		q.mu.Unlock()
+		if n == 3 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i, want := range []bool{true, false, true} {
+		r := <-results[i]
+		if (r.err == nil) != want || want && r.n != 1 {
+			t.Errorf("batch %d: stored %d, err %v", i, r.n, r.err)
+		}
+	}
+	if n := ts.sessionRows(t); n != 3 {
+		t.Fatalf("%d rows, want the 3 good sessions", n)
+	}
+	if q.leading || len(q.waiting) != 0 {
+		t.Fatalf("the queue was left leading=%v with %d waiting", q.leading, len(q.waiting))
 	}
 }

@@ -265,7 +265,7 @@ func TestRetentionPurge(t *testing.T) {
 		ended := rec
 		ended.End = rec.Start.Add(time.Hour)
 		for _, r := range []api.SessionRecord{rec, ended} {
-			if _, err := ts.db.SaveSessions(ctx, "in1", []api.SessionRecord{r}, func(store.SessionOwner) bool { return true }, ts.sessionHook(ctx)); err != nil {
+			if _, err := ts.saveSessions(ctx, store.GatewaySessions{Gateway: "in1", Records: []api.SessionRecord{r}, Keep: func(store.SessionOwner) bool { return true }}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -64,7 +64,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -101,7 +100,10 @@ type Ledger struct {
 	signer ed25519.PrivateKey
 
 	// Prepared once: preparing dominated the cost of an append.
-	head, insert *sql.Stmt
+	head   *sql.Stmt
+	insert *store.Insert
+	kinds  *sql.Stmt // of store.EachIn's chunk of seqs
+	purge  *sql.Stmt // likewise
 
 	mu      sync.Mutex
 	headsTx *sql.Tx        // the transaction of the last append
@@ -128,8 +130,15 @@ func Open(ctx context.Context, db *store.DB, keys *Keyring, signer ed25519.Priva
 	if l.head, err = db.PrepareContext(ctx, `SELECT seq, hash FROM ledger_entries WHERE chain = ? ORDER BY seq DESC LIMIT 1`); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
-	if l.insert, err = db.PrepareContext(ctx, insertEntries); err != nil {
+	if l.insert, err = store.PrepareInsert(ctx, db.DB, insertEntries, entryValues); err != nil {
 		l.head.Close()
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	if l.kinds, err = db.PrepareContext(ctx, `SELECT seq, kind, body IS NULL FROM ledger_entries WHERE chain = ? AND seq`+store.InList); err == nil {
+		l.purge, err = db.PrepareContext(ctx, `UPDATE ledger_entries SET body = NULL, data_key = NULL, purged_by = ? WHERE chain = ? AND seq`+store.InList)
+	}
+	if err != nil {
+		l.Close()
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
 	return l, nil
@@ -137,7 +146,13 @@ func Open(ctx context.Context, db *store.DB, keys *Keyring, signer ed25519.Priva
 
 // Close releases the ledger's prepared statements; the database stays open.
 func (l *Ledger) Close() error {
-	return errors.Join(l.head.Close(), l.insert.Close())
+	var errs []error
+	for _, st := range []*sql.Stmt{l.head, l.kinds, l.purge} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(append(errs, l.insert.Close())...)
 }
 
 // Append seals record (as JSON) and appends it to the records chain in tx,
@@ -200,10 +215,6 @@ func (l *Ledger) append(ctx context.Context, tx *sql.Tx, chain Chain, kind strin
 	return seqs[0], nil
 }
 
-// insertChunk bounds the entries of one INSERT, well inside SQLite's limit
-// on parameters.
-const insertChunk = 64
-
 // appendAll adds an entry to chain for each of plains, in order, each
 // sealed under a data key of its own if seal is set, else stored clear.
 func (l *Ledger) appendAll(ctx context.Context, tx *sql.Tx, chain Chain, kind string, plains [][]byte, seal bool) ([]int64, error) {
@@ -217,9 +228,8 @@ func (l *Ledger) appendAll(ctx context.Context, tx *sql.Tx, chain Chain, kind st
 			return nil, err
 		}
 	}
-	const cols = 8
 	seqs := make([]int64, len(plains))
-	args := make([]any, 0, cols*len(plains))
+	args := make([]any, 0, entryValues*len(plains))
 	at := time.Now().UnixNano()
 	prev := head.Hash
 	for i, plain := range plains {
@@ -235,30 +245,23 @@ func (l *Ledger) appendAll(ctx context.Context, tx *sql.Tx, chain Chain, kind st
 		args = append(args, string(chain), seq, kind, at, body, dataKey, prev, hash)
 		seqs[i], prev = seq, hash
 	}
-	for first := 0; first < len(plains); first += insertChunk {
-		n := min(insertChunk, len(plains)-first)
-		rows := args[first*cols : (first+n)*cols]
-		var err error
-		if n == 1 {
-			_, err = tx.StmtContext(ctx, l.insert).ExecContext(ctx, rows...)
-		} else {
-			_, err = tx.ExecContext(ctx, insertEntries+strings.Repeat(", "+entryRow, n-1), rows...)
+	if err := l.insert.Exec(ctx, tx, args); err != nil {
+		l.cacheHead(nil, chain, Head{})
+		// A stale cached head (a rolled back savepoint took our last
+		// entries) fails the first row, before any of ours landed: read
+		// the head again and retry.
+		if real, herr := l.chainHead(ctx, tx, chain); cached && herr == nil && real.Seq < head.Seq {
+			return l.appendAll(ctx, tx, chain, kind, plains, seal)
 		}
-		if err != nil {
-			l.cacheHead(nil, chain, Head{})
-			if cached && first == 0 { // the head moved under us (a rolled back savepoint): read it again
-				return l.appendAll(ctx, tx, chain, kind, plains, seal)
-			}
-			return nil, fmt.Errorf("ledger: append %s entry %d: %w", chain, seqs[first], err)
-		}
+		return nil, fmt.Errorf("ledger: append %s entries %d-%d: %w", chain, seqs[0], seqs[len(seqs)-1], err)
 	}
 	l.cacheHead(tx, chain, Head{Seq: seqs[len(seqs)-1], Hash: prev})
 	return seqs, nil
 }
 
 const (
-	insertEntries = `INSERT INTO ledger_entries (chain, seq, kind, at, body, data_key, prev_hash, hash) VALUES ` + entryRow
-	entryRow      = `(?, ?, ?, ?, ?, ?, ?, ?)`
+	insertEntries = `INSERT INTO ledger_entries (chain, seq, kind, at, body, data_key, prev_hash, hash) VALUES `
+	entryValues   = 8
 )
 
 // cachedHead returns the head of chain as the last append in tx left it.
@@ -474,14 +477,20 @@ func (p purgeRecord) names(seq int64) bool {
 // clear: no personal data). The entries keep their hashes, so the chain
 // still verifies. Removed bytes are overwritten in the database file
 // (secure_delete, see Open) and the write-ahead log is checkpointed and
-// truncated, so no copy remains on disk; backups are another matter.
+// truncated (ScrubLog), so no copy remains on disk; backups are another
+// matter.
 func (l *Ledger) Purge(ctx context.Context, chain Chain, seqs []int64, reason string) error {
-	return l.PurgeWith(ctx, chain, seqs, reason, nil)
+	if err := l.PurgeWith(ctx, chain, seqs, reason, nil); err != nil {
+		return err
+	}
+	return l.ScrubLog(ctx)
 }
 
 // PurgeWith purges like Purge and runs also (if not nil) in the same
 // transaction, so that the caller's own rows about the purged records (an
-// index, an account) go with them or not at all.
+// index, an account) go with them or not at all. It leaves the
+// write-ahead log as it is: call ScrubLog after the last of several
+// purges.
 func (l *Ledger) PurgeWith(ctx context.Context, chain Chain, seqs []int64, reason string, also func(tx *sql.Tx) error) error {
 	if err := chain.check(); err != nil {
 		return err
@@ -495,7 +504,7 @@ func (l *Ledger) PurgeWith(ctx context.Context, chain Chain, seqs []int64, reaso
 
 	err := l.db.Tx(ctx, func(tx *sql.Tx) error {
 		rec := purgeRecord{Reason: reason, Count: len(seqs), Kinds: map[string]int{}}
-		kinds, err := entryKinds(ctx, tx, chain, seqs)
+		kinds, err := l.entryKinds(ctx, tx, chain, seqs)
 		if err != nil {
 			return err
 		}
@@ -524,28 +533,42 @@ func (l *Ledger) PurgeWith(ctx context.Context, chain Chain, seqs []int64, reaso
 		if err != nil {
 			return err
 		}
-		for _, r := range rec.Ranges {
-			if _, err := tx.ExecContext(ctx, `UPDATE ledger_entries SET body = NULL, data_key = NULL, purged_by = ? WHERE chain = ? AND seq BETWEEN ? AND ?`, purgeSeq, string(chain), r[0], r[1]); err != nil {
-				return fmt.Errorf("ledger: purge %s entries %d-%d: %w", chain, r[0], r[1], err)
-			}
+		err = store.EachIn(int64s(seqs), func(chunk []any) error {
+			_, err := tx.StmtContext(ctx, l.purge).ExecContext(ctx, append([]any{purgeSeq, string(chain)}, chunk...)...)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("ledger: purge %s entries: %w", chain, err)
 		}
 		if also != nil {
 			return also(tx)
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
+	return err
+}
+
+// ScrubLog checkpoints the write-ahead log into the database file and
+// truncates it, so that no copy of a purged body remains in the log.
+func (l *Ledger) ScrubLog(ctx context.Context) error {
 	var busy, walFrames, copied int
-	err = l.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &walFrames, &copied)
+	err := l.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &walFrames, &copied)
 	if err == nil && busy != 0 {
 		err = errors.New("database busy")
 	}
 	if err != nil {
-		return fmt.Errorf("ledger: purged %d %s entries, but old copies may remain in the write-ahead log until its next checkpoint: %w", len(seqs), chain, err)
+		return fmt.Errorf("ledger: old copies of purged entries may remain in the write-ahead log until its next checkpoint: %w", err)
 	}
 	return nil
+}
+
+// int64s returns vs as values for a query.
+func int64s(vs []int64) []any {
+	out := make([]any, len(vs))
+	for i, v := range vs {
+		out[i] = v
+	}
+	return out
 }
 
 // entryKind is what a purge needs to know of an entry.
@@ -554,35 +577,27 @@ type entryKind struct {
 	purged bool
 }
 
-// entryKinds returns the kind of each of chain's entries at seqs, a chunk
-// of seqs to a query; seqs without an entry are left out.
-func entryKinds(ctx context.Context, tx *sql.Tx, chain Chain, seqs []int64) (map[int64]entryKind, error) {
+// entryKinds returns the kind of each of chain's entries at seqs; seqs
+// without an entry are left out.
+func (l *Ledger) entryKinds(ctx context.Context, tx *sql.Tx, chain Chain, seqs []int64) (map[int64]entryKind, error) {
 	out := make(map[int64]entryKind, len(seqs))
-	for first := 0; first < len(seqs); first += insertChunk {
-		part := seqs[first:min(first+insertChunk, len(seqs))]
-		args := []any{string(chain)}
-		for _, seq := range part {
-			args = append(args, seq)
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT seq, kind, body IS NULL FROM ledger_entries WHERE chain = ? AND seq IN (?`+strings.Repeat(", ?", len(part)-1)+`)`, args...)
+	err := store.EachIn(int64s(seqs), func(chunk []any) error {
+		rows, err := tx.StmtContext(ctx, l.kinds).QueryContext(ctx, append([]any{string(chain)}, chunk...)...)
 		if err != nil {
-			return nil, err
+			return err
 		}
+		defer rows.Close()
 		for rows.Next() {
 			var seq int64
 			var k entryKind
 			if err := rows.Scan(&seq, &k.kind, &k.purged); err != nil {
-				rows.Close()
-				return nil, err
+				return err
 			}
 			out[seq] = k
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+		return rows.Err()
+	})
+	return out, err
 }
 
 // RotateKey re-seals every data key that is not under the keyring's active

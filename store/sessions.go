@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
@@ -21,6 +20,7 @@ type Session struct {
 	DeviceID      int64  // 0: the device was gone when the record arrived
 	User          string // "" likewise
 	Seq           int64  // ledger seq of the "session" entry; 0 for rows stored before records were sealed
+	EndSeq        int64  // ledger seq of the "session-end" entry; 0 if none
 	EndpointIndex string // blind index of the endpoint address
 }
 
@@ -54,98 +54,140 @@ type SessionEnd struct {
 	Clock *api.ClockSync `json:"clock,omitempty"` // the gateway's clock when it saw the end
 }
 
-// SaveSessions stores session records sent by gateway, in one transaction.
-// keep is asked, for each record, with the device its key belongs to, and
-// a record it refuses is not stored (the duty may no longer apply). Saving
-// is idempotent by record ID: a record seen again changes nothing, except
-// that the end of a stored open session is set once; a record whose ID
-// another gateway stored changes nothing either. stored counts the records
-// that keep accepted. The table keeps only the index: the record itself
-// goes through hook into the ledger, in the same transaction.
-//
-// The work is done a batch at a time, not a record at a time: one query
-// for the owners of all keys, one for the records already stored, and
-// inserts of many rows per statement. Per record, the statements cost more
-// than the writing.
-func (db *DB) SaveSessions(ctx context.Context, gateway string, recs []api.SessionRecord, keep func(SessionOwner) bool, hook SessionHook) (stored int, err error) {
-	if hook.Index == nil || hook.Stored == nil || hook.Ended == nil {
-		return 0, errors.New("store: SaveSessions needs a complete SessionHook")
-	}
-	err = db.Tx(ctx, func(tx *sql.Tx) error {
-		owners, err := sessionOwners(ctx, tx, recs)
-		if err != nil {
-			return err
-		}
-		known, err := storedSessions(ctx, tx, recs)
-		if err != nil {
-			return err
-		}
-		// Plan the batch in order: a record may start a session and a
-		// later one in the same batch end it.
-		stored = 0
-		var starts []api.SessionRecord
-		var ends []SessionEnd
-		for _, r := range recs {
-			if !keep(owners[r.PublicKey]) {
-				continue
-			}
-			stored++
-			k, ok := known[r.ID]
-			switch {
-			case !ok:
-				starts = append(starts, r)
-				known[r.ID] = storedSession{gateway: gateway, ended: !r.End.IsZero()}
-			case k.gateway == gateway && !k.ended && !r.End.IsZero():
-				if r.End.UnixNano() < r.Start.UnixNano() {
-					return fmt.Errorf("session record %s ends before it starts", r.ID)
-				}
-				ends = append(ends, SessionEnd{ID: r.ID, End: r.End.UTC(), Clock: r.Clock})
-				known[r.ID] = storedSession{gateway: gateway, ended: true}
-			}
-		}
-		if err := insertSessions(ctx, tx, gateway, starts, owners, hook); err != nil {
-			return err
-		}
-		return endSessions(ctx, tx, ends, hook)
-	})
-	return stored, err
+// GatewaySessions is a batch of session records sent by a gateway, and
+// which of them to keep: Keep is asked, for each record, with the device
+// its key belongs to, and a record it refuses is not stored (the duty may
+// no longer apply).
+type GatewaySessions struct {
+	Gateway string
+	Records []api.SessionRecord
+	Keep    func(SessionOwner) bool
 }
 
-// sqlChunk bounds the rows of one multi-row statement, well inside
-// SQLite's limit on parameters.
-const sqlChunk = 64
-
-// chunks calls fn with consecutive slices of at most sqlChunk elements.
-func chunks[T any](all []T, fn func([]T) error) error {
-	for len(all) > 0 {
-		n := min(sqlChunk, len(all))
-		if err := fn(all[:n]); err != nil {
+// SaveSessions stores batches of session records in one transaction, in
+// order, and returns for each batch how many records Keep accepted.
+// Saving is idempotent by record ID: a record seen again changes nothing,
+// except that the end of a stored open session is set once; a record
+// whose ID another gateway stored changes nothing either. The table keeps
+// only the index: the record itself goes through hook into the ledger, in
+// the same transaction.
+//
+// The work is done for all batches at once, not a record at a time: one
+// query for the owners of all keys, one for the records already stored,
+// inserts of many rows per statement. Per record, statements cost more
+// than the writing; per transaction, every index page a record touches is
+// written again, so more records to a transaction share more pages.
+func (db *DB) SaveSessions(ctx context.Context, batches []GatewaySessions, hook SessionHook) (stored []int, err error) {
+	if hook.Index == nil || hook.Stored == nil || hook.Ended == nil {
+		return nil, errors.New("store: SaveSessions needs a complete SessionHook")
+	}
+	var all []api.SessionRecord
+	for _, b := range batches {
+		all = append(all, b.Records...)
+	}
+	err = db.Tx(ctx, func(tx *sql.Tx) error {
+		query := func(st *sql.Stmt, args ...any) (*sql.Rows, error) {
+			return tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+		}
+		owners, err := db.sessionOwners(query, all)
+		if err != nil {
 			return err
 		}
-		all = all[n:]
+		known, err := db.storedSessions(query, all)
+		if err != nil {
+			return err
+		}
+		// Plan in order: a record may start a session and a later one end
+		// it.
+		stored = make([]int, len(batches))
+		var starts []newSession
+		var ends []SessionEnd
+		for i, b := range batches {
+			for _, r := range b.Records {
+				if !b.Keep(owners[r.PublicKey]) {
+					continue
+				}
+				stored[i]++
+				k, ok := known[r.ID]
+				switch {
+				case !ok:
+					starts = append(starts, newSession{b.Gateway, r})
+					known[r.ID] = storedSession{gateway: b.Gateway, ended: !r.End.IsZero()}
+				case k.gateway == b.Gateway && !k.ended && !r.End.IsZero():
+					if r.End.UnixNano() < r.Start.UnixNano() {
+						return fmt.Errorf("session record %s ends before it starts", r.ID)
+					}
+					ends = append(ends, SessionEnd{ID: r.ID, End: r.End.UTC(), Clock: r.Clock})
+					known[r.ID] = storedSession{gateway: b.Gateway, ended: true}
+				}
+			}
+		}
+		if err := db.insertSessions(ctx, tx, starts, owners, hook); err != nil {
+			return err
+		}
+		return db.endSessions(ctx, tx, ends, hook)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return stored, nil
+}
+
+// newSession is a record to store, and the gateway that sent it.
+type newSession struct {
+	gateway string
+	api.SessionRecord
+}
+
+// sessionStmts are the statements of session ingest, prepared at Open.
+type sessionStmts struct {
+	insertRows *Insert
+	owners     *sql.Stmt // of sqlChunk keys
+	known      *sql.Stmt // of sqlChunk ids
+	end        *sql.Stmt
+}
+
+func (db *DB) prepareSessions(ctx context.Context) error {
+	var err error
+	if db.insertRows, err = PrepareInsert(ctx, db.DB, `INSERT INTO sessions (id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6,
+			endpoint_index, exit_ipv4, exit_ipv6, port_lo, port_hi, start_at, end_at, seq) VALUES `, sessionValues); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		st *(*sql.Stmt)
+		q  string
+	}{
+		{&db.owners, `SELECT d.public_key, d.id, u.name, u.kind FROM devices d JOIN users u ON u.id = d.user_id WHERE d.public_key` + InList},
+		{&db.known, `SELECT id, gateway, end_at IS NOT NULL FROM sessions WHERE id` + InList},
+		{&db.end, `UPDATE sessions SET end_at = ?, end_seq = ? WHERE id = ?`},
+	} {
+		if *p.st, err = db.PrepareContext(ctx, p.q); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// placeholders returns rows groups of cols parameters: "(?, ?), (?, ?)".
-func placeholders(rows, cols int) string {
-	row := "(?" + strings.Repeat(", ?", cols-1) + ")"
-	return row + strings.Repeat(", "+row, rows-1)
-}
+// sessionValues is the number of values in a row of the sessions table
+// as SaveSessions inserts it.
+const sessionValues = 15
 
 // sessionOwners returns the owner of each key in recs; keys no device has
 // map to the zero SessionOwner.
-func sessionOwners(ctx context.Context, tx *sql.Tx, recs []api.SessionRecord) (map[wg.Key]SessionOwner, error) {
+func (db *DB) sessionOwners(query queryFunc, recs []api.SessionRecord) (map[wg.Key]SessionOwner, error) {
 	keys := make([]wg.Key, len(recs))
 	for i, r := range recs {
 		keys[i] = r.PublicKey
 	}
-	return ownersOf(ctx, tx, keys)
+	return db.ownersOf(query, keys)
 }
+
+// queryFunc runs a prepared query: in a transaction, or not.
+type queryFunc func(st *sql.Stmt, args ...any) (*sql.Rows, error)
 
 // ownersOf returns the device and account each of keys belongs to; keys no
 // device has map to the zero SessionOwner.
-func ownersOf(ctx context.Context, q queryer, keys []wg.Key) (map[wg.Key]SessionOwner, error) {
+func (db *DB) ownersOf(query queryFunc, keys []wg.Key) (map[wg.Key]SessionOwner, error) {
 	owners := map[wg.Key]SessionOwner{}
 	var args []any
 	for _, k := range keys {
@@ -154,9 +196,8 @@ func ownersOf(ctx context.Context, q queryer, keys []wg.Key) (map[wg.Key]Session
 			args = append(args, k.String())
 		}
 	}
-	err := chunks(args, func(keys []any) error {
-		rows, err := q.QueryContext(ctx, `SELECT d.public_key, d.id, u.name, u.kind FROM devices d JOIN users u ON u.id = d.user_id
-			WHERE d.public_key IN (?`+strings.Repeat(", ?", len(keys)-1)+`)`, keys...)
+	err := EachIn(args, func(keys []any) error {
+		rows, err := query(db.owners, keys...)
 		if err != nil {
 			return err
 		}
@@ -186,14 +227,14 @@ type storedSession struct {
 }
 
 // storedSessions returns the records of recs already stored, by ID.
-func storedSessions(ctx context.Context, tx *sql.Tx, recs []api.SessionRecord) (map[string]storedSession, error) {
+func (db *DB) storedSessions(query queryFunc, recs []api.SessionRecord) (map[string]storedSession, error) {
 	ids := make([]any, len(recs))
 	for i, r := range recs {
 		ids[i] = r.ID
 	}
 	known := map[string]storedSession{}
-	err := chunks(ids, func(ids []any) error {
-		rows, err := tx.QueryContext(ctx, `SELECT id, gateway, end_at IS NOT NULL FROM sessions WHERE id IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`, ids...)
+	err := EachIn(ids, func(ids []any) error {
+		rows, err := query(db.known, ids...)
 		if err != nil {
 			return err
 		}
@@ -213,9 +254,13 @@ func storedSessions(ctx context.Context, tx *sql.Tx, recs []api.SessionRecord) (
 
 // insertSessions puts new records in the ledger and their index rows in
 // the table.
-func insertSessions(ctx context.Context, tx *sql.Tx, gateway string, recs []api.SessionRecord, owners map[wg.Key]SessionOwner, hook SessionHook) error {
-	if len(recs) == 0 {
+func (db *DB) insertSessions(ctx context.Context, tx *sql.Tx, news []newSession, owners map[wg.Key]SessionOwner, hook SessionHook) error {
+	if len(news) == 0 {
 		return nil
+	}
+	recs := make([]api.SessionRecord, len(news))
+	for i, n := range news {
+		recs[i] = n.SessionRecord
 	}
 	seqs, err := hook.Stored(tx, recs)
 	if err != nil {
@@ -224,32 +269,24 @@ func insertSessions(ctx context.Context, tx *sql.Tx, gateway string, recs []api.
 	if len(seqs) != len(recs) {
 		return fmt.Errorf("sealing session records: %d ledger entries for %d records", len(seqs), len(recs))
 	}
-	const cols = 15
-	i := 0
-	return chunks(recs, func(recs []api.SessionRecord) error {
-		args := make([]any, 0, cols*len(recs))
-		for _, r := range recs {
-			var device, user any
-			if o := owners[r.PublicKey]; o.Known {
-				device, user = o.DeviceID, o.User
-			}
-			args = append(args, r.ID, gateway, r.PublicKey.String(), device, user, addrOrNull(r.TunnelIPv4), addrOrNull(r.TunnelIPv6),
-				hook.Index(r.Endpoint.Addr().Unmap()), addrOrNull(r.ExitIPv4), addrOrNull(r.ExitIPv6),
-				int(r.PortLo), int(r.PortHi), r.Start.UnixNano(), timeOrNull(r.End), seqs[i])
-			i++
+	args := make([]any, 0, sessionValues*len(news))
+	for i, r := range news {
+		var device, user any
+		if o := owners[r.PublicKey]; o.Known {
+			device, user = o.DeviceID, o.User
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6,
-				endpoint_index, exit_ipv4, exit_ipv6, port_lo, port_hi, start_at, end_at, seq)
-			VALUES `+placeholders(len(recs), cols), args...)
-		if err != nil {
-			return fmt.Errorf("storing session records: %w", err)
-		}
-		return nil
-	})
+		args = append(args, r.ID, r.gateway, r.PublicKey.String(), device, user, addrOrNull(r.TunnelIPv4), addrOrNull(r.TunnelIPv6),
+			hook.Index(r.Endpoint.Addr().Unmap()), addrOrNull(r.ExitIPv4), addrOrNull(r.ExitIPv6),
+			int(r.PortLo), int(r.PortHi), r.Start.UnixNano(), timeOrNull(r.End), seqs[i])
+	}
+	if err := db.insertRows.Exec(ctx, tx, args); err != nil {
+		return fmt.Errorf("storing session records: %w", err)
+	}
+	return nil
 }
 
 // endSessions records the ends of stored open sessions.
-func endSessions(ctx context.Context, tx *sql.Tx, ends []SessionEnd, hook SessionHook) error {
+func (db *DB) endSessions(ctx context.Context, tx *sql.Tx, ends []SessionEnd, hook SessionHook) error {
 	if len(ends) == 0 {
 		return nil
 	}
@@ -260,13 +297,8 @@ func endSessions(ctx context.Context, tx *sql.Tx, ends []SessionEnd, hook Sessio
 	if len(seqs) != len(ends) {
 		return fmt.Errorf("sealing the ends of sessions: %d ledger entries for %d ends", len(seqs), len(ends))
 	}
-	set, err := tx.PrepareContext(ctx, `UPDATE sessions SET end_at = ?, end_seq = ? WHERE id = ?`)
-	if err != nil {
-		return err
-	}
-	defer set.Close()
 	for i, e := range ends {
-		if _, err := set.ExecContext(ctx, e.End.UnixNano(), seqs[i], e.ID); err != nil {
+		if _, err := tx.StmtContext(ctx, db.end).ExecContext(ctx, e.End.UnixNano(), seqs[i], e.ID); err != nil {
 			return fmt.Errorf("storing the end of a session: %w", err)
 		}
 	}
@@ -297,7 +329,7 @@ func SessionSeqsTx(ctx context.Context, tx *sql.Tx, user string) ([]int64, error
 // TenantKinds returns the tenant kind of each device key that belongs to a
 // device; unknown keys are left out.
 func (db *DB) TenantKinds(ctx context.Context, keys []wg.Key) (map[wg.Key]api.TenantKind, error) {
-	owners, err := ownersOf(ctx, db, keys)
+	owners, err := db.ownersOf(func(st *sql.Stmt, args ...any) (*sql.Rows, error) { return st.QueryContext(ctx, args...) }, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +389,7 @@ func (db *DB) SessionsOfUser(ctx context.Context, user string, from, to time.Tim
 const heldDuring = `start_at <= ? AND (end_at IS NULL OR end_at > ?)`
 
 const sessionCols = `id, gateway, public_key, coalesce(device_id, 0), coalesce(user_name, ''), coalesce(tunnel_ipv4, ''), coalesce(tunnel_ipv6, ''),
-	coalesce(endpoint_index, ''), coalesce(seq, 0), coalesce(exit_ipv4, ''), coalesce(exit_ipv6, ''), port_lo, port_hi, start_at, end_at`
+	coalesce(endpoint_index, ''), coalesce(seq, 0), coalesce(end_seq, 0), coalesce(exit_ipv4, ''), coalesce(exit_ipv6, ''), port_lo, port_hi, start_at, end_at`
 
 func (db *DB) sessions(ctx context.Context, where string, args ...any) ([]Session, error) {
 	rows, err := db.QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE `+where+` ORDER BY start_at, id`, args...)
@@ -372,7 +404,7 @@ func (db *DB) sessions(ctx context.Context, where string, args ...any) ([]Sessio
 		var lo, hi int
 		var start int64
 		var end sql.NullInt64
-		if err := rows.Scan(&s.ID, &s.Gateway, &pub, &s.DeviceID, &s.User, &t4, &t6, &s.EndpointIndex, &s.Seq, &x4, &x6, &lo, &hi, &start, &end); err != nil {
+		if err := rows.Scan(&s.ID, &s.Gateway, &pub, &s.DeviceID, &s.User, &t4, &t6, &s.EndpointIndex, &s.Seq, &s.EndSeq, &x4, &x6, &lo, &hi, &start, &end); err != nil {
 			return nil, err
 		}
 		if s.PublicKey, err = wg.ParseKey(pub); err != nil {

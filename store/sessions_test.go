@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -75,7 +76,7 @@ func TestSaveSessionsIsIdempotent(t *testing.T) {
 	var owner SessionOwner
 	var fl fakeLedger
 	for _, batch := range [][]api.SessionRecord{{open}, {open}, {closed}, {open, closed}, {open}} {
-		n, err := db.SaveSessions(ctx, "gw-in", batch, func(o SessionOwner) bool { owner = o; return true }, fl.hook())
+		n, err := saveOne(ctx, db, "gw-in", batch, func(o SessionOwner) bool { owner = o; return true }, fl.hook())
 		if err != nil || n != len(batch) {
 			t.Fatalf("save: %d, %v", n, err)
 		}
@@ -112,7 +113,7 @@ func TestSaveSessionsIsIdempotent(t *testing.T) {
 	// Another gateway cannot rewrite it.
 	other := closed
 	other.End = t0.Add(2 * time.Hour)
-	if _, err := db.SaveSessions(ctx, "gw-other", []api.SessionRecord{other}, keepAll, fl.hook()); err != nil {
+	if _, err := saveOne(ctx, db, "gw-other", []api.SessionRecord{other}, keepAll, fl.hook()); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := db.SessionsByExit(ctx, open.ExitIPv4, 1300, t0.Add(90*time.Minute)); len(got) != 0 {
@@ -122,7 +123,7 @@ func TestSaveSessionsIsIdempotent(t *testing.T) {
 	// Records keep refuses are not stored.
 	refused := open
 	refused.ID = "ffffffffffffffffffffffffffffffff"
-	if n, err := db.SaveSessions(ctx, "gw-in", []api.SessionRecord{refused}, func(SessionOwner) bool { return false }, fl.hook()); err != nil || n != 0 {
+	if n, err := saveOne(ctx, db, "gw-in", []api.SessionRecord{refused}, func(SessionOwner) bool { return false }, fl.hook()); err != nil || n != 0 {
 		t.Fatalf("refused record: %d %v", n, err)
 	}
 	db.QueryRow(`SELECT count(*) FROM sessions`).Scan(&rows)
@@ -159,7 +160,7 @@ func TestSessionLookups(t *testing.T) {
 		rec(2, "10.200.0.3", "198.51.100.8:40000", 1024, 10*time.Minute, 20*time.Minute),
 		rec(3, "10.200.0.2", "198.51.100.7:40001", 1280, 15*time.Minute, 0),
 	}
-	if _, err := db.SaveSessions(ctx, "gw", recs, keepAll, new(fakeLedger).hook()); err != nil {
+	if _, err := saveOne(ctx, db, "gw", recs, keepAll, new(fakeLedger).hook()); err != nil {
 		t.Fatal(err)
 	}
 	ids := func(ss []Session, err error) string {
@@ -208,7 +209,7 @@ func TestSessionsOfUser(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	r := api.SessionRecord{ID: "abcdefabcdefabcdefabcdefabcdefab", PublicKey: pub, TunnelIPv4: netip.MustParseAddr("10.200.0.9"),
 		Endpoint: netip.MustParseAddrPort("[2001:db8:1::2]:5000"), ExitIPv4: netip.MustParseAddr("203.0.113.1"), PortLo: 1024, PortHi: 1279, Start: t0}
-	if _, err := db.SaveSessions(ctx, "gw", []api.SessionRecord{r}, keepAll, new(fakeLedger).hook()); err != nil {
+	if _, err := saveOne(ctx, db, "gw", []api.SessionRecord{r}, keepAll, new(fakeLedger).hook()); err != nil {
 		t.Fatal(err)
 	}
 	got, err := db.SessionsOfUser(ctx, "bob", t0.Add(-time.Hour), t0.Add(time.Hour))
@@ -258,7 +259,7 @@ func TestSaveSessionsInBatches(t *testing.T) {
 	}
 	var fl fakeLedger
 	for _, batch := range [][]api.SessionRecord{first, second, second} {
-		if n, err := db.SaveSessions(ctx, "gw", batch, keepAll, fl.hook()); err != nil || n != len(batch) {
+		if n, err := saveOne(ctx, db, "gw", batch, keepAll, fl.hook()); err != nil || n != len(batch) {
 			t.Fatalf("save %d records: %d, %v", len(batch), n, err)
 		}
 	}
@@ -274,5 +275,48 @@ func TestSaveSessionsInBatches(t *testing.T) {
 	db.QueryRow(`SELECT count(*) FROM sessions WHERE end_seq <= seq OR end_at <> start_at + 1000000000`).Scan(&wrong)
 	if wrong != 0 {
 		t.Fatalf("%d sessions with an end out of order", wrong)
+	}
+}
+
+// saveOne saves one gateway's batch.
+func saveOne(ctx context.Context, db *DB, gateway string, recs []api.SessionRecord, keep func(SessionOwner) bool, hook SessionHook) (int, error) {
+	n, err := db.SaveSessions(ctx, []GatewaySessions{{Gateway: gateway, Records: recs, Keep: keep}}, hook)
+	if err != nil {
+		return 0, err
+	}
+	return n[0], nil
+}
+
+// Batches of several gateways in one transaction keep each gateway's
+// records its own, and count per batch.
+func TestSaveSessionsOfSeveralGateways(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	open := api.SessionRecord{ID: "0123456789abcdef0123456789abcdef", PublicKey: key(t), TunnelIPv4: netip.MustParseAddr("10.200.0.2"),
+		Endpoint: netip.MustParseAddrPort("198.51.100.7:40000"), ExitIPv4: netip.MustParseAddr("203.0.113.1"), PortLo: 1024, PortHi: 1279, Start: t0}
+	closed := open
+	closed.End = t0.Add(time.Hour)
+	other := open
+	other.ID = "ffffffffffffffffffffffffffffffff"
+	var fl fakeLedger
+	n, err := db.SaveSessions(ctx, []GatewaySessions{
+		{Gateway: "gw-a", Records: []api.SessionRecord{open}, Keep: keepAll},
+		{Gateway: "gw-b", Records: []api.SessionRecord{closed, other}, Keep: keepAll}, // cannot end gw-a's session
+		{Gateway: "gw-c", Records: []api.SessionRecord{other}, Keep: func(SessionOwner) bool { return false }},
+		{Gateway: "gw-a", Records: []api.SessionRecord{closed}, Keep: keepAll},
+	}, fl.hook())
+	if err != nil || !slices.Equal(n, []int{1, 2, 0, 1}) {
+		t.Fatalf("stored %v, %v; want [1 2 0 1]", n, err)
+	}
+	var gw string
+	var end sql.NullInt64
+	db.QueryRow(`SELECT gateway, end_at FROM sessions WHERE id = ?`, open.ID).Scan(&gw, &end)
+	if gw != "gw-a" || end.Int64 != closed.End.UnixNano() {
+		t.Fatalf("session stored by %q ending %v", gw, end)
+	}
+	db.QueryRow(`SELECT gateway FROM sessions WHERE id = ?`, other.ID).Scan(&gw)
+	if gw != "gw-b" || len(fl.records) != 2 || len(fl.ends) != 1 {
+		t.Fatalf("other stored by %q; ledger got %d records, %d ends", gw, len(fl.records), len(fl.ends))
 	}
 }

@@ -1,0 +1,55 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"slices"
+	"testing"
+)
+
+// Insert takes any number of rows, each exactly once and in order, and
+// EachIn visits every value.
+func TestInsertAnyNumberOfRows(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	if _, err := db.Exec(`CREATE TEMP TABLE rows_test (n INTEGER NOT NULL, sq INTEGER NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	in, err := PrepareInsert(ctx, db.DB, `INSERT INTO rows_test (n, sq) VALUES `, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	for _, rows := range []int{0, 1, 63, 64, 65, 200} {
+		db.Exec(`DELETE FROM rows_test`)
+		var args []any
+		for i := range rows {
+			args = append(args, i, i*i)
+		}
+		if err := db.Tx(ctx, func(tx *sql.Tx) error { return in.Exec(ctx, tx, args) }); err != nil {
+			t.Fatalf("%d rows: %v", rows, err)
+		}
+		var n, bad int
+		var sum sql.NullInt64
+		db.QueryRow(`SELECT count(*), sum(n), count(*) FILTER (WHERE sq <> n*n OR rowid <> n+1) FROM rows_test`).Scan(&n, &sum, &bad)
+		if n != rows || sum.Int64 != int64(rows*(rows-1)/2) || bad != 0 {
+			t.Errorf("%d rows inserted as %d (sum %d, %d out of place)", rows, n, sum.Int64, bad)
+		}
+		var seen []any
+		EachIn(args, func(chunk []any) error {
+			if len(chunk) != sqlChunk {
+				t.Errorf("a chunk of %d values", len(chunk))
+			}
+			seen = append(seen, chunk...)
+			return nil
+		})
+		for _, v := range args {
+			if !slices.Contains(seen, v) {
+				t.Errorf("EachIn lost value %v", v)
+			}
+		}
+	}
+	if err := db.Tx(ctx, func(tx *sql.Tx) error { return in.Exec(ctx, tx, []any{1}) }); err == nil {
+		t.Error("half a row was inserted")
+	}
+}

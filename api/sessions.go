@@ -115,6 +115,9 @@ type LookupSession struct {
 	Gateway  string `json:"gateway"`
 	DeviceID int64  `json:"device_id,omitempty"`
 	User     string `json:"user,omitempty"`
+	// EndClock is the gateway's clock sync state when it saw the session
+	// end (Clock is the state at its start).
+	EndClock *ClockSync `json:"end_clock,omitempty"`
 }
 
 // LookupResult answers GET /compliance/lookup.

@@ -247,11 +247,11 @@ func benchSessions() int {
 // session starts and half ends; each stored durably as an index row plus
 // a sealed, hash-chained ledger entry. Reports records/s, and bytes on
 // disk per session (both its entries, its index row, and their share of
-// the 200 subscribers' records) after a WAL checkpoint.
+// the 1,000 subscribers' records) after a WAL checkpoint.
 // BENCH_INGEST_SESSIONS sets the number of sessions (default 100,000, so
 // 200,000 records).
 func BenchmarkSessionIngest(b *testing.B) {
-	f := newIngestFleet(b, 4, 200)
+	f := newIngestFleet(b, 8, 1000)
 	before := diskBytes(b, f.dir)
 	sessions := benchSessions()
 	var elapsed time.Duration
@@ -267,7 +267,7 @@ func BenchmarkSessionIngest(b *testing.B) {
 	b.ReportMetric(float64(diskBytes(b, f.dir)-before)/float64(sessions), "bytes/session")
 }
 
-// BenchmarkRetentionPurge: the daily retention job on 200 subscribers
+// BenchmarkRetentionPurge: the daily retention job on 1,000 subscribers
 // whose accounts were cancelled 5 years and 2 days ago, each with its
 // share of the sessions (BENCH_INGEST_SESSIONS, default 100,000): their
 // subscriber and session entries purged from the ledger (bodies and data
@@ -277,7 +277,7 @@ func BenchmarkSessionIngest(b *testing.B) {
 // last account gone.
 func BenchmarkRetentionPurge(b *testing.B) {
 	ctx := context.Background()
-	f := newIngestFleet(b, 4, 200)
+	f := newIngestFleet(b, 8, 1000)
 	sessions := benchSessions()
 	f.ingest(b, sessions, func(run func()) { run() })
 	for _, u := range f.users {

@@ -225,7 +225,7 @@ func TestSubscriberRecordsCarryTheClock(t *testing.T) {
 
 // TestSessionRecordClockRidesAlong: a gateway's record with a clock stamp
 // and one without are both accepted; a lookup returns each as its opening
-// record was sent.
+// record was sent, with the clock of the closing record as its end clock.
 func TestSessionRecordClockRidesAlong(t *testing.T) {
 	ts := newTestServer(t, "10.200.0.0/24")
 	ctx := context.Background()
@@ -260,9 +260,12 @@ func TestSessionRecordClockRidesAlong(t *testing.T) {
 		return res.Sessions[0]
 	}
 	got := lookup(stamped.Start.Add(time.Minute))
-	// The opening record's stamp: the session-end entry keeps the end time.
+	// The opening record's stamp, and the end's from the session-end entry.
 	if got.ID != stamped.ID || !got.End.Equal(ended.End) || got.Clock == nil || !got.Clock.At.Equal(stamped.Clock.At) {
 		t.Fatalf("lookup of the stamped record: %+v", got)
+	}
+	if got.EndClock == nil || got.EndClock.State != api.TimeNoSource || !got.EndClock.At.Equal(ended.End) {
+		t.Fatalf("clock at the end: %+v, want the closing record's %+v", got.EndClock, ended.Clock)
 	}
 	want := *stamped.Clock
 	have := *got.Clock
@@ -273,7 +276,7 @@ func TestSessionRecordClockRidesAlong(t *testing.T) {
 	if got.Clock.String() != "synced, offset +2.1 ms from samay1.nic.in, kernel synced" {
 		t.Fatalf("wording: %q", got.Clock.String())
 	}
-	if got := lookup(bare.Start.Add(time.Minute)); got.ID != bare.ID || got.Clock != nil {
+	if got := lookup(bare.Start.Add(time.Minute)); got.ID != bare.ID || got.Clock != nil || got.EndClock != nil {
 		t.Fatalf("lookup of the record without a stamp: %+v", got)
 	}
 }

@@ -198,8 +198,13 @@ func (s *Server) ictAccepted(w http.ResponseWriter, r *http.Request, p principal
 			if slices.ContainsFunc(configRoutes, func(p string) bool { return strings.HasPrefix(path, p) }) {
 				category = ictlog.Config
 			}
-			if err := s.refreshICTDuties(r.Context()); err != nil {
-				s.log.Warn("reading ICT-log duties", "err", err)
+			// Duties follow places, jurisdictions, profiles and the
+			// fleet's nodes; reading them after every write (a user, a
+			// device) cost more than the write.
+			if category == ictlog.Config || strings.HasPrefix(path, "/gateways") {
+				if err := s.refreshICTDuties(r.Context()); err != nil {
+					s.log.Warn("reading ICT-log duties", "err", err)
+				}
 			}
 		}
 		outcome := ictlog.Success

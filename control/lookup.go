@@ -141,8 +141,10 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 	var seqs []int64
 	owner := map[int64]string{}
 	for _, x := range sessions {
-		if x.Seq != 0 {
-			seqs = append(seqs, x.Seq)
+		for _, sq := range []int64{x.Seq, x.EndSeq} {
+			if sq != 0 {
+				seqs = append(seqs, sq)
+			}
 		}
 	}
 	for _, u := range names {
@@ -157,6 +159,7 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 		seqs = append(seqs, us...)
 	}
 	sealed := map[int64]api.SessionRecord{}
+	ended := map[int64]store.SessionEnd{}
 	if len(seqs) > 0 {
 		entries, err := s.ledger.Read(r.Context(), access, ledger.RecordChain, seqs...)
 		if err != nil {
@@ -173,6 +176,17 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 						return
 					}
 					sealed[e.Seq] = rec
+				}
+				continue
+			}
+			if e.Kind == "session-end" {
+				if e.Body != nil {
+					var end store.SessionEnd
+					if err := json.Unmarshal(e.Body, &end); err != nil {
+						s.internalError(w, r, fmt.Errorf("session-end entry %d: %w", e.Seq, err))
+						return
+					}
+					ended[e.Seq] = end
 				}
 				continue
 			}
@@ -197,7 +211,11 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 			rec = sr
 			rec.End = x.End // set by a later "session-end" entry
 		}
-		out.Sessions = append(out.Sessions, api.LookupSession{SessionRecord: rec, Gateway: x.Gateway, DeviceID: x.DeviceID, User: x.User})
+		ls := api.LookupSession{SessionRecord: rec, Gateway: x.Gateway, DeviceID: x.DeviceID, User: x.User}
+		if end, ok := ended[x.EndSeq]; ok && end.ID == x.ID {
+			ls.EndClock = end.Clock
+		}
+		out.Sessions = append(out.Sessions, ls)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -96,7 +96,7 @@ func runComplianceSubscriber(ctx context.Context, args []string) error {
 	r := out.Record
 	v := func(x api.Validation) string {
 		if x.State == api.Validated || x.State == api.Rejected {
-			return fmt.Sprintf("%s by %s (%s %s)", x.State, x.Method, x.Evidence, x.At.Format("2006-01-02"))
+			return fmt.Sprintf("%s by %s (%s %s%s)", x.State, x.Method, x.Evidence, x.At.Format("2006-01-02"), clockNote(x.Clock))
 		}
 		return string(x.State)
 	}
@@ -106,11 +106,14 @@ func runComplianceSubscriber(ctx context.Context, args []string) error {
 	if !r.CancelledAt.IsZero() {
 		end = r.CancelledAt.Format("2006-01-02")
 	}
+	if !r.CancelledAt.IsZero() {
+		end += clockNote(r.CancelledClock)
+	}
 	fmt.Printf("  (b) period of hire    %s to %s\n", r.HireStart.Format("2006-01-02"), end)
 	for _, d := range out.Devices {
 		fmt.Printf("  (c) tunnel addresses  %s, %s (device %d %q, %s)\n", d.IPv4, d.IPv6, d.ID, d.Name, d.Status)
 	}
-	fmt.Printf("  (d) email             %s [%s]; registered from %s at %s\n", r.Email, v(r.EmailValidation), r.RegistrationIP, r.RegisteredAt.Format("2006-01-02 15:04:05 MST"))
+	fmt.Printf("  (d) email             %s [%s]; registered from %s at %s%s\n", r.Email, v(r.EmailValidation), r.RegistrationIP, r.RegisteredAt.Format("2006-01-02 15:04:05 MST"), clockNote(r.Clock))
 	fmt.Printf("  (e) purpose           %s\n", r.Purpose)
 	fmt.Printf("  (f) address           %s [%s]\n", r.Address, v(r.AddressValidation))
 	fmt.Printf("      contact numbers   %s [%s]\n", strings.Join(r.Phones, ", "), v(r.PhoneValidation))
@@ -261,11 +264,24 @@ func runComplianceLookup(ctx context.Context, args []string) error {
 		if !x.End.IsZero() {
 			end = x.End.Format(time.RFC3339)
 		}
-		fmt.Printf("  %s  user %q device %d  gateway %s  from %s  tunnel %s %s  exit %s %s ports %d-%d  %s .. %s\n",
-			x.ID, x.User, x.DeviceID, x.Gateway, x.Endpoint, x.TunnelIPv4, x.TunnelIPv6, x.ExitIPv4, x.ExitIPv6, x.PortLo, x.PortHi, x.Start.Format(time.RFC3339), end)
+		if !x.End.IsZero() {
+			end += clockNote(x.EndClock)
+		}
+		fmt.Printf("  %s  user %q device %d  gateway %s  from %s  tunnel %s %s  exit %s %s ports %d-%d  %s%s .. %s\n",
+			x.ID, x.User, x.DeviceID, x.Gateway, x.Endpoint, x.TunnelIPv4, x.TunnelIPv6, x.ExitIPv4, x.ExitIPv6, x.PortLo, x.PortHi, x.Start.Format(time.RFC3339), clockNote(x.Clock), end)
 	}
 	for u, r := range res.Subscribers {
-		fmt.Printf("  subscriber %q: %s <%s>, registered from %s at %s, ownership %s\n", u, r.Name, r.Email, r.RegistrationIP, r.RegisteredAt.Format(time.RFC3339), r.Ownership)
+		fmt.Printf("  subscriber %q: %s <%s>, registered from %s at %s%s, ownership %s\n", u, r.Name, r.Email, r.RegistrationIP, r.RegisteredAt.Format(time.RFC3339), clockNote(r.Clock), r.Ownership)
 	}
 	return nil
+}
+
+// clockNote words the node's clock sync state a record carries, for text
+// output: " (clock: synced, offset +2.1 ms from samay1.nic.in)"; nothing
+// for records taken before it was kept.
+func clockNote(c *api.ClockSync) string {
+	if c == nil {
+		return ""
+	}
+	return " (clock: " + c.String() + ")"
 }

@@ -12,7 +12,7 @@ import (
 func TestInsertAnyNumberOfRows(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t)
-	if _, err := db.Exec(`CREATE TEMP TABLE rows_test (n INTEGER NOT NULL, sq INTEGER NOT NULL)`); err != nil {
+	if _, err := db.Exec(`CREATE TABLE rows_test (n INTEGER NOT NULL, sq INTEGER NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
 	in, err := PrepareInsert(ctx, db.DB, `INSERT INTO rows_test (n, sq) VALUES `, 2)

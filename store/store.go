@@ -12,6 +12,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite"
@@ -34,6 +35,8 @@ type DB struct {
 	now func() time.Time
 
 	sessionStmts // prepared at Open, see sessions.go
+
+	writing sync.Mutex // held by the transaction writing, see Tx
 }
 
 // Open opens (creating if needed) the SQLite database at file and brings its
@@ -51,9 +54,13 @@ func Open(ctx context.Context, file string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	// One writer at a time is what SQLite does anyway; a single connection
-	// avoids SQLITE_BUSY between our own goroutines.
-	sdb.SetMaxOpenConns(1)
+	// Readers each on a connection of their own (WAL lets them read while
+	// a transaction writes), so that a long write, such as a group of
+	// session records, does not hold up requests that only read. Writers
+	// take turns in Tx before SQLite's lock, so they queue in order instead
+	// of polling it.
+	sdb.SetMaxOpenConns(maxConns)
+	sdb.SetMaxIdleConns(maxConns)
 	db := &DB{DB: sdb, now: time.Now}
 	if err := db.migrate(ctx); err != nil {
 		sdb.Close()
@@ -118,8 +125,15 @@ func stripComments(s string) string {
 	return b.String()
 }
 
-// Tx runs fn in a transaction, committing if it returns nil.
+// maxConns bounds the database's connections: one writer at a time, and
+// readers.
+const maxConns = 4
+
+// Tx runs fn in a transaction, committing if it returns nil. Transactions
+// take turns: one at a time writes.
 func (db *DB) Tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	db.writing.Lock()
+	defer db.writing.Unlock()
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

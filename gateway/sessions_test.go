@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -495,4 +496,23 @@ func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
 	c.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+// Session IDs are 32 hex digits that sort by the time they were made.
+func TestSessionIDsSortByTime(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	var prev string
+	for i := range 100 {
+		id := newSessionID(t0.Add(time.Duration(i) * time.Millisecond))
+		if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+			t.Fatalf("id %q is not 32 lower-case hex digits", id)
+		}
+		if id <= prev {
+			t.Fatalf("id %s made later sorts before %s", id, prev)
+		}
+		prev = id
+	}
+	if a, b := newSessionID(t0), newSessionID(t0); a == b || a[:12] != b[:12] {
+		t.Fatalf("two ids of the same millisecond: %s %s", a, b)
+	}
 }

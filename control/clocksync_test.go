@@ -227,15 +227,8 @@ func TestSubscriberRecordsCarryTheClock(t *testing.T) {
 // and one without are both accepted; a lookup returns each as its opening
 // record was sent, with the clock of the closing record as its end clock.
 func TestSessionRecordClockRidesAlong(t *testing.T) {
-	ts := newTestServer(t, "10.200.0.0/24")
+	ts, in, alice := aliceOnIN(t)
 	ctx := context.Background()
-	in := ts.joinGateway(t, "in1")
-	ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"})
-	alice, err := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "alice", Name: "a", PublicKey: newKey(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.placeIn(t, "in1", "IN")
 
 	stamped := sessionRecord(t, alice.Device, 1)
 	stamped.Clock = &api.ClockSync{At: stamped.Start, State: api.TimeSynced, Source: "samay1.nic.in", Offset: 2100 * time.Microsecond, KernelSynced: true}

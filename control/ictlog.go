@@ -195,6 +195,7 @@ func (s *Server) ictAccepted(w http.ResponseWriter, r *http.Request, p principal
 		keep, _ := s.ict.ictDuty(api.ControlNode) // before the request changed it
 		category := ictlog.Admin
 		if method != "GET" && rec.code < 300 {
+			s.adminWrites.Add(1)
 			if slices.ContainsFunc(configRoutes, func(p string) bool { return strings.HasPrefix(path, p) }) {
 				category = ictlog.Config
 			}

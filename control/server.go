@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-vpn/meridian/internal/atomicfile"
@@ -99,7 +100,11 @@ type Server struct {
 	status       map[string]gatewayStatus // by gateway name; in memory only
 	outOfService map[string]bool          // gateways standing in a virtual-only country
 	sessions     sessionState
-	ict          *ictState // ICT log and incident detectors (ictlog.go, candidates.go)
+	// adminWrites counts admin requests that changed something (any
+	// method but GET that succeeded); caches of what admins configure
+	// are valid while it stays the same.
+	adminWrites atomic.Uint64
+	ict         *ictState // ICT log and incident detectors (ictlog.go, candidates.go)
 }
 
 type gatewayStatus struct {

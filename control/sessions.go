@@ -54,6 +54,40 @@ type sessionState struct {
 	ignored prometheus.Counter
 
 	queue sessionQueue
+
+	// dutyAt caches recordDutyOf per gateway for session ingest, valid
+	// while no admin write happened since (Server.adminWrites): reading
+	// the fleet for every batch cost a tenth of ingest.
+	dutyAt map[string]cachedDuty
+}
+
+type cachedDuty struct {
+	writes uint64 // Server.adminWrites when it was computed
+	duty   recordDuty
+}
+
+// ingestDuty is recordDutyOf, cached until the next admin write (places,
+// jurisdictions, profiles and service state change only by those).
+func (s *Server) ingestDuty(ctx context.Context, gw string) (recordDuty, error) {
+	ss := &s.sessions
+	writes := s.adminWrites.Load()
+	ss.mu.Lock()
+	c, ok := ss.dutyAt[gw]
+	ss.mu.Unlock()
+	if ok && c.writes == writes {
+		return c.duty, nil
+	}
+	d, err := s.recordDutyOf(ctx, gw)
+	if err != nil {
+		return recordDuty{}, err
+	}
+	ss.mu.Lock()
+	if ss.dutyAt == nil {
+		ss.dutyAt = map[string]cachedDuty{}
+	}
+	ss.dutyAt[gw] = cachedDuty{writes: writes, duty: d}
+	ss.mu.Unlock()
+	return d, nil
 }
 
 func (ss *sessionState) register(reg *prometheus.Registry) {
@@ -166,7 +200,7 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.seen(gw.Name, nil)
-	duty, err := s.recordDutyOf(r.Context(), gw.Name)
+	duty, err := s.ingestDuty(r.Context(), gw.Name)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -199,8 +233,10 @@ type sessionQueue struct {
 	leading bool // some request leads
 }
 
-// maxGroupRecords bounds one shared transaction.
-const maxGroupRecords = 8 * api.MaxSessionBatch
+// maxGroupRecords bounds one shared transaction: large enough that
+// records share index pages, small enough that batches arriving meanwhile
+// are decoded while it writes, and that it holds the write lock briefly.
+const maxGroupRecords = 4 * api.MaxSessionBatch
 
 type queuedSessions struct {
 	batch  store.GatewaySessions

@@ -41,6 +41,24 @@ func (ts *testServer) placeIn(t *testing.T, gw, country string) {
 	}
 }
 
+// aliceOnIN is a server with gateway in1 placed in India (cert-in-2022
+// by default) and consumer alice with a device.
+func aliceOnIN(t *testing.T) (*testServer, *api.Client, api.CreateDeviceResponse) {
+	t.Helper()
+	ts := newTestServer(t, "10.200.0.0/24")
+	ctx := context.Background()
+	in := ts.joinGateway(t, "in1")
+	if _, err := ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	alice, err := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "alice", Name: "a", PublicKey: newKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.placeIn(t, "in1", "IN")
+	return ts, in, alice
+}
+
 func recordFlags(nm api.Netmap) map[wg.Key]bool {
 	out := map[wg.Key]bool{}
 	for _, p := range nm.Peers {
@@ -260,15 +278,8 @@ func TestSessionIngestion(t *testing.T) {
 // session, reads it from the ledger and records one access; verify catches
 // a modified session entry.
 func TestSessionRecordsSealed(t *testing.T) {
-	ts := newTestServer(t, "10.200.0.0/24")
+	ts, in, alice := aliceOnIN(t)
 	ctx := context.Background()
-	in := ts.joinGateway(t, "in1")
-	ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"})
-	alice, err := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "alice", Name: "a", PublicKey: newKey(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.placeIn(t, "in1", "IN")
 
 	rec := sessionRecord(t, alice.Device, 1)
 	rec.Endpoint = netip.MustParseAddrPort("198.51.100.77:40000")
@@ -395,10 +406,8 @@ func TestConcurrentSessionBatches(t *testing.T) {
 // A batch that fails in a shared transaction fails alone: the others in
 // it are written again on their own.
 func TestSessionGroupIsolatesAFailingBatch(t *testing.T) {
-	ts := newTestServer(t, "10.200.0.0/24")
+	ts, _, alice := aliceOnIN(t)
 	ctx := context.Background()
-	ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"})
-	alice, _ := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "alice", Name: "a", PublicKey: newKey(t)})
 	keep := func(store.SessionOwner) bool { return true }
 	good1, good2 := sessionRecord(t, alice.Device, 1), sessionRecord(t, alice.Device, 2)
 	stored := sessionRecord(t, alice.Device, 3)
@@ -449,5 +458,22 @@ func TestSessionGroupIsolatesAFailingBatch(t *testing.T) {
 	}
 	if q.leading || len(q.waiting) != 0 {
 		t.Fatalf("the queue was left leading=%v with %d waiting", q.leading, len(q.waiting))
+	}
+}
+
+// The record duty a gateway's batches are checked against follows its
+// place at once, though it is cached between batches.
+func TestIngestDutyFollowsPlace(t *testing.T) {
+	ts, in, alice := aliceOnIN(t)
+	ctx := context.Background()
+	for i, c := range []struct {
+		country string
+		stored  int
+	}{{"IN", 1}, {"DE", 0}, {"DE", 0}, {"IN", 1}} {
+		ts.placeIn(t, "in1", c.country)
+		res, err := in.PostSessions(ctx, api.SessionBatch{Records: []api.SessionRecord{sessionRecord(t, alice.Device, 100+i)}})
+		if err != nil || res.Stored != c.stored || res.Ignored != 1-c.stored {
+			t.Fatalf("batch %d, gateway in %s: %+v %v", i, c.country, res, err)
+		}
 	}
 }

@@ -60,19 +60,9 @@ func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 	pub := s.ledger.PublicKey()
 	out := api.CheckpointList{PublicKey: pub, KeyFingerprint: api.KeyFingerprint(pub), Checkpoints: make([]api.Checkpoint, len(cs)), More: len(cs) == limit}
 	for i, c := range cs {
-		out.Checkpoints[i] = wireCheckpoint(c)
+		out.Checkpoints[i] = c.Wire()
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-func wireCheckpoint(c ledger.Checkpoint) api.Checkpoint {
-	return api.Checkpoint{ID: c.ID, At: c.At, Signature: c.Signature,
-		Records: api.ChainHead{Seq: c.Records.Seq, Hash: c.Records.Hash}, Access: api.ChainHead{Seq: c.Access.Seq, Hash: c.Access.Hash}}
-}
-
-func ledgerCheckpoint(c api.Checkpoint) ledger.Checkpoint {
-	return ledger.Checkpoint{ID: c.ID, At: c.At.UTC(), Signature: c.Signature,
-		Records: ledger.Head{Seq: c.Records.Seq, Hash: c.Records.Hash}, Access: ledger.Head{Seq: c.Access.Seq, Hash: c.Access.Hash}}
 }
 
 // handleVerifyLedger verifies the ledger: GET with the stored checkpoints
@@ -125,14 +115,14 @@ func verifyHeld(pub ed25519.PublicKey, files []api.CheckpointFile, verify func(h
 		if bytes.Equal(f.PublicKey, pub) {
 			for _, c := range f.Checkpoints {
 				slots = append(slots, slot{file: i, idx: len(held)})
-				held = append(held, ledgerCheckpoint(c))
+				held = append(held, ledger.FromWire(c))
 			}
 			continue
 		}
 		valid := 0
 		for _, c := range f.Checkpoints {
 			v := api.HeldCheckpoint{File: i, ID: c.ID, At: c.At}
-			if ledgerCheckpoint(c).SignedBy(f.PublicKey) {
+			if ledger.FromWire(c).SignedBy(f.PublicKey) {
 				valid++
 				v.What = fmt.Sprintf("signed by another key (%s), not this ledger's signing key (%s)", f.KeyFingerprint, fp)
 			} else {

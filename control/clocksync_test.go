@@ -165,7 +165,7 @@ func TestUnwatchedClockSaysSo(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantStamp(t, "incident", inc.NoticeClock, api.TimeUnwatched, "", 0, 0)
-	if inc.NoticeClock.Synced() || inc.NoticeClock.Source != "" || inc.NoticeClock.Offset != 0 {
+	if inc.NoticeClock.State == api.TimeSynced || inc.NoticeClock.Source != "" || inc.NoticeClock.Offset != 0 {
 		t.Fatalf("an unwatched stamp claims more: %+v", inc.NoticeClock)
 	}
 	_, _, text := getRaw(t, ts, fmt.Sprintf("/incidents/%d/report?format=text", inc.ID))

@@ -194,8 +194,12 @@ func (s *Server) ictAccepted(w http.ResponseWriter, r *http.Request, p principal
 		method, path, _ := strings.Cut(rt, " ")
 		keep, _ := s.ict.ictDuty(api.ControlNode) // before the request changed it
 		category := ictlog.Admin
-		if method != "GET" && rec.code < 300 {
+		if method != "GET" {
+			// Even a failed write may have changed something before it
+			// failed: caches of the configuration start again.
 			s.adminWrites.Add(1)
+		}
+		if method != "GET" && rec.code < 300 {
 			if slices.ContainsFunc(configRoutes, func(p string) bool { return strings.HasPrefix(path, p) }) {
 				category = ictlog.Config
 			}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -209,6 +210,10 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	if duty.any() {
 		stored, err = s.saveSessions(r.Context(), store.GatewaySessions{Gateway: gw.Name, Records: b.Records,
 			Keep: func(o store.SessionOwner) bool { return duty.of(o.Kind, o.Known) }})
+		if errors.Is(err, store.ErrBadSessionRecord) {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
 		if err != nil {
 			s.internalError(w, r, err)
 			return
@@ -287,7 +292,7 @@ func (s *Server) writeSessionGroup(ctx context.Context) {
 	for i, g := range group {
 		batches[i] = g.batch
 	}
-	stored, err := s.db.SaveSessions(ctx, batches, s.sessionHook(ctx))
+	stored, err := s.saveGroup(ctx, batches)
 	switch {
 	case err == nil:
 		for i, g := range group {
@@ -298,7 +303,7 @@ func (s *Server) writeSessionGroup(ctx context.Context) {
 	default: // one batch must not fail the others: each again on its own
 		for _, g := range group {
 			var n []int
-			if n, g.err = s.db.SaveSessions(ctx, []store.GatewaySessions{g.batch}, s.sessionHook(ctx)); g.err == nil {
+			if n, g.err = s.saveGroup(ctx, []store.GatewaySessions{g.batch}); g.err == nil {
 				g.stored = n[0]
 			}
 		}
@@ -314,6 +319,19 @@ func (s *Server) writeSessionGroup(ctx context.Context) {
 		q.leading = false
 	}
 	q.mu.Unlock()
+}
+
+// saveGroup stores batches in one transaction. A panic becomes an error:
+// the requests waiting on the group, and those queued behind it, must be
+// answered.
+func (s *Server) saveGroup(ctx context.Context, batches []store.GatewaySessions) (stored []int, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("storing session records panicked", "panic", fmt.Sprint(p))
+			stored, err = nil, errors.New("storing session records failed")
+		}
+	}()
+	return s.db.SaveSessions(ctx, batches, s.sessionHook(ctx))
 }
 
 // sessionHook puts session records, and the ends of sessions

@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
+
+	"github.com/meridian-vpn/meridian/api"
 )
 
 // A Checkpoint is the control server's signed statement of both chains'
@@ -24,6 +26,19 @@ type Checkpoint struct {
 	Records   Head      `json:"records"`
 	Access    Head      `json:"access"`
 	Signature []byte    `json:"signature"`
+}
+
+// Wire is c as the API carries it (api.Checkpoint).
+func (c Checkpoint) Wire() api.Checkpoint {
+	return api.Checkpoint{ID: c.ID, At: c.At, Signature: c.Signature,
+		Records: api.ChainHead{Seq: c.Records.Seq, Hash: c.Records.Hash}, Access: api.ChainHead{Seq: c.Access.Seq, Hash: c.Access.Hash}}
+}
+
+// FromWire is a checkpoint the API carried (one held outside the
+// database), to be checked.
+func FromWire(c api.Checkpoint) Checkpoint {
+	return Checkpoint{ID: c.ID, At: c.At.UTC(), Signature: c.Signature,
+		Records: Head{Seq: c.Records.Seq, Hash: c.Records.Hash}, Access: Head{Seq: c.Access.Seq, Hash: c.Access.Hash}}
 }
 
 func (c Checkpoint) message() []byte {

@@ -121,9 +121,14 @@ func Open(ctx context.Context, db *store.DB, keys *Keyring, signer ed25519.Priva
 	}
 	// SQLite leaves stale copies of rows in pages it rearranges unless
 	// secure_delete is on while they are written; a purge could not reach
-	// them. It is a setting of the connection.
-	if _, err := db.ExecContext(ctx, `PRAGMA secure_delete = ON`); err != nil {
+	// them. It is a setting of each connection, which store.Open makes:
+	// check it rather than trust it.
+	var secure int
+	if err := db.QueryRowContext(ctx, `PRAGMA secure_delete`).Scan(&secure); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	if secure != 1 {
+		return nil, errors.New("ledger: the database's connections do not have secure_delete on")
 	}
 	l := &Ledger{db: db, keys: keys, signer: signer}
 	var err error

@@ -48,8 +48,6 @@ type Divergence struct {
 	What           string `json:"what"`
 }
 
-func (d Divergence) String() string { return d.What }
-
 // ChainReport sums up one chain as Verify walked it.
 type ChainReport struct {
 	Chain   Chain `json:"chain"`

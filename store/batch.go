@@ -9,9 +9,8 @@ import (
 
 // Statements of many rows: SQLite parses a statement each time it is not
 // prepared, and for the multi-row statements of session ingest parsing
-// showed in the profile. They are prepared once, outside any transaction
-// (the database has one connection, which a transaction holds), for a
-// fixed set of sizes.
+// showed in the profile. They are prepared once, at Open, for a fixed set
+// of sizes, and used in transactions through tx.StmtContext.
 
 // sqlChunk is the most rows, or IN values, one statement takes: well
 // inside SQLite's limit on parameters.

@@ -112,10 +112,10 @@ func (db *DB) SaveSessions(ctx context.Context, batches []GatewaySessions, hook 
 				switch {
 				case !ok:
 					starts = append(starts, newSession{b.Gateway, r})
-					known[r.ID] = storedSession{gateway: b.Gateway, ended: !r.End.IsZero()}
+					known[r.ID] = storedSession{gateway: b.Gateway, ended: !r.End.IsZero(), start: r.Start.UnixNano()}
 				case k.gateway == b.Gateway && !k.ended && !r.End.IsZero():
-					if r.End.UnixNano() < r.Start.UnixNano() {
-						return fmt.Errorf("session record %s ends before it starts", r.ID)
+					if r.End.UnixNano() < k.start {
+						return fmt.Errorf("%w: session record %s ends before the session it closes started", ErrBadSessionRecord, r.ID)
 					}
 					ends = append(ends, SessionEnd{ID: r.ID, End: r.End.UTC(), Clock: r.Clock})
 					known[r.ID] = storedSession{gateway: b.Gateway, ended: true}
@@ -158,7 +158,7 @@ func (db *DB) prepareSessions(ctx context.Context) error {
 		q  string
 	}{
 		{&db.owners, `SELECT d.public_key, d.id, u.name, u.kind FROM devices d JOIN users u ON u.id = d.user_id WHERE d.public_key` + InList},
-		{&db.known, `SELECT id, gateway, end_at IS NOT NULL FROM sessions WHERE id` + InList},
+		{&db.known, `SELECT id, gateway, end_at IS NOT NULL, start_at FROM sessions WHERE id` + InList},
 		{&db.end, `UPDATE sessions SET end_at = ?, end_seq = ? WHERE id = ?`},
 	} {
 		if *p.st, err = db.PrepareContext(ctx, p.q); err != nil {
@@ -224,7 +224,12 @@ func (db *DB) ownersOf(query queryFunc, keys []wg.Key) (map[wg.Key]SessionOwner,
 type storedSession struct {
 	gateway string
 	ended   bool
+	start   int64 // Unix nanoseconds
 }
+
+// ErrBadSessionRecord marks a record that contradicts the stored one:
+// the sender's error, not the server's.
+var ErrBadSessionRecord = errors.New("bad session record")
 
 // storedSessions returns the records of recs already stored, by ID.
 func (db *DB) storedSessions(query queryFunc, recs []api.SessionRecord) (map[string]storedSession, error) {
@@ -242,7 +247,7 @@ func (db *DB) storedSessions(query queryFunc, recs []api.SessionRecord) (map[str
 		for rows.Next() {
 			var id string
 			var s storedSession
-			if err := rows.Scan(&id, &s.gateway, &s.ended); err != nil {
+			if err := rows.Scan(&id, &s.gateway, &s.ended, &s.start); err != nil {
 				return err
 			}
 			known[id] = s

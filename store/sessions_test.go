@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -318,5 +319,29 @@ func TestSaveSessionsOfSeveralGateways(t *testing.T) {
 	db.QueryRow(`SELECT gateway FROM sessions WHERE id = ?`, other.ID).Scan(&gw)
 	if gw != "gw-b" || len(fl.records) != 2 || len(fl.ends) != 1 {
 		t.Fatalf("other stored by %q; ledger got %d records, %d ends", gw, len(fl.records), len(fl.ends))
+	}
+}
+
+// A closing record cannot end a session before it started, whatever start
+// it claims itself: that is the sender's error.
+func TestSessionEndBeforeStoredStart(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	open := api.SessionRecord{ID: "0123456789abcdef0123456789abcdef", PublicKey: key(t), TunnelIPv4: netip.MustParseAddr("10.200.0.2"),
+		Endpoint: netip.MustParseAddrPort("198.51.100.7:40000"), ExitIPv4: netip.MustParseAddr("203.0.113.1"), PortLo: 1024, PortHi: 1279, Start: t0}
+	var fl fakeLedger
+	if _, err := saveOne(ctx, db, "gw", []api.SessionRecord{open}, keepAll, fl.hook()); err != nil {
+		t.Fatal(err)
+	}
+	contradicting := open
+	contradicting.Start, contradicting.End = t0.Add(-2*time.Hour), t0.Add(-time.Hour)
+	if _, err := saveOne(ctx, db, "gw", []api.SessionRecord{contradicting}, keepAll, fl.hook()); !errors.Is(err, ErrBadSessionRecord) {
+		t.Fatalf("an end before the stored start: %v", err)
+	}
+	var end sql.NullInt64
+	db.QueryRow(`SELECT end_at FROM sessions WHERE id = ?`, open.ID).Scan(&end)
+	if end.Valid || len(fl.ends) != 0 {
+		t.Fatalf("the session was ended: %v, ledger ends %v", end, fl.ends)
 	}
 }

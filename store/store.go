@@ -43,10 +43,11 @@ type DB struct {
 // schema up to date.
 func Open(ctx context.Context, file string) (*DB, error) {
 	// WAL, and a commit is on disk before it returns (synchronous FULL).
-	// Removed rows are overwritten (secure_delete). A 64 MiB page cache and
-	// a checkpoint every 10,000 pages (40 MiB): index pages that many
-	// transactions change reach the database file once per checkpoint, not
-	// once per transaction; the log is cut back to 64 MiB afterwards.
+	// Removed rows are overwritten (secure_delete) on every connection. A
+	// page cache of up to 64 MiB per connection and a checkpoint every
+	// 10,000 pages (40 MiB): index pages that many transactions change
+	// reach the database file once per checkpoint, not once per
+	// transaction; the log is cut back to 64 MiB afterwards.
 	pragmas := []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(ON)", "synchronous(FULL)", "secure_delete(ON)",
 		"cache_size(-65536)", "wal_autocheckpoint(10000)", "journal_size_limit(67108864)"}
 	dsn := "file:" + file + "?_pragma=" + strings.Join(pragmas, "&_pragma=") + "&_txlock=immediate"
@@ -138,6 +139,12 @@ func (db *DB) Tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if p := recover(); p != nil {
+			tx.Rollback()
+			panic(p)
+		}
+	}()
 	if err := fn(tx); err != nil {
 		tx.Rollback()
 		return err

@@ -61,23 +61,23 @@ func runComplianceCheckpoints(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	// Ask from the newest checkpoint held on: it comes back too, and must be
-	// the same. Ids are not trusted to grow: deleted rows' ids are reused.
-	from := since
-	if n := len(file.Checkpoints); n > 0 {
-		from = file.Checkpoints[n-1].At
-		for _, x := range file.Checkpoints {
-			if x.At.After(from) {
-				from = x.At
-			}
-		}
-		if since.After(from) {
-			from = since
-		}
+	// Ask from the newest checkpoint held on, by id (times may step back
+	// with the server's clock; ids only grow, as checkpoints are never
+	// deleted): it comes back too, and must be the same.
+	var newest int64
+	for _, x := range file.Checkpoints {
+		newest = max(newest, x.ID)
 	}
-	list, err := fetchCheckpoints(ctx, c, from)
+	from := since
+	if newest > 0 {
+		from = time.Time{}
+	}
+	list, err := fetchCheckpoints(ctx, c, from, max(newest-1, 0))
 	if err != nil {
 		return err
+	}
+	if newest > 0 && !slices.ContainsFunc(list.Checkpoints, func(x api.Checkpoint) bool { return x.ID == newest }) {
+		return fmt.Errorf("the newest checkpoint held in %s (%d) is gone from the server: the database's checkpoints were deleted or replaced; run 'meridian compliance verify --checkpoints %s' (file left as it is)", *out, newest, *out)
 	}
 	if have && !slices.Equal(file.PublicKey, list.PublicKey) {
 		return fmt.Errorf("%s holds checkpoints of the key %s, but the server signs with %s: the signing key was replaced, or this is another server (file left as it is)", *out, file.KeyFingerprint, list.KeyFingerprint)
@@ -91,7 +91,7 @@ func runComplianceCheckpoints(ctx context.Context, args []string) error {
 	}
 	added := 0
 	for _, x := range list.Checkpoints {
-		if !wireToLedger(x).SignedBy(list.PublicKey) {
+		if !ledger.FromWire(x).SignedBy(list.PublicKey) {
 			return fmt.Errorf("the server's checkpoint %d does not verify under its own key %s (nothing written)", x.ID, list.KeyFingerprint)
 		}
 		if old, ok := byID[x.ID]; ok {
@@ -129,10 +129,11 @@ func runComplianceCheckpoints(ctx context.Context, args []string) error {
 	return nil
 }
 
-// fetchCheckpoints reads every stored checkpoint signed at or after since.
-func fetchCheckpoints(ctx context.Context, c *api.Client, since time.Time) (api.CheckpointList, error) {
+// fetchCheckpoints reads every stored checkpoint with an id above after
+// that was signed at or after since (zero: any time).
+func fetchCheckpoints(ctx context.Context, c *api.Client, since time.Time, after int64) (api.CheckpointList, error) {
 	var all api.CheckpointList
-	for after := int64(0); ; {
+	for {
 		q := url.Values{"after": {strconv.FormatInt(after, 10)}}
 		if !since.IsZero() {
 			q.Set("since", since.UTC().Format(time.RFC3339Nano))
@@ -161,11 +162,6 @@ func sameCheckpoint(a, b api.Checkpoint) bool {
 	return a.ID == b.ID && a.At.Equal(b.At) && slices.Equal(a.Signature, b.Signature) &&
 		a.Records.Seq == b.Records.Seq && slices.Equal(a.Records.Hash, b.Records.Hash) &&
 		a.Access.Seq == b.Access.Seq && slices.Equal(a.Access.Hash, b.Access.Hash)
-}
-
-func wireToLedger(c api.Checkpoint) ledger.Checkpoint {
-	return ledger.Checkpoint{ID: c.ID, At: c.At.UTC(), Signature: c.Signature,
-		Records: ledger.Head{Seq: c.Records.Seq, Hash: c.Records.Hash}, Access: ledger.Head{Seq: c.Access.Seq, Hash: c.Access.Hash}}
 }
 
 // readCheckpointFiles reads and checks held checkpoint files, naming the

@@ -42,9 +42,6 @@ type Stamp struct {
 // UnwatchedAt returns the stamp of a node that runs no time monitor, at.
 func UnwatchedAt(at time.Time) Stamp { return Stamp{At: at, State: Unwatched} }
 
-// Synced reports whether the clock was in sync with its sources.
-func (s Stamp) Synced() bool { return s.State == Synced }
-
 // String words the stamp for people: "synced, offset +2.1 ms from
 // samay1.nic.in, kernel synced".
 func (s Stamp) String() string {

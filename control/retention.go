@@ -39,9 +39,9 @@ type purgeResult struct {
 	Cutoff   time.Time
 }
 
-// purgeExpired removes the subscriber records (and the accounts they
-// belong to, with their devices) of accounts cancelled more than the
-// retention period before now. Each account's purge is one transaction and
+// purgeExpired removes the subscriber and session records (and the
+// accounts they belong to, with their devices) of accounts cancelled more
+// than the retention period before now. Each account's purge is one transaction and
 // one purge entry in the ledger, which records counts and ranges, never
 // personal data.
 func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResult, err error) {
@@ -58,7 +58,7 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 	}
 	res = purgeResult{Years: years, Cutoff: now.AddDate(-years, 0, 0)}
 	rows, err := s.db.QueryContext(ctx, `SELECT u.id, u.name FROM users u WHERE u.cancelled_at IS NOT NULL AND u.cancelled_at < ?
-		AND EXISTS (SELECT 1 FROM subscriber_entries e WHERE e.user_id = u.id)`, res.Cutoff.Unix())
+		AND (EXISTS (SELECT 1 FROM subscriber_entries e WHERE e.user_id = u.id) OR EXISTS (SELECT 1 FROM sessions s WHERE s.user_name = u.name))`, res.Cutoff.Unix())
 	if err != nil {
 		return res, err
 	}
@@ -95,11 +95,16 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 		}
 		seqs = append(seqs, sessionSeqs...)
 		reason := fmt.Sprintf("retention: subscriber and session records kept %d years after cancellation (cancelled before %s)", years, res.Cutoff.UTC().Format(time.DateOnly))
-		err = s.ledger.PurgeWith(ctx, ledger.RecordChain, seqs, reason, func(tx *sql.Tx) error {
+		del := func(tx *sql.Tx) error {
 			var err error
 			freed, err = deleteAccount(ctx, tx, a.id, a.name)
 			return err
-		})
+		}
+		if len(seqs) > 0 {
+			err = s.ledger.PurgeWith(ctx, ledger.RecordChain, seqs, reason, del)
+		} else { // only session rows stored before records were sealed
+			err = s.db.Tx(ctx, del)
+		}
 		if err != nil {
 			return res, err
 		}

@@ -478,3 +478,40 @@ func TestIngestDutyFollowsPlace(t *testing.T) {
 		}
 	}
 }
+
+// An account with session records but no subscriber record (an
+// enterprise tenant whose sessions a duty required) cannot be deleted, so
+// that its records are neither orphaned nor inherited by a new account of
+// the same name; cancelled, it is purged with them when retention ends.
+func TestSessionsOnlyAccountRetention(t *testing.T) {
+	ts, _, _ := aliceOnIN(t)
+	ctx := context.Background()
+	if _, err := ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "staff", Kind: api.Enterprise}); err != nil {
+		t.Fatal(err)
+	}
+	staff, err := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "staff", Name: "pc", PublicKey: newKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.saveSessions(ctx, store.GatewaySessions{Gateway: "in1", Records: []api.SessionRecord{sessionRecord(t, staff.Device, 7)},
+		Keep: func(store.SessionOwner) bool { return true }}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.admin.DeleteDevice(ctx, staff.Device.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, ts.admin.DeleteUser(ctx, "staff"), 409, "session records")
+	if err := ts.admin.Do(ctx, "POST", "/users/staff/cancel", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ts.purgeExpired(ctx, time.Now().AddDate(5, 0, 1))
+	if err != nil || res.Accounts != 1 || res.Entries != 1 {
+		t.Fatalf("purge: %+v %v", res, err)
+	}
+	var rows, sealed int
+	ts.db.QueryRow(`SELECT count(*) FROM sessions`).Scan(&rows)
+	ts.db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE kind = 'session' AND body IS NOT NULL`).Scan(&sealed)
+	if rows != 0 || sealed != 0 {
+		t.Fatalf("after the purge: %d session rows, %d sealed session entries", rows, sealed)
+	}
+}

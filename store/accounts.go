@@ -83,12 +83,15 @@ func (db *DB) Users(ctx context.Context) ([]api.User, error) {
 	return users, rows.Err()
 }
 
-// DeleteUser removes an account that has no devices left.
+// DeleteUser removes an account that has no devices left and no
+// compliance records (a subscriber record or sessions) to keep.
 func (db *DB) DeleteUser(ctx context.Context, name string) error {
 	return db.Tx(ctx, func(tx *sql.Tx) error {
 		var id int64
 		var n, records int
-		err := tx.QueryRowContext(ctx, `SELECT id, (SELECT count(*) FROM devices WHERE user_id = users.id), (SELECT count(*) FROM subscriber_entries WHERE user_id = users.id) FROM users WHERE name = ?`, name).Scan(&id, &n, &records)
+		var sessions bool
+		err := tx.QueryRowContext(ctx, `SELECT id, (SELECT count(*) FROM devices WHERE user_id = users.id), (SELECT count(*) FROM subscriber_entries WHERE user_id = users.id),
+			EXISTS (SELECT 1 FROM sessions WHERE user_name = users.name) FROM users WHERE name = ?`, name).Scan(&id, &n, &records, &sessions)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
@@ -100,6 +103,12 @@ func (db *DB) DeleteUser(ctx context.Context, name string) error {
 		}
 		if records > 0 {
 			return &ConflictError{What: fmt.Sprintf("user %q has a subscriber record, which must be kept: cancel the account instead ('meridian user cancel'); the record is purged when its retention ends", name)}
+		}
+		if sessions {
+			// Kept until the account's retention ends; deleting the account
+			// would orphan them, and a new account of the same name would
+			// inherit them.
+			return &ConflictError{What: fmt.Sprintf("user %q has session records, which must be kept: cancel the account instead ('meridian user cancel'); they are purged when their retention ends", name)}
 		}
 		_, err = tx.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id)
 		return err

@@ -11,6 +11,8 @@ package portblock
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // Layout says which ports are carved into blocks and how large they are.
@@ -36,6 +38,37 @@ func (l Layout) Validate() error {
 		return fmt.Errorf("port blocks: ports %d-%d hold no block of %d", l.First, l.Last, l.Size)
 	}
 	return nil
+}
+
+// String writes the layout as ParseLayout reads it: "1024-32767/256".
+func (l Layout) String() string {
+	return fmt.Sprintf("%d-%d/%d", l.First, l.Last, l.Size)
+}
+
+// ParseLayout reads "FIRST-LAST/SIZE": the ports FIRST to LAST carved into
+// blocks of SIZE ports, e.g. "1024-32767/256" (Default, 124 blocks) or
+// "1024-32767/64" (496 blocks of 64 ports). The layout must hold a block.
+func ParseLayout(s string) (Layout, error) {
+	span, size, ok := strings.Cut(s, "/")
+	first, last, ok2 := strings.Cut(span, "-")
+	if !ok || !ok2 {
+		return Layout{}, fmt.Errorf("port blocks %q: want FIRST-LAST/SIZE, e.g. %s", s, Default)
+	}
+	var l Layout
+	for _, f := range []struct {
+		name, text string
+		v          *uint16
+	}{{"first port", first, &l.First}, {"last port", last, &l.Last}, {"block size", size, &l.Size}} {
+		n, err := strconv.ParseUint(f.text, 10, 16)
+		if err != nil {
+			return Layout{}, fmt.Errorf("port blocks %q: the %s is not a number from 0 to 65535", s, f.name)
+		}
+		*f.v = uint16(n)
+	}
+	if err := l.Validate(); err != nil {
+		return Layout{}, err
+	}
+	return l, nil
 }
 
 // Count is the number of whole blocks in the layout.

@@ -1,6 +1,9 @@
 package portblock
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestDefaultLayout(t *testing.T) {
 	if n := Default.Count(); n != 124 {
@@ -98,4 +101,52 @@ func TestPoolExhaustionAndRelease(t *testing.T) {
 	if p.Free() != 0 {
 		t.Fatal("releasing an unknown block freed something")
 	}
+}
+
+func TestParseLayout(t *testing.T) {
+	for _, c := range []struct {
+		in     string
+		want   Layout
+		blocks int
+		err    string
+	}{
+		{in: "1024-32767/256", want: Default, blocks: 124},
+		{in: "1024-32767/64", want: Layout{1024, 32767, 64}, blocks: 496},
+		{in: "40000-40000/1", want: Layout{40000, 40000, 1}, blocks: 1},
+		{in: "1024-32767", err: "want FIRST-LAST/SIZE"},
+		{in: "1024/256", err: "want FIRST-LAST/SIZE"},
+		{in: "1024-70000/256", err: "last port is not a number"},
+		{in: "x-32767/256", err: "first port is not a number"},
+		{in: "1024-32767/-1", err: "block size is not a number"},
+		{in: "0-32767/256", err: "port 0"},
+		{in: "2000-1000/10", err: "hold no block"},
+		{in: "1024-32767/0", err: "size must be at least 1"},
+	} {
+		l, err := ParseLayout(c.in)
+		switch {
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%q: error %v, want one saying %q", c.in, err, c.err)
+		case c.err == "" && (err != nil || l != c.want || l.Count() != c.blocks || l.String() != c.in):
+			t.Errorf("%q: %+v (%d blocks, %q), %v", c.in, l, l.Count(), l, err)
+		}
+	}
+}
+
+// Whatever ParseLayout accepts holds a block and reads back the same.
+func FuzzParseLayout(f *testing.F) {
+	for _, s := range []string{"1024-32767/256", "1-65535/65535", "5-4/1", "-/", "1024-32767/", "99999-1/1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		l, err := ParseLayout(s)
+		if err != nil {
+			return
+		}
+		if l.Count() < 1 {
+			t.Fatalf("%q parsed to %+v, which holds no block", s, l)
+		}
+		if back, err := ParseLayout(l.String()); err != nil || back != l {
+			t.Fatalf("%q: %+v writes as %q, which reads as %+v, %v", s, l, l, back, err)
+		}
+	})
 }

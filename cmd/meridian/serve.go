@@ -20,6 +20,7 @@ import (
 	"github.com/meridian-vpn/meridian/control"
 	"github.com/meridian-vpn/meridian/gateway"
 	"github.com/meridian-vpn/meridian/internal/atomicfile"
+	"github.com/meridian-vpn/meridian/portblock"
 )
 
 // Files in a data directory that the admin commands read.
@@ -145,6 +146,7 @@ type gatewayFlags struct {
 	tunName    string
 	exit4      string
 	exit6      string
+	blocks     string
 }
 
 func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
@@ -154,6 +156,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
 	fs.Var(&g.allow, "egress-allow", "CIDR that tunnel clients may reach although the egress policy denies it (private, loopback, the gateway host) (repeatable)")
 	fs.StringVar(&g.exit4, "exit-ipv4", "", "the host's public IPv4 address traffic leaves from (tun mode: SNAT to it, default masquerade); required for session records")
 	fs.StringVar(&g.exit6, "exit-ipv6", "", "the host's public IPv6 address traffic leaves from (as --exit-ipv4)")
+	fs.StringVar(&g.blocks, "port-blocks", portblock.Default.String(), "source ports of the exit addresses carved into blocks, FIRST-LAST/SIZE: each recorded session holds one block, so the number of blocks bounds concurrent recorded sessions (keep them below the kernel's ephemeral ports)")
 	if withTUN {
 		fs.StringVar(&g.mode, "mode", "userspace", "userspace (rootless, gVisor netstack) or tun (kernel TUN + nftables NAT, needs root)")
 		fs.StringVar(&g.tunName, "tun-name", "mrd0", "TUN interface name (tun mode)")
@@ -164,6 +167,10 @@ func (g *gatewayFlags) config() (gateway.Config, error) {
 	cfg := gateway.Config{
 		StateDir: g.state, Name: g.name, ListenPort: g.listenPort, Endpoint: g.endpoint,
 		Mode: api.GatewayMode(g.mode), EgressAllow: g.allow, TUNName: g.tunName,
+	}
+	var err error
+	if cfg.PortBlocks, err = portblock.ParseLayout(g.blocks); err != nil {
+		return cfg, fmt.Errorf("--port-blocks: %w", err)
 	}
 	for flagName, s := range map[string]string{"--exit-ipv4": g.exit4, "--exit-ipv6": g.exit6} {
 		if s == "" {

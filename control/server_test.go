@@ -232,22 +232,11 @@ func TestDeviceBadInput(t *testing.T) {
 	wantStatus(t, ts.admin.DeleteUser(ctx, "alice"), 409, "still has")
 }
 
+// rawPost posts body as it is, with a new admin token.
 func rawPost(t *testing.T, ts *testServer, path, body string) error {
 	t.Helper()
-	req, _ := http.NewRequest("POST", ts.url+api.Prefix+path, strings.NewReader(body))
 	tok, _ := ts.CreateAdminToken(context.Background(), "raw")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var e api.Error
-	json.NewDecoder(resp.Body).Decode(&e)
-	if resp.StatusCode/100 == 2 {
-		return nil
-	}
-	return &api.StatusError{Code: resp.StatusCode, Message: e.Error}
+	return rawPostAs(t, ts, tok, path, body)
 }
 
 func TestServerGeneratedKey(t *testing.T) {

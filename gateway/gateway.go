@@ -89,6 +89,9 @@ type Gateway struct {
 	attr        *attributedTUN
 	spool       *spool
 	recordsSent atomic.Uint64
+	// recordsRefused counts records the control server refused as wrong,
+	// set aside (refusedFile) instead of blocking the spool.
+	recordsRefused atomic.Uint64
 
 	mu        sync.Mutex
 	installed map[wg.Key]api.Peer // as applied to dev

@@ -148,6 +148,7 @@ func newMetrics(g *Gateway) *metrics {
 		gauge("meridian_gateway_session_spool_bytes", "Bytes of session records not yet taken by the control server.", func() float64 { return float64(g.spool.pending()) }),
 		gauge("meridian_gateway_session_spool_limit_bytes", "Limit of the session record spool; new sessions are refused beyond it.", func() float64 { return float64(g.cfg.SpoolLimit) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_session_records_sent_total", Help: "Session records taken by the control server."}, func() float64 { return float64(g.recordsSent.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_session_records_refused_total", Help: "Session records the control server refused as wrong, set aside in the state directory's " + refusedFile + "."}, func() float64 { return float64(g.recordsRefused.Load()) }),
 	)
 	if g.exit != nil {
 		m.reg.MustRegister(

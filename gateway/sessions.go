@@ -664,8 +664,16 @@ func (g *Gateway) sendLoop(ctx context.Context) {
 			return true
 		}
 	}
+	// After the control server refused a batch as wrong (400), its records
+	// go one at a time, so that the refused one is found and set aside
+	// and the others are delivered.
+	oneByOne := 0
 	for ctx.Err() == nil {
-		recs, next, skipped, err := g.spool.peek(api.MaxSessionBatch, maxSessionBatchBytes)
+		batch := api.MaxSessionBatch
+		if oneByOne > 0 {
+			batch = 1
+		}
+		recs, next, skipped, err := g.spool.peek(batch, maxSessionBatchBytes)
 		if skipped > 0 {
 			g.log.Error("session spool holds unreadable records; skipped", "records", skipped)
 		}
@@ -698,7 +706,22 @@ func (g *Gateway) sendLoop(ctx context.Context) {
 			// Messages are redacted: a refusal may quote a value.
 			var se *api.StatusError
 			if errors.As(err, &se) && se.Code == 400 {
-				g.log.Error("control server refuses session records; they stay in the spool", "status", se.Code, "reason", redact(se.Message))
+				if len(recs) > 1 {
+					g.log.Warn("control server refuses a batch of session records; sending them one at a time", "records", len(recs), "reason", redact(se.Message))
+					oneByOne = len(recs)
+					continue
+				}
+				if err := g.spool.setAside(recs[0]); err != nil {
+					g.log.Error("control server refuses a session record, and it could not be set aside; it stays in the spool", "id", recs[0].ID, "err", err)
+				} else {
+					g.log.Error("control server refuses a session record; set aside in "+refusedFile+" in the state directory", "id", recs[0].ID, "reason", redact(se.Message))
+					g.recordsRefused.Add(1)
+					oneByOne--
+					if err := g.spool.ack(next); err != nil {
+						g.log.Error("session spool", "err", err)
+					}
+					continue
+				}
 			} else {
 				g.log.Debug("sending session records failed; they stay in the spool", "err", redact(err.Error()))
 			}
@@ -709,6 +732,7 @@ func (g *Gateway) sendLoop(ctx context.Context) {
 			continue
 		}
 		backoff = 250 * time.Millisecond
+		oneByOne = max(oneByOne-len(recs), 0)
 		g.recordsSent.Add(uint64(len(recs)))
 		if err := g.spool.ack(next); err != nil {
 			g.log.Error("session spool", "err", err)

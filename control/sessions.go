@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"sync"
 
@@ -327,7 +328,8 @@ func (s *Server) writeSessionGroup(ctx context.Context) {
 func (s *Server) saveGroup(ctx context.Context, batches []store.GatewaySessions) (stored []int, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error("storing session records panicked", "panic", fmt.Sprint(p))
+			// The stack, not the panic's value, which could quote a record.
+			s.log.Error("storing session records panicked", "stack", string(debug.Stack()))
 			stored, err = nil, errors.New("storing session records failed")
 		}
 	}()

@@ -242,7 +242,7 @@ type sessionQueue struct {
 // maxGroupRecords bounds one shared transaction: large enough that
 // records share index pages, small enough that batches arriving meanwhile
 // are decoded while it writes, and that it holds the write lock briefly.
-const maxGroupRecords = 4 * api.MaxSessionBatch
+const maxGroupRecords = 8 * api.MaxSessionBatch
 
 type queuedSessions struct {
 	batch  store.GatewaySessions

@@ -101,7 +101,7 @@ type Ledger struct {
 
 	// Prepared once: preparing dominated the cost of an append.
 	head   *sql.Stmt
-	insert *store.Insert
+	insert *store.Values
 	kinds  *sql.Stmt // of store.EachIn's chunk of seqs
 	purge  *sql.Stmt // likewise
 

@@ -16,51 +16,59 @@ import (
 // inside SQLite's limit on parameters.
 const sqlChunk = 64
 
-// Insert is an INSERT of many rows, prepared for 64, 32, 16 … 1 rows: any
-// number of rows is inserted with at most one statement per size.
-type Insert struct {
+// Values is a statement over a list of rows of values — an INSERT of
+// many rows, or an UPDATE … FROM (VALUES …) — prepared for 64, 32, 16 … 1
+// rows: any number of rows is written with at most one statement per
+// size.
+type Values struct {
 	cols  int
-	stmts [7]*sql.Stmt // stmts[i] inserts 1<<i rows
+	stmts [7]*sql.Stmt // stmts[i] takes 1<<i rows
 }
 
 // PrepareInsert prepares head (`INSERT INTO t (a, b) VALUES `) for rows of
 // cols values each.
-func PrepareInsert(ctx context.Context, db *sql.DB, head string, cols int) (*Insert, error) {
-	in := &Insert{cols: cols}
-	for i := range in.stmts {
-		st, err := db.PrepareContext(ctx, head+placeholders(1<<i, cols))
-		if err != nil {
-			in.Close()
-			return nil, err
-		}
-		in.stmts[i] = st
-	}
-	return in, nil
+func PrepareInsert(ctx context.Context, db *sql.DB, head string, cols int) (*Values, error) {
+	return PrepareValues(ctx, db, head, cols, "")
 }
 
-// Exec inserts the rows in args (cols values each, in order) in tx.
-func (in *Insert) Exec(ctx context.Context, tx *sql.Tx, args []any) error {
-	if len(args)%in.cols != 0 {
-		return errors.New("store: insert: arguments are not whole rows")
+// PrepareValues prepares head, the rows of cols parameters each, then tail.
+func PrepareValues(ctx context.Context, db *sql.DB, head string, cols int, tail string) (*Values, error) {
+	v := &Values{cols: cols}
+	for i := range v.stmts {
+		st, err := db.PrepareContext(ctx, head+placeholders(1<<i, cols)+tail)
+		if err != nil {
+			v.Close()
+			return nil, err
+		}
+		v.stmts[i] = st
 	}
-	for rows := len(args) / in.cols; rows > 0; {
-		i := len(in.stmts) - 1
+	return v, nil
+}
+
+// Exec runs the statement in tx for the rows in args (cols values each,
+// in order).
+func (v *Values) Exec(ctx context.Context, tx *sql.Tx, args []any) error {
+	if len(args)%v.cols != 0 {
+		return errors.New("store: values: arguments are not whole rows")
+	}
+	for rows := len(args) / v.cols; rows > 0; {
+		i := len(v.stmts) - 1
 		for 1<<i > rows {
 			i--
 		}
 		n := 1 << i
-		if _, err := tx.StmtContext(ctx, in.stmts[i]).ExecContext(ctx, args[:n*in.cols]...); err != nil {
+		if _, err := tx.StmtContext(ctx, v.stmts[i]).ExecContext(ctx, args[:n*v.cols]...); err != nil {
 			return err
 		}
-		args, rows = args[n*in.cols:], rows-n
+		args, rows = args[n*v.cols:], rows-n
 	}
 	return nil
 }
 
 // Close releases the prepared statements.
-func (in *Insert) Close() error {
+func (v *Values) Close() error {
 	var errs []error
-	for _, st := range in.stmts {
+	for _, st := range v.stmts {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

@@ -53,3 +53,32 @@ func TestInsertAnyNumberOfRows(t *testing.T) {
 		t.Error("half a row was inserted")
 	}
 }
+
+// Values with a tail runs UPDATE … FROM (VALUES …) for any number of rows.
+func TestValuesUpdateFrom(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	if _, err := db.Exec(`CREATE TABLE rows_test (n INTEGER PRIMARY KEY, sq INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	for n := range 100 {
+		db.Exec(`INSERT INTO rows_test (n) VALUES (?)`, n)
+	}
+	up, err := PrepareValues(ctx, db.DB, `UPDATE rows_test SET sq = v.column2 FROM (VALUES `, 2, `) AS v WHERE rows_test.n = v.column1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	var args []any
+	for n := 10; n < 87; n++ { // 77 rows: statements of 64, 8, 4 and 1
+		args = append(args, n, n*n)
+	}
+	if err := db.Tx(ctx, func(tx *sql.Tx) error { return up.Exec(ctx, tx, args) }); err != nil {
+		t.Fatal(err)
+	}
+	var set, wrong int
+	db.QueryRow(`SELECT count(sq), count(*) FILTER (WHERE sq IS NOT NULL AND (sq <> n*n OR n < 10 OR n >= 87)) FROM rows_test`).Scan(&set, &wrong)
+	if set != 77 || wrong != 0 {
+		t.Errorf("%d rows updated, %d wrongly", set, wrong)
+	}
+}

@@ -141,16 +141,26 @@ type newSession struct {
 
 // sessionStmts are the statements of session ingest, prepared at Open.
 type sessionStmts struct {
-	insertRows *Insert
+	insertRows *Values
+	endRows    *Values
 	owners     *sql.Stmt // of sqlChunk keys
 	known      *sql.Stmt // of sqlChunk ids
-	end        *sql.Stmt
 }
 
 func (db *DB) prepareSessions(ctx context.Context) error {
 	var err error
-	if db.insertRows, err = PrepareInsert(ctx, db.DB, `INSERT INTO sessions (id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6,
+	// OR FAIL, not the default ABORT: a statement that may abort halfway
+	// makes SQLite keep an undo copy of every page it changes, and the
+	// index rows of 64 sessions change pages all over six indexes. On an
+	// error the whole transaction is rolled back anyway.
+	if db.insertRows, err = PrepareInsert(ctx, db.DB, `INSERT OR FAIL INTO sessions (id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6,
 			endpoint_index, exit_ipv4, exit_ipv6, port_lo, port_hi, start_at, end_at, seq) VALUES `, sessionValues); err != nil {
+		return err
+	}
+	// The ends of many sessions in one statement: a statement per end
+	// cost as much as the writing.
+	if db.endRows, err = PrepareValues(ctx, db.DB, `UPDATE OR FAIL sessions SET end_at = v.column2, end_seq = v.column3 FROM (VALUES `, 3,
+		`) AS v WHERE sessions.id = v.column1`); err != nil {
 		return err
 	}
 	for _, p := range []struct {
@@ -159,7 +169,6 @@ func (db *DB) prepareSessions(ctx context.Context) error {
 	}{
 		{&db.owners, `SELECT d.public_key, d.id, u.name, u.kind FROM devices d JOIN users u ON u.id = d.user_id WHERE d.public_key` + InList},
 		{&db.known, `SELECT id, gateway, end_at IS NOT NULL, start_at FROM sessions WHERE id` + InList},
-		{&db.end, `UPDATE sessions SET end_at = ?, end_seq = ? WHERE id = ?`},
 	} {
 		if *p.st, err = db.PrepareContext(ctx, p.q); err != nil {
 			return err
@@ -302,10 +311,12 @@ func (db *DB) endSessions(ctx context.Context, tx *sql.Tx, ends []SessionEnd, ho
 	if len(seqs) != len(ends) {
 		return fmt.Errorf("sealing the ends of sessions: %d ledger entries for %d ends", len(seqs), len(ends))
 	}
+	args := make([]any, 0, 3*len(ends))
 	for i, e := range ends {
-		if _, err := tx.StmtContext(ctx, db.end).ExecContext(ctx, e.End.UnixNano(), seqs[i], e.ID); err != nil {
-			return fmt.Errorf("storing the end of a session: %w", err)
-		}
+		args = append(args, e.ID, e.End.UnixNano(), seqs[i])
+	}
+	if err := db.endRows.Exec(ctx, tx, args); err != nil {
+		return fmt.Errorf("storing the ends of sessions: %w", err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -45,7 +46,7 @@ func BenchmarkLookupByExit(b *testing.B) {
 	start := time.Now()
 	const batch = 50_000
 	for done := 0; done < n; {
-		tx, err := db.Begin()
+		tx, err := db.SessionIndex().Begin()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -70,8 +71,8 @@ func BenchmarkLookupByExit(b *testing.B) {
 		}
 	}
 	load := time.Since(start)
-	db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
-	fi, _ := os.Stat(file)
+	db.SessionIndex().Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+	fi, _ := os.Stat(store.SessionIndexFile(file))
 	rng := rand.New(rand.NewPCG(1, 2))
 	var lat []time.Duration
 	b.ResetTimer()
@@ -239,21 +240,27 @@ func (f *ingestFleet) ingest(b *testing.B, sessions int, timed func(func())) int
 	return records
 }
 
-// diskBytes is the size of the database with its write-ahead log folded in.
+// diskBytes is the size of the database and its session index, with
+// their write-ahead logs folded in.
 func diskBytes(b *testing.B, dir string) int64 {
-	db, err := store.Open(context.Background(), filepath.Join(dir, "meridian.db"))
+	file := filepath.Join(dir, "meridian.db")
+	db, err := store.Open(context.Background(), file)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
-		b.Fatal(err)
+	var size int64
+	for f, sdb := range map[string]*sql.DB{file: db.DB, store.SessionIndexFile(file): db.SessionIndex()} {
+		if _, err := sdb.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			b.Fatal(err)
+		}
+		fi, err := os.Stat(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size += fi.Size()
 	}
-	fi, err := os.Stat(filepath.Join(dir, "meridian.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return fi.Size()
+	return size
 }
 
 func benchSessions() int {

@@ -57,25 +57,43 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 		return purgeResult{}, err
 	}
 	res = purgeResult{Years: years, Cutoff: now.AddDate(-years, 0, 0)}
-	rows, err := s.db.QueryContext(ctx, `SELECT u.id, u.name FROM users u WHERE u.cancelled_at IS NOT NULL AND u.cancelled_at < ?
-		AND (EXISTS (SELECT 1 FROM subscriber_entries e WHERE e.user_id = u.id) OR EXISTS (SELECT 1 FROM sessions s WHERE s.user_name = u.name))`, res.Cutoff.Unix())
+	// Accounts with records: a subscriber record here, or session rows in
+	// the session index, a database of its own.
+	rows, err := s.db.QueryContext(ctx, `SELECT u.id, u.name, EXISTS (SELECT 1 FROM subscriber_entries e WHERE e.user_id = u.id)
+		FROM users u WHERE u.cancelled_at IS NOT NULL AND u.cancelled_at < ?`, res.Cutoff.Unix())
 	if err != nil {
 		return res, err
 	}
 	type account struct {
-		id   int64
-		name string
+		id         int64
+		name       string
+		subscriber bool
 	}
-	var expired []account
+	var cancelled []account
 	for rows.Next() {
 		var a account
-		if err := rows.Scan(&a.id, &a.name); err != nil {
+		if err := rows.Scan(&a.id, &a.name, &a.subscriber); err != nil {
 			rows.Close()
 			return res, err
 		}
-		expired = append(expired, a)
+		cancelled = append(cancelled, a)
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return res, err
+	}
+	var expired []account
+	for _, a := range cancelled {
+		has := a.subscriber
+		if !has {
+			if has, err = s.db.HasSessions(ctx, a.name); err != nil {
+				return res, err
+			}
+		}
+		if has {
+			expired = append(expired, a)
+		}
+	}
 	for _, a := range expired {
 		seqs, err := s.db.SubscriberSeqs(ctx, a.name)
 		if err != nil {
@@ -83,14 +101,10 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 		}
 		var freed []netip.Addr
 		// The account's session records (both kinds of entry) go in the
-		// same purge: their seqs are read in a transaction of their own,
-		// which is safe as an expired account gets no new sessions.
-		var sessionSeqs []int64
-		if err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-			var err error
-			sessionSeqs, err = store.SessionSeqsTx(ctx, tx, a.name)
-			return err
-		}); err != nil {
+		// same purge: their seqs are read first, which is safe as an
+		// expired account gets no new sessions.
+		sessionSeqs, err := s.db.SessionSeqs(ctx, a.name)
+		if err != nil {
 			return res, err
 		}
 		seqs = append(seqs, sessionSeqs...)
@@ -108,6 +122,9 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 		if err != nil {
 			return res, err
 		}
+		if err := s.db.FinishSessionPurges(ctx); err != nil {
+			return res, err
+		}
 		for _, addr := range freed {
 			if addr.Is4() {
 				s.pool4.Release(addr)
@@ -121,9 +138,10 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 	return res, nil
 }
 
-// deleteAccount removes account userID (named name), its session records
-// and everything indexed under it, and returns the tunnel addresses its
-// devices held. Session rows are found by the account's name (indexed),
+// deleteAccount removes account userID (named name) and everything
+// indexed under it, and returns the tunnel addresses its devices held. Its
+// session rows, in the session index, go once tx has committed
+// (store.FinishSessionPurges); they are found by the account's name,
 // which also finds those of devices deleted since.
 func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64, name string) ([]netip.Addr, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT ipv4, ipv6 FROM devices WHERE user_id = ?`, userID)
@@ -144,11 +162,13 @@ func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64, name string) (
 		}
 	}
 	rows.Close()
+	if err := store.MarkSessionsPurgedTx(ctx, tx, name); err != nil {
+		return nil, err
+	}
 	for _, q := range []struct {
 		stmt string
 		arg  any
 	}{
-		{`DELETE FROM sessions WHERE user_name = ?`, name},
 		{`DELETE FROM subscriber_entries WHERE user_id = ?`, userID},
 		{`DELETE FROM email_codes WHERE user_id = ?`, userID},
 		{`DELETE FROM devices WHERE user_id = ?`, userID},

@@ -174,6 +174,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
+	// The session index finishes what a crash interrupted: purges, then
+	// rows of entries the ledger committed (store/sessionindex.go).
+	if err := db.FinishSessionPurges(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("session index: %w", err)
+	}
+	if err := s.catchUpSessionIndex(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 

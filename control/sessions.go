@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -333,7 +334,59 @@ func (s *Server) saveGroup(ctx context.Context, batches []store.GatewaySessions)
 			stored, err = nil, errors.New("storing session records failed")
 		}
 	}()
-	return s.db.SaveSessions(ctx, batches, s.sessionHook(ctx))
+	if s.db.SessionIndexBehind() {
+		if err := s.catchUpSessionIndex(ctx); err != nil {
+			return nil, err
+		}
+	}
+	stored, err = s.db.SaveSessions(ctx, batches, s.sessionHook(ctx))
+	if errors.Is(err, store.ErrSessionIndexBehind) && stored != nil {
+		// The records are in the ledger; only their rows are missing.
+		s.log.Warn("session index write failed after the ledger's; catching up", "err", err)
+		if cerr := s.catchUpSessionIndex(ctx); cerr != nil {
+			return nil, errors.Join(err, cerr)
+		}
+		return stored, nil
+	}
+	return stored, err
+}
+
+// catchUpSessionIndex indexes the session entries of the ledger that the
+// session index lacks (after a crash, or a failed write of the index),
+// reading them as the system (an access entry says so).
+func (s *Server) catchUpSessionIndex(ctx context.Context) error {
+	read := func(seqs []int64) ([]store.IndexedEntry, error) {
+		access := ledger.Access{Who: "meridian", Case: "session-index", Query: fmt.Sprintf("catch up the session index: entries %d-%d", seqs[0], seqs[len(seqs)-1])}
+		entries, err := s.ledger.Read(ctx, access, ledger.RecordChain, seqs...)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]store.IndexedEntry, 0, len(entries))
+		for _, e := range entries {
+			x := store.IndexedEntry{Seq: e.Seq}
+			switch e.Kind {
+			case "session":
+				x.Session = new(store.SessionEntry)
+				err = json.Unmarshal(e.Body, x.Session)
+			case "session-end":
+				x.End = new(store.SessionEnd)
+				err = json.Unmarshal(e.Body, x.End)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s entry %d: %w", e.Kind, e.Seq, err)
+			}
+			out = append(out, x)
+		}
+		return out, nil
+	}
+	n, err := s.db.CatchUpSessionIndex(ctx, read, s.endpointIndex)
+	if n > 0 {
+		s.log.Info("session index caught up with the ledger", "entries", n)
+	}
+	if err != nil {
+		return fmt.Errorf("catching up the session index: %w", err)
+	}
+	return nil
 }
 
 // sessionHook puts session records, and the ends of sessions
@@ -341,7 +394,8 @@ func (s *Server) saveGroup(ctx context.Context, batches []store.GatewaySessions)
 func (s *Server) sessionHook(ctx context.Context) store.SessionHook {
 	return store.SessionHook{
 		Index: s.endpointIndex,
-		Stored: func(tx *sql.Tx, recs []api.SessionRecord) ([]int64, error) {
+		Next:  func(tx *sql.Tx) (int64, error) { return s.ledger.NextSeq(ctx, tx) },
+		Stored: func(tx *sql.Tx, recs []store.SessionEntry) ([]int64, error) {
 			return ledger.AppendAll(ctx, s.ledger, tx, "session", recs)
 		},
 		Ended: func(tx *sql.Tx, ends []store.SessionEnd) ([]int64, error) {

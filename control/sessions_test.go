@@ -169,7 +169,7 @@ func sessionRecord(t *testing.T, d api.Device, id int) api.SessionRecord {
 func (ts *testServer) sessionRows(t *testing.T) int {
 	t.Helper()
 	var n int
-	if err := ts.db.QueryRow(`SELECT count(*) FROM sessions`).Scan(&n); err != nil {
+	if err := ts.db.SessionIndex().QueryRow(`SELECT count(*) FROM sessions`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -303,9 +303,9 @@ func TestSessionRecordsSealed(t *testing.T) {
 		t.Fatalf("ledger entries %v, want session,session-end", kinds)
 	}
 
-	for _, f := range []string{"meridian.db", "meridian.db-wal"} {
+	for _, f := range []string{"meridian.db", "meridian.db-wal", "meridian-sessions.db", "meridian-sessions.db-wal"} {
 		b, err := os.ReadFile(filepath.Join(ts.cfg.DataDir, f))
-		if err != nil && f == "meridian.db" {
+		if err != nil && !strings.HasSuffix(f, "-wal") {
 			t.Fatal(err)
 		}
 		if bytes.Contains(b, []byte("198.51.100.77")) {
@@ -343,7 +343,7 @@ func TestSessionRecordsSealed(t *testing.T) {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
 	var seq int64
-	ts.db.QueryRow(`SELECT seq FROM sessions WHERE id = ?`, rec.ID).Scan(&seq)
+	ts.db.SessionIndex().QueryRow(`SELECT seq FROM sessions WHERE id = ?`, rec.ID).Scan(&seq)
 	// As someone with the file would: past the append-only trigger.
 	if _, err := ts.db.Exec(`DROP TRIGGER ledger_entries_purge_once`); err != nil {
 		t.Fatal(err)
@@ -395,7 +395,7 @@ func TestConcurrentSessionBatches(t *testing.T) {
 		t.Fatalf("%d rows, want %d", n, gateways*batches*size)
 	}
 	var entries, distinct int
-	ts.db.QueryRow(`SELECT count(*), count(DISTINCT seq) FROM sessions`).Scan(&entries, &distinct)
+	ts.db.SessionIndex().QueryRow(`SELECT count(*), count(DISTINCT seq) FROM sessions`).Scan(&entries, &distinct)
 	if distinct != entries {
 		t.Fatalf("%d rows share %d ledger entries", entries, distinct)
 	}
@@ -509,7 +509,7 @@ func TestSessionsOnlyAccountRetention(t *testing.T) {
 		t.Fatalf("purge: %+v %v", res, err)
 	}
 	var rows, sealed int
-	ts.db.QueryRow(`SELECT count(*) FROM sessions`).Scan(&rows)
+	ts.db.SessionIndex().QueryRow(`SELECT count(*) FROM sessions`).Scan(&rows)
 	ts.db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE kind = 'session' AND body IS NOT NULL`).Scan(&sealed)
 	if rows != 0 || sealed != 0 {
 		t.Fatalf("after the purge: %d session rows, %d sealed session entries", rows, sealed)

@@ -106,7 +106,7 @@ func TestSubscriberRecordsFollowDuties(t *testing.T) {
 	}
 
 	// Personal data is sealed at rest: not in the database file nor its WAL.
-	for _, f := range []string{"meridian.db", "meridian.db-wal"} {
+	for _, f := range []string{"meridian.db", "meridian.db-wal", "meridian-sessions.db", "meridian-sessions.db-wal"} {
 		b, _ := os.ReadFile(filepath.Join(ts.cfg.DataDir, f))
 		for _, secret := range []string{"Asha Verma", "asha@example.in", "MG Road", "5550 0100"} {
 			if bytes.Contains(b, []byte(secret)) {
@@ -288,7 +288,7 @@ func TestRetentionPurge(t *testing.T) {
 		t.Fatalf("accounts after purge: %v", names)
 	}
 	var left []string
-	rows, _ := ts.db.Query(`SELECT user_name FROM sessions ORDER BY user_name`)
+	rows, _ := ts.db.SessionIndex().Query(`SELECT user_name FROM sessions ORDER BY user_name`)
 	for rows.Next() {
 		var u string
 		rows.Scan(&u)
@@ -300,7 +300,7 @@ func TestRetentionPurge(t *testing.T) {
 	}
 	var sealedLeft, endsLeft int
 	ts.db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE chain = 'records' AND kind IN ('session', 'session-end') AND body IS NOT NULL`).Scan(&sealedLeft)
-	ts.db.QueryRow(`SELECT count(*) FROM sessions WHERE end_seq IS NOT NULL`).Scan(&endsLeft)
+	ts.db.SessionIndex().QueryRow(`SELECT count(*) FROM sessions WHERE end_seq IS NOT NULL`).Scan(&endsLeft)
 	if sealedLeft != 2 || endsLeft != 1 {
 		t.Fatalf("after the purge %d session entries keep their bodies and %d sessions know their end entry, want active's 2 and 1", sealedLeft, endsLeft)
 	}

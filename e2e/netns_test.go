@@ -349,6 +349,7 @@ add rule inet e2e_guard forward oifname %q counter drop`, mgmt))
 			t.Fatalf("scanned only %d sources; the data directories look empty", len(written))
 		}
 		nsNoUsageColumns(t, filepath.Join(data, "control", "meridian.db"))
+		nsNoUsageColumns(t, filepath.Join(data, "control", "meridian-sessions.db"))
 	})
 
 	// Revoking the device cuts it off within seconds.

@@ -265,7 +265,7 @@ func TestSessionRecordsWhereADutyRequiresThem(t *testing.T) {
 func noRows(t *testing.T, db *store.DB, gw string) {
 	t.Helper()
 	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM sessions WHERE gateway = ?`, gw).Scan(&n); err != nil {
+	if err := db.SessionIndex().QueryRow(`SELECT count(*) FROM sessions WHERE gateway = ?`, gw).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 0 {

@@ -210,6 +210,21 @@ func AppendAll[T any](ctx context.Context, l *Ledger, tx *sql.Tx, kind string, r
 	return l.appendAll(ctx, tx, RecordChain, kind, plains, true)
 }
 
+// NextSeq returns the seq that the next entry appended to the record
+// chain in tx will have, so that what refers to the entries can be written
+// beside them (the session index).
+func (l *Ledger) NextSeq(ctx context.Context, tx *sql.Tx) (int64, error) {
+	head, cached := l.cachedHead(tx, RecordChain)
+	if !cached {
+		var err error
+		if head, err = l.chainHead(ctx, tx, RecordChain); err != nil {
+			return 0, err
+		}
+		l.cacheHead(tx, RecordChain, head)
+	}
+	return head.Seq + 1, nil
+}
+
 // append adds an entry to chain; seal says whether plain is sealed under a
 // new data key or stored clear.
 func (l *Ledger) append(ctx context.Context, tx *sql.Tx, chain Chain, kind string, plain []byte, seal bool) (int64, error) {

@@ -86,12 +86,17 @@ func (db *DB) Users(ctx context.Context) ([]api.User, error) {
 // DeleteUser removes an account that has no devices left and no
 // compliance records (a subscriber record or sessions) to keep.
 func (db *DB) DeleteUser(ctx context.Context, name string) error {
+	// Read before the transaction, in the index: an account without
+	// devices gets no new session rows.
+	sessions, err := db.HasSessions(ctx, name)
+	if err != nil {
+		return err
+	}
 	return db.Tx(ctx, func(tx *sql.Tx) error {
 		var id int64
 		var n, records int
-		var sessions bool
-		err := tx.QueryRowContext(ctx, `SELECT id, (SELECT count(*) FROM devices WHERE user_id = users.id), (SELECT count(*) FROM subscriber_entries WHERE user_id = users.id),
-			EXISTS (SELECT 1 FROM sessions WHERE user_name = users.name) FROM users WHERE name = ?`, name).Scan(&id, &n, &records, &sessions)
+		err := tx.QueryRowContext(ctx, `SELECT id, (SELECT count(*) FROM devices WHERE user_id = users.id), (SELECT count(*) FROM subscriber_entries WHERE user_id = users.id)
+			FROM users WHERE name = ?`, name).Scan(&id, &n, &records)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}

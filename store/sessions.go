@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime/debug"
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
@@ -33,17 +34,28 @@ type SessionOwner struct {
 }
 
 // SessionHook puts session records in the ledger, inside SaveSessions'
-// transaction, and computes the blind index of endpoint addresses. All
-// three functions are required.
+// transaction of the main database, and computes the blind index of
+// endpoint addresses. All four functions are required.
 type SessionHook struct {
 	// Index returns the blind index of an endpoint address.
 	Index func(ip netip.Addr) string
+	// Next returns the seq the next ledger entry appended in tx will have:
+	// the index rows are written, with the seqs of their entries, while
+	// the entries are.
+	Next func(tx *sql.Tx) (int64, error)
 	// Stored records sessions when they are first stored and returns the
 	// ledger seq of each entry, in order.
-	Stored func(tx *sql.Tx, recs []api.SessionRecord) (seqs []int64, err error)
+	Stored func(tx *sql.Tx, recs []SessionEntry) (seqs []int64, err error)
 	// Ended records that stored open sessions ended and returns the ledger
 	// seq of each entry, in order.
 	Ended func(tx *sql.Tx, ends []SessionEnd) (seqs []int64, err error)
+}
+
+// SessionEntry is the body of the ledger entry that records a session:
+// the record, and the gateway that sent it.
+type SessionEntry struct {
+	api.SessionRecord
+	Gateway string `json:"gateway"`
 }
 
 // SessionEnd says that a stored open session ended. It is also the body of
@@ -64,13 +76,16 @@ type GatewaySessions struct {
 	Keep    func(SessionOwner) bool
 }
 
-// SaveSessions stores batches of session records in one transaction, in
-// order, and returns for each batch how many records Keep accepted.
-// Saving is idempotent by record ID: a record seen again changes nothing,
-// except that the end of a stored open session is set once; a record
-// whose ID another gateway stored changes nothing either. The table keeps
-// only the index: the record itself goes through hook into the ledger, in
-// the same transaction.
+// SaveSessions stores batches of session records, in order, and returns
+// for each batch how many records Keep accepted. Saving is idempotent by
+// record ID: a record seen again changes nothing, except that the end of a
+// stored open session is set once; a record whose ID another gateway
+// stored changes nothing either. The records go through hook into the
+// ledger, in one transaction of the main database, and their rows into
+// the session index in a transaction of its own, written at the same time
+// on another goroutine and committed after the ledger's (see
+// sessionindex.go). If that commit fails, the records are stored but the
+// error wraps ErrSessionIndexBehind: the index must catch up.
 //
 // The work is done for all batches at once, not a record at a time: one
 // query for the owners of all keys, one for the records already stored,
@@ -78,68 +93,119 @@ type GatewaySessions struct {
 // than the writing; per transaction, every index page a record touches is
 // written again, so more records to a transaction share more pages.
 func (db *DB) SaveSessions(ctx context.Context, batches []GatewaySessions, hook SessionHook) (stored []int, err error) {
-	if hook.Index == nil || hook.Stored == nil || hook.Ended == nil {
+	if hook.Index == nil || hook.Next == nil || hook.Stored == nil || hook.Ended == nil {
 		return nil, errors.New("store: SaveSessions needs a complete SessionHook")
+	}
+	db.index.writing.Lock()
+	defer db.index.writing.Unlock()
+	if db.index.behind.Load() {
+		return nil, ErrSessionIndexBehind
 	}
 	var all []api.SessionRecord
 	for _, b := range batches {
 		all = append(all, b.Records...)
 	}
-	err = db.Tx(ctx, func(tx *sql.Tx) error {
-		query := func(st *sql.Stmt, args ...any) (*sql.Rows, error) {
-			return tx.StmtContext(ctx, st).QueryContext(ctx, args...)
-		}
-		owners, err := db.sessionOwners(query, all)
-		if err != nil {
-			return err
-		}
-		known, err := db.storedSessions(query, all)
-		if err != nil {
-			return err
-		}
-		// Plan in order: a record may start a session and a later one end
-		// it.
-		stored = make([]int, len(batches))
-		var starts []newSession
-		var ends []SessionEnd
-		for i, b := range batches {
-			for _, r := range b.Records {
-				if !b.Keep(owners[r.PublicKey]) {
-					continue
-				}
-				stored[i]++
-				k, ok := known[r.ID]
-				switch {
-				case !ok:
-					starts = append(starts, newSession{b.Gateway, r})
-					known[r.ID] = storedSession{gateway: b.Gateway, ended: !r.End.IsZero(), start: r.Start.UnixNano()}
-				case k.gateway == b.Gateway && !k.ended && !r.End.IsZero():
-					if r.End.UnixNano() < k.start {
-						return fmt.Errorf("%w: session record %s ends before the session it closes started", ErrBadSessionRecord, r.ID)
-					}
-					ends = append(ends, SessionEnd{ID: r.ID, End: r.End.UTC(), Clock: r.Clock})
-					known[r.ID] = storedSession{gateway: b.Gateway, ended: true}
-				}
-			}
-		}
-		if err := db.insertSessions(ctx, tx, starts, owners, hook); err != nil {
-			return err
-		}
-		return db.endSessions(ctx, tx, ends, hook)
-	})
+	owners, err := db.sessionOwners(func(st *sql.Stmt, args ...any) (*sql.Rows, error) { return st.QueryContext(ctx, args...) }, all)
 	if err != nil {
 		return nil, err
+	}
+	// No one else writes the index while we hold its lock: what it says is
+	// stored stays so.
+	known, err := db.storedSessions(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	// Plan in order: a record may start a session and a later one end it.
+	stored = make([]int, len(batches))
+	var starts []SessionEntry
+	var ends []SessionEnd
+	for i, b := range batches {
+		for _, r := range b.Records {
+			if !b.Keep(owners[r.PublicKey]) {
+				continue
+			}
+			stored[i]++
+			k, ok := known[r.ID]
+			switch {
+			case !ok:
+				starts = append(starts, SessionEntry{r, b.Gateway})
+				known[r.ID] = storedSession{gateway: b.Gateway, ended: !r.End.IsZero(), start: r.Start.UnixNano()}
+			case k.gateway == b.Gateway && !k.ended && !r.End.IsZero():
+				if r.End.UnixNano() < k.start {
+					return nil, fmt.Errorf("%w: session record %s ends before the session it closes started", ErrBadSessionRecord, r.ID)
+				}
+				ends = append(ends, SessionEnd{ID: r.ID, End: r.End.UTC(), Clock: r.Clock})
+				known[r.ID] = storedSession{gateway: b.Gateway, ended: true}
+			}
+		}
+	}
+	if len(starts)+len(ends) == 0 {
+		return stored, nil
+	}
+	var ix *indexWrite
+	err = db.Tx(ctx, func(tx *sql.Tx) error {
+		next, err := hook.Next(tx)
+		if err != nil {
+			return err
+		}
+		ix = db.startIndexWrite(ctx, db.insertRows, sessionRows(starts, owners, hook.Index, seqsFrom(next, len(starts))),
+			endRows(ends, seqsFrom(next+int64(len(starts)), len(ends))), next+int64(len(starts)+len(ends))-1)
+		if err := appendSessions(tx, starts, ends, next, hook); err != nil {
+			return err
+		}
+		return ix.wait()
+	})
+	if err != nil {
+		if ix != nil {
+			ix.rollback()
+		}
+		return nil, err
+	}
+	if err := ix.commit(); err != nil {
+		db.index.behind.Store(true)
+		return stored, fmt.Errorf("%w: %v", ErrSessionIndexBehind, err)
 	}
 	return stored, nil
 }
 
-// newSession is a record to store, and the gateway that sent it.
-type newSession struct {
-	gateway string
-	api.SessionRecord
+// appendSessions puts the records that start sessions and the ends of
+// stored ones in the ledger, checking that they got the seqs their index
+// rows have, from next on.
+func appendSessions(tx *sql.Tx, starts []SessionEntry, ends []SessionEnd, next int64, hook SessionHook) error {
+	check := func(seqs []int64, n int, from int64) error {
+		if len(seqs) != n {
+			return fmt.Errorf("%d ledger entries for %d records", len(seqs), n)
+		}
+		for i, seq := range seqs {
+			if seq != from+int64(i) {
+				return fmt.Errorf("ledger entry %d where %d was expected", seq, from+int64(i))
+			}
+		}
+		return nil
+	}
+	if len(starts) > 0 {
+		seqs, err := hook.Stored(tx, starts)
+		if err == nil {
+			err = check(seqs, len(starts), next)
+		}
+		if err != nil {
+			return fmt.Errorf("sealing session records: %w", err)
+		}
+	}
+	if len(ends) > 0 {
+		seqs, err := hook.Ended(tx, ends)
+		if err == nil {
+			err = check(seqs, len(ends), next+int64(len(starts)))
+		}
+		if err != nil {
+			return fmt.Errorf("sealing the ends of sessions: %w", err)
+		}
+	}
+	return nil
 }
 
-// sessionStmts are the statements of session ingest, prepared at Open.
+// sessionStmts are the statements of session ingest, prepared at Open:
+// on the session index, but for owners.
 type sessionStmts struct {
 	insertRows *Values
 	endRows    *Values
@@ -153,28 +219,21 @@ func (db *DB) prepareSessions(ctx context.Context) error {
 	// makes SQLite keep an undo copy of every page it changes, and the
 	// index rows of 64 sessions change pages all over six indexes. On an
 	// error the whole transaction is rolled back anyway.
-	if db.insertRows, err = PrepareInsert(ctx, db.DB, `INSERT OR FAIL INTO sessions (id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6,
+	if db.insertRows, err = PrepareInsert(ctx, db.index.DB, `INSERT OR FAIL INTO sessions (id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6,
 			endpoint_index, exit_ipv4, exit_ipv6, port_lo, port_hi, start_at, end_at, seq) VALUES `, sessionValues); err != nil {
 		return err
 	}
 	// The ends of many sessions in one statement: a statement per end
 	// cost as much as the writing.
-	if db.endRows, err = PrepareValues(ctx, db.DB, `UPDATE OR FAIL sessions SET end_at = v.column2, end_seq = v.column3 FROM (VALUES `, 3,
+	if db.endRows, err = PrepareValues(ctx, db.index.DB, `UPDATE OR FAIL sessions SET end_at = v.column2, end_seq = v.column3 FROM (VALUES `, 3,
 		`) AS v WHERE sessions.id = v.column1`); err != nil {
 		return err
 	}
-	for _, p := range []struct {
-		st *(*sql.Stmt)
-		q  string
-	}{
-		{&db.owners, `SELECT d.public_key, d.id, u.name, u.kind FROM devices d JOIN users u ON u.id = d.user_id WHERE d.public_key` + InList},
-		{&db.known, `SELECT id, gateway, end_at IS NOT NULL, start_at FROM sessions WHERE id` + InList},
-	} {
-		if *p.st, err = db.PrepareContext(ctx, p.q); err != nil {
-			return err
-		}
+	if db.owners, err = db.PrepareContext(ctx, `SELECT d.public_key, d.id, u.name, u.kind FROM devices d JOIN users u ON u.id = d.user_id WHERE d.public_key`+InList); err != nil {
+		return err
 	}
-	return nil
+	db.known, err = db.index.PrepareContext(ctx, `SELECT id, gateway, end_at IS NOT NULL, start_at FROM sessions WHERE id`+InList)
+	return err
 }
 
 // sessionValues is the number of values in a row of the sessions table
@@ -241,14 +300,14 @@ type storedSession struct {
 var ErrBadSessionRecord = errors.New("bad session record")
 
 // storedSessions returns the records of recs already stored, by ID.
-func (db *DB) storedSessions(query queryFunc, recs []api.SessionRecord) (map[string]storedSession, error) {
+func (db *DB) storedSessions(ctx context.Context, recs []api.SessionRecord) (map[string]storedSession, error) {
 	ids := make([]any, len(recs))
 	for i, r := range recs {
 		ids[i] = r.ID
 	}
 	known := map[string]storedSession{}
 	err := EachIn(ids, func(ids []any) error {
-		rows, err := query(db.known, ids...)
+		rows, err := db.known.QueryContext(ctx, ids...)
 		if err != nil {
 			return err
 		}
@@ -266,65 +325,104 @@ func (db *DB) storedSessions(query queryFunc, recs []api.SessionRecord) (map[str
 	return known, err
 }
 
-// insertSessions puts new records in the ledger and their index rows in
-// the table.
-func (db *DB) insertSessions(ctx context.Context, tx *sql.Tx, news []newSession, owners map[wg.Key]SessionOwner, hook SessionHook) error {
-	if len(news) == 0 {
-		return nil
-	}
-	recs := make([]api.SessionRecord, len(news))
-	for i, n := range news {
-		recs[i] = n.SessionRecord
-	}
-	seqs, err := hook.Stored(tx, recs)
-	if err != nil {
-		return fmt.Errorf("sealing session records: %w", err)
-	}
-	if len(seqs) != len(recs) {
-		return fmt.Errorf("sealing session records: %d ledger entries for %d records", len(seqs), len(recs))
-	}
-	args := make([]any, 0, sessionValues*len(news))
-	for i, r := range news {
+// sessionRows returns the index rows of starts, whose ledger entries
+// are seqs, as the values of insertRows.
+func sessionRows(starts []SessionEntry, owners map[wg.Key]SessionOwner, index func(netip.Addr) string, seqs []int64) []any {
+	args := make([]any, 0, sessionValues*len(starts))
+	for i, r := range starts {
 		var device, user any
 		if o := owners[r.PublicKey]; o.Known {
 			device, user = o.DeviceID, o.User
 		}
-		args = append(args, r.ID, r.gateway, r.PublicKey.String(), device, user, addrOrNull(r.TunnelIPv4), addrOrNull(r.TunnelIPv6),
-			hook.Index(r.Endpoint.Addr().Unmap()), addrOrNull(r.ExitIPv4), addrOrNull(r.ExitIPv6),
+		args = append(args, r.ID, r.Gateway, r.PublicKey.String(), device, user, addrOrNull(r.TunnelIPv4), addrOrNull(r.TunnelIPv6),
+			index(r.Endpoint.Addr().Unmap()), addrOrNull(r.ExitIPv4), addrOrNull(r.ExitIPv6),
 			int(r.PortLo), int(r.PortHi), r.Start.UnixNano(), timeOrNull(r.End), seqs[i])
 	}
-	if err := db.insertRows.Exec(ctx, tx, args); err != nil {
-		return fmt.Errorf("storing session records: %w", err)
-	}
-	return nil
+	return args
 }
 
-// endSessions records the ends of stored open sessions.
-func (db *DB) endSessions(ctx context.Context, tx *sql.Tx, ends []SessionEnd, hook SessionHook) error {
-	if len(ends) == 0 {
-		return nil
-	}
-	seqs, err := hook.Ended(tx, ends)
-	if err != nil {
-		return fmt.Errorf("sealing the ends of sessions: %w", err)
-	}
-	if len(seqs) != len(ends) {
-		return fmt.Errorf("sealing the ends of sessions: %d ledger entries for %d ends", len(seqs), len(ends))
-	}
+// endRows returns the ends, whose ledger entries are seqs, as the values
+// of endRows.
+func endRows(ends []SessionEnd, seqs []int64) []any {
 	args := make([]any, 0, 3*len(ends))
 	for i, e := range ends {
 		args = append(args, e.ID, e.End.UnixNano(), seqs[i])
 	}
-	if err := db.endRows.Exec(ctx, tx, args); err != nil {
-		return fmt.Errorf("storing the ends of sessions: %w", err)
-	}
-	return nil
+	return args
 }
 
-// SessionSeqsTx returns the ledger seqs ("session" and "session-end"
-// entries) of the sessions of account user, in tx.
-func SessionSeqsTx(ctx context.Context, tx *sql.Tx, user string) ([]int64, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT seq FROM sessions WHERE user_name = ? AND seq IS NOT NULL
+// seqsFrom returns n seqs from first on.
+func seqsFrom(first int64, n int) []int64 {
+	seqs := make([]int64, n)
+	for i := range seqs {
+		seqs[i] = first + int64(i)
+	}
+	return seqs
+}
+
+// indexWrite is a transaction of the session index written on a
+// goroutine of its own, beside the ledger's transaction.
+type indexWrite struct {
+	tx   *sql.Tx
+	err  error
+	done chan struct{}
+}
+
+// startIndexWrite inserts rows (sessionRows) with insert, sets the ends
+// (endRows) and moves the watermark to upTo, in a transaction of the
+// index that it leaves open, on a new goroutine. The caller holds the
+// index's lock.
+func (db *DB) startIndexWrite(ctx context.Context, insert *Values, rows, ends []any, upTo int64) *indexWrite {
+	w := &indexWrite{done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		defer func() {
+			if p := recover(); p != nil {
+				// The stack, not the panic's value, which could quote a record.
+				w.err = fmt.Errorf("writing the session index panicked: %s", debug.Stack())
+			}
+		}()
+		if w.tx, w.err = db.index.BeginTx(ctx, nil); w.err != nil {
+			return
+		}
+		if w.err = insert.Exec(ctx, w.tx, rows); w.err != nil {
+			w.err = fmt.Errorf("storing session records: %w", w.err)
+			return
+		}
+		if w.err = db.endRows.Exec(ctx, w.tx, ends); w.err != nil {
+			w.err = fmt.Errorf("storing the ends of sessions: %w", w.err)
+			return
+		}
+		_, w.err = w.tx.ExecContext(ctx, `UPDATE watermark SET seq = max(seq, ?)`, upTo)
+	}()
+	return w
+}
+
+// wait returns once the rows are written, with the error if they were not.
+func (w *indexWrite) wait() error {
+	<-w.done
+	return w.err
+}
+
+func (w *indexWrite) commit() error {
+	if err := w.wait(); err != nil {
+		w.rollback()
+		return err
+	}
+	return w.tx.Commit()
+}
+
+func (w *indexWrite) rollback() {
+	<-w.done
+	if w.tx != nil {
+		w.tx.Rollback()
+	}
+}
+
+// SessionSeqs returns the ledger seqs ("session" and "session-end"
+// entries) of the sessions of account user.
+func (db *DB) SessionSeqs(ctx context.Context, user string) ([]int64, error) {
+	rows, err := db.index.QueryContext(ctx, `SELECT seq FROM sessions WHERE user_name = ? AND seq IS NOT NULL
 		UNION ALL SELECT end_seq FROM sessions WHERE user_name = ? AND end_seq IS NOT NULL
 		ORDER BY 1`, user, user)
 	if err != nil {
@@ -340,6 +438,13 @@ func SessionSeqsTx(ctx context.Context, tx *sql.Tx, user string) ([]int64, error
 		out = append(out, seq)
 	}
 	return out, rows.Err()
+}
+
+// HasSessions reports whether account user has session records.
+func (db *DB) HasSessions(ctx context.Context, user string) (bool, error) {
+	var has bool
+	err := db.index.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM sessions WHERE user_name = ?)`, user).Scan(&has)
+	return has, err
 }
 
 // TenantKinds returns the tenant kind of each device key that belongs to a
@@ -408,7 +513,7 @@ const sessionCols = `id, gateway, public_key, coalesce(device_id, 0), coalesce(u
 	coalesce(endpoint_index, ''), coalesce(seq, 0), coalesce(end_seq, 0), coalesce(exit_ipv4, ''), coalesce(exit_ipv6, ''), port_lo, port_hi, start_at, end_at`
 
 func (db *DB) sessions(ctx context.Context, where string, args ...any) ([]Session, error) {
-	rows, err := db.QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE `+where+` ORDER BY start_at, id`, args...)
+	rows, err := db.index.QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE `+where+` ORDER BY start_at, id`, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ func keepAll(SessionOwner) bool { return true }
 // what it was given.
 type fakeLedger struct {
 	next    int64
-	records map[int64]api.SessionRecord
+	records map[int64]SessionEntry
 	ends    map[int64]string
 }
 
@@ -28,11 +28,12 @@ func testIndex(ip netip.Addr) string { return "idx:" + ip.Unmap().String() }
 
 func (f *fakeLedger) hook() SessionHook {
 	if f.records == nil {
-		f.records, f.ends = map[int64]api.SessionRecord{}, map[int64]string{}
+		f.records, f.ends = map[int64]SessionEntry{}, map[int64]string{}
 	}
 	return SessionHook{
 		Index: testIndex,
-		Stored: func(tx *sql.Tx, recs []api.SessionRecord) ([]int64, error) {
+		Next:  func(*sql.Tx) (int64, error) { return f.next + 1, nil },
+		Stored: func(tx *sql.Tx, recs []SessionEntry) ([]int64, error) {
 			var seqs []int64
 			for _, r := range recs {
 				f.next++
@@ -86,7 +87,7 @@ func TestSaveSessionsIsIdempotent(t *testing.T) {
 		t.Fatalf("owner %+v", owner)
 	}
 	var rows int
-	db.QueryRow(`SELECT count(*) FROM sessions`).Scan(&rows)
+	db.SessionIndex().QueryRow(`SELECT count(*) FROM sessions`).Scan(&rows)
 	if rows != 1 {
 		t.Fatalf("%d rows, want 1", rows)
 	}
@@ -106,7 +107,7 @@ func TestSaveSessionsIsIdempotent(t *testing.T) {
 		t.Fatalf("ledger got records %+v, ends %v", fl.records, fl.ends)
 	}
 	var ends int
-	db.QueryRow(`SELECT count(*) FROM sessions WHERE id = ? AND end_seq = 2`, open.ID).Scan(&ends)
+	db.SessionIndex().QueryRow(`SELECT count(*) FROM sessions WHERE id = ? AND end_seq = 2`, open.ID).Scan(&ends)
 	if ends != 1 {
 		t.Fatalf("%d sessions with end entry 2, want 1", ends)
 	}
@@ -127,7 +128,7 @@ func TestSaveSessionsIsIdempotent(t *testing.T) {
 	if n, err := saveOne(ctx, db, "gw-in", []api.SessionRecord{refused}, func(SessionOwner) bool { return false }, fl.hook()); err != nil || n != 0 {
 		t.Fatalf("refused record: %d %v", n, err)
 	}
-	db.QueryRow(`SELECT count(*) FROM sessions`).Scan(&rows)
+	db.SessionIndex().QueryRow(`SELECT count(*) FROM sessions`).Scan(&rows)
 	if rows != 1 {
 		t.Fatalf("%d rows after a refused record, want 1", rows)
 	}
@@ -268,12 +269,12 @@ func TestSaveSessionsInBatches(t *testing.T) {
 		t.Fatalf("the ledger got %d records and %d ends, want 230 of each", len(fl.records), len(fl.ends))
 	}
 	var rows, ended, owned int
-	db.QueryRow(`SELECT count(*), count(end_seq), count(device_id) FROM sessions`).Scan(&rows, &ended, &owned)
+	db.SessionIndex().QueryRow(`SELECT count(*), count(end_seq), count(device_id) FROM sessions`).Scan(&rows, &ended, &owned)
 	if rows != 230 || ended != 230 || owned != 230-230/len(keys) {
 		t.Fatalf("%d rows, %d with an end entry, %d with an owner", rows, ended, owned)
 	}
 	var wrong int
-	db.QueryRow(`SELECT count(*) FROM sessions WHERE end_seq <= seq OR end_at <> start_at + 1000000000`).Scan(&wrong)
+	db.SessionIndex().QueryRow(`SELECT count(*) FROM sessions WHERE end_seq <= seq OR end_at <> start_at + 1000000000`).Scan(&wrong)
 	if wrong != 0 {
 		t.Fatalf("%d sessions with an end out of order", wrong)
 	}
@@ -312,11 +313,11 @@ func TestSaveSessionsOfSeveralGateways(t *testing.T) {
 	}
 	var gw string
 	var end sql.NullInt64
-	db.QueryRow(`SELECT gateway, end_at FROM sessions WHERE id = ?`, open.ID).Scan(&gw, &end)
+	db.SessionIndex().QueryRow(`SELECT gateway, end_at FROM sessions WHERE id = ?`, open.ID).Scan(&gw, &end)
 	if gw != "gw-a" || end.Int64 != closed.End.UnixNano() {
 		t.Fatalf("session stored by %q ending %v", gw, end)
 	}
-	db.QueryRow(`SELECT gateway FROM sessions WHERE id = ?`, other.ID).Scan(&gw)
+	db.SessionIndex().QueryRow(`SELECT gateway FROM sessions WHERE id = ?`, other.ID).Scan(&gw)
 	if gw != "gw-b" || len(fl.records) != 2 || len(fl.ends) != 1 {
 		t.Fatalf("other stored by %q; ledger got %d records, %d ends", gw, len(fl.records), len(fl.ends))
 	}
@@ -340,7 +341,7 @@ func TestSessionEndBeforeStoredStart(t *testing.T) {
 		t.Fatalf("an end before the stored start: %v", err)
 	}
 	var end sql.NullInt64
-	db.QueryRow(`SELECT end_at FROM sessions WHERE id = ?`, open.ID).Scan(&end)
+	db.SessionIndex().QueryRow(`SELECT end_at FROM sessions WHERE id = ?`, open.ID).Scan(&end)
 	if end.Valid || len(fl.ends) != 0 {
 		t.Fatalf("the session was ended: %v, ledger ends %v", end, fl.ends)
 	}

@@ -35,6 +35,7 @@ type DB struct {
 	now func() time.Time
 
 	sessionStmts // prepared at Open, see sessions.go
+	index        *sessionIndex
 
 	writing sync.Mutex // held by the transaction writing, see Tx
 }
@@ -71,11 +72,24 @@ func Open(ctx context.Context, file string) (*DB, error) {
 		sdb.Close()
 		return nil, fmt.Errorf("database %s: %w", file, err)
 	}
+	if err := db.openSessionIndex(ctx, SessionIndexFile(file)); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := db.prepareSessions(ctx); err != nil {
-		sdb.Close()
+		db.Close()
 		return nil, fmt.Errorf("database %s: %w", file, err)
 	}
 	return db, nil
+}
+
+// Close closes the database and its session index.
+func (db *DB) Close() error {
+	err := db.DB.Close()
+	if db.index != nil {
+		err = errors.Join(err, db.index.Close())
+	}
+	return err
 }
 
 func (db *DB) migrate(ctx context.Context) error {
@@ -139,21 +153,7 @@ const maxConns = 4
 func (db *DB) Tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	db.writing.Lock()
 	defer db.writing.Unlock()
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			tx.Rollback()
-			panic(p)
-		}
-	}()
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
+	return txOn(ctx, db.DB, fn)
 }
 
 // Setting returns a value from the settings table, or "" if unset.

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,26 +26,39 @@ type testServer struct {
 
 func newTestServer(t *testing.T, pool4 string) *testServer {
 	t.Helper()
-	s, err := New(context.Background(), Config{
+	ts, stop := startTestServer(t, Config{
 		DataDir:  t.TempDir(),
 		IPv4Pool: netip.MustParsePrefix(pool4),
 		IPv6Pool: netip.MustParsePrefix("2001:db8:200::/120"),
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
+	t.Cleanup(stop)
+	return ts
+}
+
+// startTestServer starts a control server with cfg (logging nowhere unless
+// cfg says) and an admin client; stop shuts it down, once.
+func startTestServer(t *testing.T, cfg Config) (ts *testServer, stop func()) {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { hs.Close(); s.Close() })
+	stop = sync.OnceFunc(func() { hs.Close(); s.Close() })
 	tok, err := s.CreateAdminToken(context.Background(), "test")
 	if err != nil {
+		stop()
 		t.Fatal(err)
 	}
 	admin, err := api.NewClient(hs.URL, tok, "")
 	if err != nil {
+		stop()
 		t.Fatal(err)
 	}
-	return &testServer{Server: s, url: hs.URL, admin: admin}
+	return &testServer{Server: s, url: hs.URL, admin: admin}, stop
 }
 
 func newKey(t *testing.T) *wg.Key {

@@ -16,15 +16,32 @@ import (
 
 func keepAll(SessionOwner) bool { return true }
 
-// fakeLedger stands in for the ledger: it hands out seqs and remembers
+// fakeLedger stands in for the ledger: it appends entries without bodies
+// to the ledger's table, in the transaction it is given, and remembers
 // what it was given.
 type fakeLedger struct {
-	next    int64
+	next    int64 // entries appended, committed or not
 	records map[int64]SessionEntry
 	ends    map[int64]string
 }
 
 func testIndex(ip netip.Addr) string { return "idx:" + ip.Unmap().String() }
+
+func fakeNext(tx *sql.Tx) (int64, error) {
+	var n int64
+	err := tx.QueryRow(`SELECT coalesce(max(seq), 0) + 1 FROM ledger_entries WHERE chain = 'records'`).Scan(&n)
+	return n, err
+}
+
+// fakeAppend appends an entry of kind, chained by zero hashes.
+func fakeAppend(tx *sql.Tx, kind string) (int64, error) {
+	seq, err := fakeNext(tx)
+	if err != nil {
+		return 0, err
+	}
+	_, err = tx.Exec(`INSERT INTO ledger_entries (chain, seq, kind, at, body, prev_hash, hash) VALUES ('records', ?, ?, 0, x'00', zeroblob(32), zeroblob(32))`, seq, kind)
+	return seq, err
+}
 
 func (f *fakeLedger) hook() SessionHook {
 	if f.records == nil {
@@ -32,22 +49,30 @@ func (f *fakeLedger) hook() SessionHook {
 	}
 	return SessionHook{
 		Index: testIndex,
-		Next:  func(*sql.Tx) (int64, error) { return f.next + 1, nil },
+		Next:  fakeNext,
 		Stored: func(tx *sql.Tx, recs []SessionEntry) ([]int64, error) {
 			var seqs []int64
 			for _, r := range recs {
+				seq, err := fakeAppend(tx, "session")
+				if err != nil {
+					return nil, err
+				}
 				f.next++
-				f.records[f.next] = r
-				seqs = append(seqs, f.next)
+				f.records[seq] = r
+				seqs = append(seqs, seq)
 			}
 			return seqs, nil
 		},
 		Ended: func(tx *sql.Tx, ends []SessionEnd) ([]int64, error) {
 			var seqs []int64
 			for _, e := range ends {
+				seq, err := fakeAppend(tx, "session-end")
+				if err != nil {
+					return nil, err
+				}
 				f.next++
-				f.ends[f.next] = e.ID
-				seqs = append(seqs, f.next)
+				f.ends[seq] = e.ID
+				seqs = append(seqs, seq)
 			}
 			return seqs, nil
 		},

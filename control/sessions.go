@@ -355,7 +355,12 @@ func (s *Server) saveGroup(ctx context.Context, batches []store.GatewaySessions)
 // session index lacks (after a crash, or a failed write of the index),
 // reading them as the system (an access entry says so).
 func (s *Server) catchUpSessionIndex(ctx context.Context) error {
-	read := func(seqs []int64) ([]store.IndexedEntry, error) {
+	read, pages := 0, 0
+	open := func(seqs []int64) ([]store.IndexedEntry, error) {
+		if pages++; pages%100 == 0 { // a rebuild of a whole index takes a while
+			s.log.Info("session index catching up with the ledger", "entries", read, "ledger_seq", seqs[0])
+		}
+		read += len(seqs)
 		access := ledger.Access{Who: "meridian", Case: "session-index", Query: fmt.Sprintf("catch up the session index: entries %d-%d", seqs[0], seqs[len(seqs)-1])}
 		entries, err := s.ledger.Read(ctx, access, ledger.RecordChain, seqs...)
 		if err != nil {
@@ -379,7 +384,7 @@ func (s *Server) catchUpSessionIndex(ctx context.Context) error {
 		}
 		return out, nil
 	}
-	n, err := s.db.CatchUpSessionIndex(ctx, read, s.endpointIndex)
+	n, err := s.db.CatchUpSessionIndex(ctx, open, s.endpointIndex)
 	if n > 0 {
 		s.log.Info("session index caught up with the ledger", "entries", n)
 	}

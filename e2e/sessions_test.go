@@ -72,11 +72,19 @@ func fetchSource(t *testing.T, tun *client.Tunnel, srv *httptest.Server) netip.A
 // openStore opens the control server's database beside the running server.
 func openStore(t *testing.T, ctl *controlNode) *store.DB {
 	t.Helper()
-	db, err := store.Open(context.Background(), filepath.Join(ctl.dir, "meridian.db"))
+	db := openStoreAt(t, ctl.dir)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// openStoreAt opens the database of the control server whose data
+// directory (DATA/control) is dir; the caller closes it.
+func openStoreAt(t *testing.T, dir string) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), filepath.Join(dir, "meridian.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
 	return db
 }
 

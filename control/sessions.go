@@ -310,6 +310,19 @@ func (s *Server) writeSessionGroup(ctx context.Context) {
 			}
 		}
 	}
+	// Session ingest leaves its index rows uncommitted while more batches
+	// come (store.SessionIndex); when none waits, they are committed
+	// before the requests are answered, so that what a gateway was told is
+	// stored can be read at once.
+	q.mu.Lock()
+	idle := len(q.waiting) == 0
+	q.mu.Unlock()
+	if idle {
+		if err := s.db.FlushSessionIndex(ctx); err != nil {
+			// The records are in the ledger; the next batch catches up.
+			s.log.Warn("committing the session index", "err", err)
+		}
+	}
 	for _, g := range group {
 		close(g.done)
 	}

@@ -36,9 +36,80 @@ import (
 // sessionIndex is the index's database.
 type sessionIndex struct {
 	*sql.DB
-	file    string
-	writing sync.Mutex  // held by whoever writes the index: session ingest, catch-up, purges
-	behind  atomic.Bool // a write failed after its ledger entries committed: catch up before the next
+	file string
+	// writer is the one connection that writes, so that its page cache
+	// stays warm: SQLite empties a connection's cache when another one has
+	// written, and a cold cache read the pages that records are inserted
+	// into again for every transaction.
+	writer  *sql.Conn
+	writing sync.Mutex  // held by whoever uses writer (and open): session ingest, catch-up, purges
+	behind  atomic.Bool // rows of committed ledger entries were lost: catch up before the next write
+	// open is the transaction that session ingest writes rows in, group
+	// after group, until pending reaches maxUncommittedIndex, ingest
+	// pauses, or someone reads (FlushSessionIndex): a commit writes every
+	// page that the rows touched since the last, and at scale a record
+	// touches a page of its own in most indexes, so fewer commits write
+	// far less. Nil when there is none.
+	open    *sql.Tx
+	pending int // records written in open
+}
+
+// maxUncommittedIndex bounds the records in the index's open transaction:
+// their pages fit the writer's cache, and a crash costs the index at most
+// that many entries to catch up on.
+const maxUncommittedIndex = 32_000
+
+func (x *sessionIndex) Close() error {
+	var err error
+	if x.writer != nil {
+		x.writing.Lock()
+		if x.open != nil {
+			err = x.open.Commit()
+			x.open = nil
+		}
+		x.writing.Unlock()
+		err = errors.Join(err, x.writer.Close())
+	}
+	return errors.Join(err, x.DB.Close())
+}
+
+// FlushSessionIndex commits the rows that session ingest wrote to the
+// index and left uncommitted, so that readers see them. If the commit
+// fails, they are lost from the index (not from the ledger): the error
+// wraps ErrSessionIndexBehind.
+func (db *DB) FlushSessionIndex(ctx context.Context) error {
+	db.index.writing.Lock()
+	defer db.index.writing.Unlock()
+	return db.flushIndexLocked()
+}
+
+func (db *DB) flushIndexLocked() error {
+	x := db.index
+	if x.open == nil {
+		return nil
+	}
+	err := x.open.Commit()
+	x.open, x.pending = nil, 0
+	if err != nil {
+		x.behind.Store(true)
+		return fmt.Errorf("%w: %v", ErrSessionIndexBehind, err)
+	}
+	return nil
+}
+
+// abandonIndexLocked rolls back the open transaction: with a failed
+// group's rows go those of earlier groups, whose ledger entries are
+// committed, so the index is then behind.
+func (db *DB) abandonIndexLocked() {
+	x := db.index
+	if x.open == nil {
+		return
+	}
+	x.open.Rollback()
+	if x.pending > 0 {
+		x.behind.Store(true)
+	}
+	x.open, x.pending = nil, 0
 }
 
 // SessionIndexFile returns the file of the session index of the database
@@ -108,6 +179,9 @@ func (db *DB) openSessionIndex(ctx context.Context, file string) error {
 	idx.SetMaxOpenConns(maxConns)
 	idx.SetMaxIdleConns(maxConns)
 	db.index = &sessionIndex{DB: idx, file: file}
+	if db.index.writer, err = idx.Conn(ctx); err != nil {
+		return fmt.Errorf("session index %s: %w", file, err)
+	}
 	var version int
 	if err := idx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
 		return fmt.Errorf("session index %s: %w", file, err)
@@ -182,12 +256,18 @@ func (db *DB) moveSessionRows(ctx context.Context, file string) error {
 func (db *DB) indexTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	db.index.writing.Lock()
 	defer db.index.writing.Unlock()
-	return txOn(ctx, db.index.DB, fn)
+	if err := db.flushIndexLocked(); err != nil {
+		return err
+	}
+	return txOn(ctx, db.index.writer, fn)
 }
 
-// txOn runs fn in a transaction of sdb, committing if it returns nil.
-func txOn(ctx context.Context, sdb *sql.DB, fn func(*sql.Tx) error) error {
-	tx, err := sdb.BeginTx(ctx, nil)
+// txOn runs fn in a transaction begun by db (a *sql.DB or *sql.Conn),
+// committing if fn returns nil.
+func txOn(ctx context.Context, db interface {
+	BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
+}, fn func(*sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -262,6 +342,7 @@ const catchUpPage = 1000
 func (db *DB) CatchUpSessionIndex(ctx context.Context, read func(seqs []int64) ([]IndexedEntry, error), index func(netip.Addr) string) (int, error) {
 	db.index.writing.Lock()
 	defer db.index.writing.Unlock()
+	db.flushIndexLocked() // if it fails, what it held is caught up below
 	mark, err := db.SessionIndexWatermark(ctx)
 	if err != nil {
 		return 0, err
@@ -313,8 +394,17 @@ func (db *DB) CatchUpSessionIndex(ctx context.Context, read func(seqs []int64) (
 		}
 		// Rows first, then ends: a page holds a session's start before its
 		// end.
-		w := db.startIndexWrite(ctx, insert, sessionRows(starts, owners, index, startSeqs), endRows(ends, endSeqs), seqs[len(seqs)-1])
-		if err := w.commit(); err != nil {
+		tx, err := db.index.writer.BeginTx(ctx, nil)
+		if err != nil {
+			return n, err
+		}
+		err = db.startIndexWrite(ctx, tx, insert, sessionRows(starts, owners, index, startSeqs), endRows(ends, endSeqs), seqs[len(seqs)-1]).wait()
+		if err == nil {
+			err = tx.Commit()
+		} else {
+			tx.Rollback()
+		}
+		if err != nil {
 			return n, fmt.Errorf("indexing session entries %d-%d: %w", seqs[0], seqs[len(seqs)-1], err)
 		}
 		n += len(entries)

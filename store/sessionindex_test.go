@@ -234,3 +234,60 @@ func TestSessionPurgeFinishes(t *testing.T) {
 		t.Fatalf("%d purges still pending", pending)
 	}
 }
+
+// Ingest leaves index rows uncommitted between groups; lookups commit
+// them first, so they see every record saved. A group that fails takes
+// the uncommitted rows of earlier groups with it, whose entries are in
+// the ledger: the index is behind until it catches up, and then has them.
+func TestUncommittedIndexRows(t *testing.T) {
+	ctx := context.Background()
+	db, _, recs := aliceSessions(t, 3)
+	var fl fakeLedger
+	save := func(recs ...api.SessionRecord) error {
+		_, err := db.SaveSessions(ctx, []GatewaySessions{{Gateway: "gw", Records: recs, Keep: keepAll}}, fl.hook())
+		return err
+	}
+	if err := save(recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n := db.countIndex(t, `SELECT count(*) FROM sessions`); n != 0 {
+		t.Fatalf("%d rows committed before a reader asked, want 0", n)
+	}
+	got, err := db.SessionsByExit(ctx, recs[0].ExitIPv4, recs[0].PortLo, recs[0].Start)
+	if err != nil || len(got) != 1 || got[0].ID != recs[0].ID {
+		t.Fatalf("lookup of a saved record: %+v %v", got, err)
+	}
+
+	if err := save(recs[1]); err != nil {
+		t.Fatal(err)
+	}
+	// Entry 3 is taken behind the ledger's back: the next group's
+	// entries do not get the seqs its rows were written with.
+	db.Exec(`INSERT INTO ledger_entries (chain, seq, kind, at, body, prev_hash, hash) VALUES ('records', 3, 'subscriber', 0, x'00', zeroblob(32), zeroblob(32))`)
+	racing := fl.hook()
+	racing.Next = func(*sql.Tx) (int64, error) { return 3, nil }
+	if _, err := db.SaveSessions(ctx, []GatewaySessions{{Gateway: "gw", Records: recs[2:], Keep: keepAll}}, racing); err == nil {
+		t.Fatal("saved with the wrong seqs")
+	}
+	if !db.SessionIndexBehind() {
+		t.Fatal("the index lost record 2's row but does not say it is behind")
+	}
+	read := func(seqs []int64) ([]IndexedEntry, error) {
+		var out []IndexedEntry
+		for _, seq := range seqs {
+			r := fl.records[seq]
+			out = append(out, IndexedEntry{Seq: seq, Session: &r})
+		}
+		return out, nil
+	}
+	if n, err := db.CatchUpSessionIndex(ctx, read, testIndex); err != nil || n != 1 {
+		t.Fatalf("caught up %d entries, %v; want record 2's", n, err)
+	}
+	if err := save(recs[2]); err != nil {
+		t.Fatal(err)
+	}
+	db.FlushSessionIndex(ctx)
+	if n := db.countIndex(t, `SELECT count(*) FROM sessions WHERE seq IN (1, 2, 4)`); n != 3 {
+		t.Fatalf("%d rows with entries 1, 2 and 4, want 3", n)
+	}
+}

@@ -109,10 +109,19 @@ func (db *DB) SaveSessions(ctx context.Context, batches []GatewaySessions, hook 
 	if err != nil {
 		return nil, err
 	}
-	// No one else writes the index while we hold its lock: what it says is
-	// stored stays so.
-	known, err := db.storedSessions(ctx, all)
+	// What is stored is read in the index's open transaction, on the
+	// writer's connection: it holds the rows of groups not yet committed,
+	// and its cache the pages of recent records. (No one else writes the
+	// index while we hold its lock.)
+	x := db.index
+	if x.open == nil {
+		if x.open, err = x.writer.BeginTx(ctx, nil); err != nil {
+			return nil, err
+		}
+	}
+	known, err := db.storedSessions(ctx, x.open, all)
 	if err != nil {
+		db.abandonIndexLocked()
 		return nil, err
 	}
 	// Plan in order: a record may start a session and a later one end it.
@@ -148,7 +157,7 @@ func (db *DB) SaveSessions(ctx context.Context, batches []GatewaySessions, hook 
 		if err != nil {
 			return err
 		}
-		ix = db.startIndexWrite(ctx, db.insertRows, sessionRows(starts, owners, hook.Index, seqsFrom(next, len(starts))),
+		ix = db.startIndexWrite(ctx, x.open, db.insertRows, sessionRows(starts, owners, hook.Index, seqsFrom(next, len(starts))),
 			endRows(ends, seqsFrom(next+int64(len(starts)), len(ends))), next+int64(len(starts)+len(ends))-1)
 		if err := appendSessions(tx, starts, ends, next, hook); err != nil {
 			return err
@@ -157,13 +166,16 @@ func (db *DB) SaveSessions(ctx context.Context, batches []GatewaySessions, hook 
 	})
 	if err != nil {
 		if ix != nil {
-			ix.rollback()
+			ix.wait()
 		}
+		db.abandonIndexLocked()
 		return nil, err
 	}
-	if err := ix.commit(); err != nil {
-		db.index.behind.Store(true)
-		return stored, fmt.Errorf("%w: %v", ErrSessionIndexBehind, err)
+	x.pending += len(starts) + len(ends)
+	if x.pending >= maxUncommittedIndex {
+		if err := db.flushIndexLocked(); err != nil {
+			return stored, err
+		}
 	}
 	return stored, nil
 }
@@ -299,15 +311,16 @@ type storedSession struct {
 // the sender's error, not the server's.
 var ErrBadSessionRecord = errors.New("bad session record")
 
-// storedSessions returns the records of recs already stored, by ID.
-func (db *DB) storedSessions(ctx context.Context, recs []api.SessionRecord) (map[string]storedSession, error) {
+// storedSessions returns the records of recs already stored, by ID,
+// read in tx of the index.
+func (db *DB) storedSessions(ctx context.Context, tx *sql.Tx, recs []api.SessionRecord) (map[string]storedSession, error) {
 	ids := make([]any, len(recs))
 	for i, r := range recs {
 		ids[i] = r.ID
 	}
 	known := map[string]storedSession{}
 	err := EachIn(ids, func(ids []any) error {
-		rows, err := db.known.QueryContext(ctx, ids...)
+		rows, err := tx.StmtContext(ctx, db.known).QueryContext(ctx, ids...)
 		if err != nil {
 			return err
 		}
@@ -360,19 +373,17 @@ func seqsFrom(first int64, n int) []int64 {
 	return seqs
 }
 
-// indexWrite is a transaction of the session index written on a
-// goroutine of its own, beside the ledger's transaction.
+// indexWrite is a write of the session index on a goroutine of its own,
+// beside the ledger's transaction.
 type indexWrite struct {
-	tx   *sql.Tx
 	err  error
 	done chan struct{}
 }
 
 // startIndexWrite inserts rows (sessionRows) with insert, sets the ends
-// (endRows) and moves the watermark to upTo, in a transaction of the
-// index that it leaves open, on a new goroutine. The caller holds the
-// index's lock.
-func (db *DB) startIndexWrite(ctx context.Context, insert *Values, rows, ends []any, upTo int64) *indexWrite {
+// (endRows) and moves the watermark to upTo, in tx of the index, on a new
+// goroutine. The caller holds the index's lock.
+func (db *DB) startIndexWrite(ctx context.Context, tx *sql.Tx, insert *Values, rows, ends []any, upTo int64) *indexWrite {
 	w := &indexWrite{done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
@@ -382,18 +393,15 @@ func (db *DB) startIndexWrite(ctx context.Context, insert *Values, rows, ends []
 				w.err = fmt.Errorf("writing the session index panicked: %s", debug.Stack())
 			}
 		}()
-		if w.tx, w.err = db.index.BeginTx(ctx, nil); w.err != nil {
-			return
-		}
-		if w.err = insert.Exec(ctx, w.tx, rows); w.err != nil {
+		if w.err = insert.Exec(ctx, tx, rows); w.err != nil {
 			w.err = fmt.Errorf("storing session records: %w", w.err)
 			return
 		}
-		if w.err = db.endRows.Exec(ctx, w.tx, ends); w.err != nil {
+		if w.err = db.endRows.Exec(ctx, tx, ends); w.err != nil {
 			w.err = fmt.Errorf("storing the ends of sessions: %w", w.err)
 			return
 		}
-		_, w.err = w.tx.ExecContext(ctx, `UPDATE watermark SET seq = max(seq, ?)`, upTo)
+		_, w.err = tx.ExecContext(ctx, `UPDATE watermark SET seq = max(seq, ?)`, upTo)
 	}()
 	return w
 }
@@ -404,24 +412,12 @@ func (w *indexWrite) wait() error {
 	return w.err
 }
 
-func (w *indexWrite) commit() error {
-	if err := w.wait(); err != nil {
-		w.rollback()
-		return err
-	}
-	return w.tx.Commit()
-}
-
-func (w *indexWrite) rollback() {
-	<-w.done
-	if w.tx != nil {
-		w.tx.Rollback()
-	}
-}
-
 // SessionSeqs returns the ledger seqs ("session" and "session-end"
 // entries) of the sessions of account user.
 func (db *DB) SessionSeqs(ctx context.Context, user string) ([]int64, error) {
+	if err := db.FlushSessionIndex(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := db.index.QueryContext(ctx, `SELECT seq FROM sessions WHERE user_name = ? AND seq IS NOT NULL
 		UNION ALL SELECT end_seq FROM sessions WHERE user_name = ? AND end_seq IS NOT NULL
 		ORDER BY 1`, user, user)
@@ -442,6 +438,9 @@ func (db *DB) SessionSeqs(ctx context.Context, user string) ([]int64, error) {
 
 // HasSessions reports whether account user has session records.
 func (db *DB) HasSessions(ctx context.Context, user string) (bool, error) {
+	if err := db.FlushSessionIndex(ctx); err != nil {
+		return false, err
+	}
 	var has bool
 	err := db.index.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM sessions WHERE user_name = ?)`, user).Scan(&has)
 	return has, err
@@ -513,6 +512,9 @@ const sessionCols = `id, gateway, public_key, coalesce(device_id, 0), coalesce(u
 	coalesce(endpoint_index, ''), coalesce(seq, 0), coalesce(end_seq, 0), coalesce(exit_ipv4, ''), coalesce(exit_ipv6, ''), port_lo, port_hi, start_at, end_at`
 
 func (db *DB) sessions(ctx context.Context, where string, args ...any) ([]Session, error) {
+	if err := db.FlushSessionIndex(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := db.index.QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE `+where+` ORDER BY start_at, id`, args...)
 	if err != nil {
 		return nil, err

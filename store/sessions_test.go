@@ -306,12 +306,14 @@ func TestSaveSessionsInBatches(t *testing.T) {
 }
 
 // saveOne saves one gateway's batch.
+// saveOne saves one batch and commits the index, as the control server
+// does when no more batches wait.
 func saveOne(ctx context.Context, db *DB, gateway string, recs []api.SessionRecord, keep func(SessionOwner) bool, hook SessionHook) (int, error) {
 	n, err := db.SaveSessions(ctx, []GatewaySessions{{Gateway: gateway, Records: recs, Keep: keep}}, hook)
 	if err != nil {
 		return 0, err
 	}
-	return n[0], nil
+	return n[0], db.FlushSessionIndex(ctx)
 }
 
 // Batches of several gateways in one transaction keep each gateway's
@@ -335,6 +337,9 @@ func TestSaveSessionsOfSeveralGateways(t *testing.T) {
 	}, fl.hook())
 	if err != nil || !slices.Equal(n, []int{1, 2, 0, 1}) {
 		t.Fatalf("stored %v, %v; want [1 2 0 1]", n, err)
+	}
+	if err := db.FlushSessionIndex(ctx); err != nil {
+		t.Fatal(err)
 	}
 	var gw string
 	var end sql.NullInt64

@@ -41,9 +41,10 @@ type sessionIndex struct {
 	// stays warm: SQLite empties a connection's cache when another one has
 	// written, and a cold cache read the pages that records are inserted
 	// into again for every transaction.
-	writer  *sql.Conn
-	writing sync.Mutex  // held by whoever uses writer (and open): session ingest, catch-up, purges
-	behind  atomic.Bool // rows of committed ledger entries were lost: catch up before the next write
+	writer      *sql.Conn
+	checkpoints *checkpointer
+	writing     sync.Mutex  // held by whoever uses writer (and open): session ingest, catch-up, purges
+	behind      atomic.Bool // rows of committed ledger entries were lost: catch up before the next write
 	// open is the transaction that session ingest writes rows in, group
 	// after group, until pending reaches maxUncommittedIndex, ingest
 	// pauses, or someone reads (FlushSessionIndex): a commit writes every
@@ -60,11 +61,11 @@ type sessionIndex struct {
 const maxUncommittedIndex = 32_000
 
 func (x *sessionIndex) Close() error {
-	var err error
+	err := x.checkpoints.Close()
 	if x.writer != nil {
 		x.writing.Lock()
 		if x.open != nil {
-			err = x.open.Commit()
+			err = errors.Join(err, x.open.Commit())
 			x.open = nil
 		}
 		x.writing.Unlock()
@@ -171,7 +172,7 @@ func (db *DB) openSessionIndex(ctx context.Context, file string) error {
 	// (synchronous NORMAL): the ledger is, and the index catches up from
 	// it.
 	pragmas := []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "secure_delete(ON)",
-		"cache_size(-65536)", "temp_store(MEMORY)", "wal_autocheckpoint(10000)", "journal_size_limit(67108864)"}
+		"cache_size(-65536)", "temp_store(MEMORY)", fmt.Sprintf("wal_autocheckpoint(%d)", writerCheckpointPages), "journal_size_limit(67108864)"}
 	idx, err := sql.Open("sqlite", "file:"+file+"?_pragma="+strings.Join(pragmas, "&_pragma=")+"&_txlock=immediate")
 	if err != nil {
 		return err
@@ -180,6 +181,9 @@ func (db *DB) openSessionIndex(ctx context.Context, file string) error {
 	idx.SetMaxIdleConns(maxConns)
 	db.index = &sessionIndex{DB: idx, file: file}
 	if db.index.writer, err = idx.Conn(ctx); err != nil {
+		return fmt.Errorf("session index %s: %w", file, err)
+	}
+	if db.index.checkpoints, err = startCheckpointer(ctx, idx); err != nil {
 		return fmt.Errorf("session index %s: %w", file, err)
 	}
 	var version int

@@ -36,6 +36,7 @@ type DB struct {
 
 	sessionStmts // prepared at Open, see sessions.go
 	index        *sessionIndex
+	checkpoints  *checkpointer
 
 	writing sync.Mutex // held by the transaction writing, see Tx
 }
@@ -45,16 +46,15 @@ type DB struct {
 func Open(ctx context.Context, file string) (*DB, error) {
 	// WAL, and a commit is on disk before it returns (synchronous FULL).
 	// Removed rows are overwritten (secure_delete) on every connection. A
-	// page cache of up to 64 MiB per connection and a checkpoint every
-	// 10,000 pages (40 MiB): index pages that many transactions change
-	// reach the database file once per checkpoint, not once per
-	// transaction; the log is cut back to 64 MiB afterwards. Statement
+	// page cache of up to 64 MiB per connection. Checkpoints are the
+	// checkpointer's (checkpoint.go); the log is cut back to 64 MiB when
+	// it starts again from its beginning. Statement
 	// journals (the undo copy of each page a multi-row statement changes)
 	// stay in memory (temp_store): in temporary files they cost a write
 	// call per page, a tenth of session ingest, and put copies of record
 	// pages on disk outside the database.
 	pragmas := []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(ON)", "synchronous(FULL)", "secure_delete(ON)",
-		"cache_size(-65536)", "temp_store(MEMORY)", "wal_autocheckpoint(10000)", "journal_size_limit(67108864)"}
+		"cache_size(-65536)", "temp_store(MEMORY)", fmt.Sprintf("wal_autocheckpoint(%d)", writerCheckpointPages), "journal_size_limit(67108864)"}
 	dsn := "file:" + file + "?_pragma=" + strings.Join(pragmas, "&_pragma=") + "&_txlock=immediate"
 	sdb, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -80,12 +80,17 @@ func Open(ctx context.Context, file string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", file, err)
 	}
+	if db.checkpoints, err = startCheckpointer(ctx, sdb); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database %s: %w", file, err)
+	}
 	return db, nil
 }
 
 // Close closes the database and its session index.
 func (db *DB) Close() error {
-	err := db.DB.Close()
+	err := db.checkpoints.Close()
+	err = errors.Join(err, db.DB.Close())
 	if db.index != nil {
 		err = errors.Join(err, db.index.Close())
 	}
@@ -144,9 +149,9 @@ func stripComments(s string) string {
 	return b.String()
 }
 
-// maxConns bounds the database's connections: one writer at a time, and
-// readers.
-const maxConns = 4
+// maxConns bounds the database's connections: one writer at a time, the
+// checkpointer, and readers.
+const maxConns = 6
 
 // Tx runs fn in a transaction, committing if it returns nil. Transactions
 // take turns: one at a time writes.

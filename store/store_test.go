@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/wg"
@@ -85,5 +87,32 @@ func TestNetmapSinceAfterCompaction(t *testing.T) {
 	full, err := db.FullNetmap(ctx)
 	if err != nil || len(full.Peers) != 5 || full.Version != 5 {
 		t.Fatalf("full: %d peers v%d %v", len(full.Peers), full.Version, err)
+	}
+}
+
+// The checkpointer copies the write-ahead log into the database file by
+// itself, long before a writer would (writerCheckpointPages).
+func TestCheckpointerCopiesTheLog(t *testing.T) {
+	db, file := openTest(t)
+	size := func() int64 {
+		fi, err := os.Stat(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := size()
+	if _, err := db.Exec(`CREATE TABLE ck_test (b BLOB)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) INSERT INTO ck_test SELECT randomblob(1000) FROM n`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for size()-before < 2_000_000 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the database file grew by %d bytes in 10 s; the log holds 2 MB", size()-before)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -165,7 +165,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = newMetrics(s)
-	s.sessions.register(s.metrics.reg)
+	s.sessions.setUp(s.metrics.reg)
 	if err := s.openICT(ctx); err != nil { // ICT log (ictlog.go)
 		db.Close()
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,4 +154,40 @@ func TestSessionIndexCatchesUpFromLedger(t *testing.T) {
 	defer stop()
 	in, _ = api.NewClient(ts.url, j.Credential, "")
 	check(ts, "after the index file was lost")
+}
+
+// Bodies of POST /gateway/sessions that cannot be batches get clear
+// errors, now that they are read whole before they are decoded.
+func TestSessionBatchBadBodies(t *testing.T) {
+	ctx := context.Background()
+	ts := newTestServer(t, "10.200.0.0/24")
+	tok, err := ts.admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jc, _ := api.NewClient(ts.url, tok.Token, "")
+	j, err := jc.Join(ctx, api.JoinRequest{Name: "in1", PublicKey: *newKey(t), Endpoint: "192.0.2.1:51820", Mode: api.Userspace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.placeIn(t, "in1", "IN")
+	rec := `{"id":"0123456789abcdef0123456789abcdef","public_key":"` + newKey(t).String() + `","endpoint":"198.51.100.7:40000","port_lo":1024,"port_hi":1279,"start":"2026-03-01T12:00:00Z"}`
+	many := `{"records":[` + rec + strings.Repeat(","+rec, api.MaxSessionBatch) + `]}`
+	for _, c := range []struct {
+		body string
+		code int
+		want string
+	}{
+		{`{"records":[` + rec + strings.Repeat(","+rec, 8000) + `]}`, 413, "larger than"},
+		{``, 400, "empty request body"},
+		{`{"records":[`, 400, "malformed JSON"},
+		{`{"records":[],"extra":1}`, 400, "unknown field"},
+		{many, 400, "at most 1000 records"},
+		{`{"records":[{"id":"x"}]}`, 400, "record 0: id must be"},
+	} {
+		wantStatus(t, rawPostAs(t, ts, j.Credential, "/gateway/sessions", c.body), c.code, c.want)
+	}
+	if n := ts.sessionRows(t); n != 0 {
+		t.Fatalf("%d rows after refused batches", n)
+	}
 }

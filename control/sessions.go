@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"runtime/debug"
@@ -56,7 +58,8 @@ type sessionState struct {
 	stored  prometheus.Counter
 	ignored prometheus.Counter
 
-	queue sessionQueue
+	queue    sessionQueue
+	decoding chan struct{} // held while a batch is decoded
 
 	// dutyAt caches recordDutyOf per gateway for session ingest, valid
 	// while no admin write happened since (Server.adminWrites): reading
@@ -93,7 +96,9 @@ func (s *Server) ingestDuty(ctx context.Context, gw string) (recordDuty, error) 
 	return d, nil
 }
 
-func (ss *sessionState) register(reg *prometheus.Registry) {
+// setUp makes the state ready and registers its metrics in reg.
+func (ss *sessionState) setUp(reg *prometheus.Registry) {
+	ss.decoding = make(chan struct{}, 1)
 	ss.stored = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_control_session_records_stored_total", Help: "Session records received from gateways and stored (again, for resent ones)."})
 	ss.ignored = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_control_session_records_ignored_total", Help: "Session records received that no duty requires (any more): not stored."})
 	reg.MustRegister(ss.stored, ss.ignored)
@@ -188,8 +193,24 @@ func (s *Server) markRecorded(ctx context.Context, nm *api.Netmap, d recordDuty)
 // database.
 func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	gw := principalOf(r.Context()).gateway
+	// Batches are read whole, then decoded one at a time: decoded all at
+	// once they took both cores in bursts, and the one goroutine that
+	// writes records, which all of them wait for, got a fraction of one.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxSessionBatchBytes))
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", api.MaxSessionBatchBytes))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "reading the request body failed")
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	var b api.SessionBatch
-	if !decodeUpTo(w, r, &b, api.MaxSessionBatchBytes) {
+	s.sessions.decoding <- struct{}{}
+	ok := decodeUpTo(w, r, &b, api.MaxSessionBatchBytes)
+	<-s.sessions.decoding
+	if !ok {
 		return
 	}
 	if len(b.Records) > api.MaxSessionBatch {

@@ -49,7 +49,7 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 	// per account: it took a third of a purge.
 	defer func() {
 		if res.Accounts > 0 {
-			err = errors.Join(err, s.ledger.ScrubLog(ctx))
+			err = errors.Join(err, s.ledger.ScrubLog(ctx), s.db.ScrubSessionIndexLog(ctx))
 		}
 	}()
 	years, err := s.retentionYears(ctx)

@@ -298,6 +298,14 @@ func TestRetentionPurge(t *testing.T) {
 	if strings.Join(left, ",") != "active" {
 		t.Fatalf("session records after the purge belong to %v, want only active's", left)
 	}
+	// Nor does a copy of its rows stay in the index's files (secure_delete
+	// overwrites them in the database, the log is cut).
+	for _, f := range []string{"meridian-sessions.db", "meridian-sessions.db-wal"} {
+		b, _ := os.ReadFile(filepath.Join(ts.cfg.DataDir, f))
+		if bytes.Contains(b, []byte(strings.Repeat("a", 32))) {
+			t.Errorf("%s still holds the purged session's row", f)
+		}
+	}
 	var sealedLeft, endsLeft int
 	ts.db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE chain = 'records' AND kind IN ('session', 'session-end') AND body IS NOT NULL`).Scan(&sealedLeft)
 	ts.db.SessionIndex().QueryRow(`SELECT count(*) FROM sessions WHERE end_seq IS NOT NULL`).Scan(&endsLeft)

@@ -571,21 +571,7 @@ func (l *Ledger) PurgeWith(ctx context.Context, chain Chain, seqs []int64, reaso
 // ScrubLog checkpoints the write-ahead log into the database file and
 // truncates it, so that no copy of a purged body remains in the log.
 func (l *Ledger) ScrubLog(ctx context.Context) error {
-	var err error
-	// A reader in the middle of a query keeps the log from being cut; they
-	// are short, so try a few times.
-	for try := range 20 {
-		var busy, walFrames, copied int
-		err = l.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &walFrames, &copied)
-		if err == nil && busy != 0 {
-			err = errors.New("database busy")
-		}
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(time.Duration(try+1) * 10 * time.Millisecond)
-	}
-	if err != nil {
+	if err := store.TruncateLog(ctx, l.db.DB); err != nil {
 		return fmt.Errorf("ledger: old copies of purged entries may remain in the write-ahead log until its next checkpoint: %w", err)
 	}
 	return nil

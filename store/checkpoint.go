@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -75,4 +77,37 @@ func (c *checkpointer) Close() error {
 		err = c.conn.Close()
 	})
 	return err
+}
+
+// TruncateLog checkpoints the whole write-ahead log of sdb and cuts it to
+// nothing, so that no copy of a page from before (such as a purged row's)
+// stays in it. A reader in the middle of a query keeps the log from being
+// cut, and so may the checkpointer; they are short, so it tries a few
+// times.
+func TruncateLog(ctx context.Context, sdb *sql.DB) error {
+	var err error
+	for try := range 20 {
+		var busy, frames, copied int
+		err = sdb.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &copied)
+		if err == nil && busy != 0 {
+			err = errors.New("database busy")
+		}
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(time.Duration(try+1) * 10 * time.Millisecond)
+	}
+	return err
+}
+
+// ScrubSessionIndexLog commits the session index and cuts its log, after
+// a purge removed rows from it.
+func (db *DB) ScrubSessionIndexLog(ctx context.Context) error {
+	if err := db.FlushSessionIndex(ctx); err != nil {
+		return err
+	}
+	if err := TruncateLog(ctx, db.index.DB); err != nil {
+		return fmt.Errorf("old copies of purged session rows may remain in the session index's write-ahead log until its next checkpoint: %w", err)
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 
 	"github.com/meridian-vpn/meridian/api"
@@ -144,6 +145,22 @@ func (s *Server) CreateAdminToken(ctx context.Context, name string) (string, err
 // CreateToken makes a token with a role (api.RoleAdmin, RoleCompliance or
 // RoleAuditor).
 func (s *Server) CreateToken(ctx context.Context, name, role string) (string, error) {
+	return createToken(ctx, s.db, name, role)
+}
+
+// CreateTokenIn makes a token in the database of the control server whose
+// data directory is dir, without opening the server, which may be running
+// (its pools, clock and ledger are not needed for this).
+func CreateTokenIn(ctx context.Context, dir, name, role string) (string, error) {
+	db, err := store.Open(ctx, filepath.Join(dir, "meridian.db"))
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	return createToken(ctx, db, name, role)
+}
+
+func createToken(ctx context.Context, db *store.DB, name, role string) (string, error) {
 	switch role {
 	case api.RoleAdmin, api.RoleCompliance, api.RoleAuditor:
 	default:
@@ -151,7 +168,7 @@ func (s *Server) CreateToken(ctx context.Context, name, role string) (string, er
 	}
 	tok := adminTokenPrefix + randomString(32)
 	id := hex.EncodeToString(hashSecret(tok)[:6])
-	return tok, s.db.AddAdminToken(ctx, id, name, role, hashSecret(tok))
+	return tok, db.AddAdminToken(ctx, id, name, role, hashSecret(tok))
 }
 
 func secretEqual(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

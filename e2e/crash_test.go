@@ -50,7 +50,9 @@ func startControlProcess(t *testing.T, bin, data string) *controlProcess {
 	urlFile := filepath.Join(data, "control.url")
 	os.Remove(urlFile)
 	p := &controlProcess{log: new(lockedBuffer)}
-	p.cmd = exec.Command(bin, "control", "--data", data, "--listen", "127.0.0.1:0")
+	// Not the default pools: 'control admin-token' must work beside it
+	// all the same.
+	p.cmd = exec.Command(bin, "control", "--data", data, "--listen", "127.0.0.1:0", "--ipv4-pool", "10.200.0.0/22", "--ipv6-pool", "2001:db8:200::/64")
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

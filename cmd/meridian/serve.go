@@ -292,12 +292,7 @@ func runAdminToken(ctx context.Context, args []string) error {
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	srv, err := control.New(ctx, control.Config{DataDir: filepath.Join(*data, "control")})
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-	tok, err := srv.CreateToken(ctx, *name, *role)
+	tok, err := control.CreateTokenIn(ctx, filepath.Join(*data, "control"), *name, *role)
 	if err != nil {
 		return err
 	}

@@ -43,16 +43,8 @@ func TestSessionIndexCatchesUpFromLedger(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	ts, stop := indexedServer(t, dir)
-	tok, err := ts.admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jc, _ := api.NewClient(ts.url, tok.Token, "")
-	j, err := jc.Join(ctx, api.JoinRequest{Name: "in1", PublicKey: *newKey(t), Endpoint: "192.0.2.1:51820", Mode: api.Userspace})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, _ := api.NewClient(ts.url, j.Credential, "")
+	cred := ts.gatewayCredential(t, "in1")
+	in, _ := api.NewClient(ts.url, cred, "")
 	ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"})
 	alice, err := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "alice", Name: "a", PublicKey: newKey(t)})
 	if err != nil {
@@ -135,7 +127,7 @@ func TestSessionIndexCatchesUpFromLedger(t *testing.T) {
 	}
 	idx.Close()
 	ts, stop = indexedServer(t, dir)
-	in, _ = api.NewClient(ts.url, j.Credential, "")
+	in, _ = api.NewClient(ts.url, cred, "")
 	check(ts, "after a crash")
 	var catchUps int
 	ts.db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE chain = 'access' AND seq > ?`, accessBefore).Scan(&catchUps)
@@ -152,24 +144,15 @@ func TestSessionIndexCatchesUpFromLedger(t *testing.T) {
 	}
 	ts, stop = indexedServer(t, dir)
 	defer stop()
-	in, _ = api.NewClient(ts.url, j.Credential, "")
+	in, _ = api.NewClient(ts.url, cred, "")
 	check(ts, "after the index file was lost")
 }
 
 // Bodies of POST /gateway/sessions that cannot be batches get clear
 // errors, now that they are read whole before they are decoded.
 func TestSessionBatchBadBodies(t *testing.T) {
-	ctx := context.Background()
 	ts := newTestServer(t, "10.200.0.0/24")
-	tok, err := ts.admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jc, _ := api.NewClient(ts.url, tok.Token, "")
-	j, err := jc.Join(ctx, api.JoinRequest{Name: "in1", PublicKey: *newKey(t), Endpoint: "192.0.2.1:51820", Mode: api.Userspace})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cred := ts.gatewayCredential(t, "in1")
 	ts.placeIn(t, "in1", "IN")
 	rec := `{"id":"0123456789abcdef0123456789abcdef","public_key":"` + newKey(t).String() + `","endpoint":"198.51.100.7:40000","port_lo":1024,"port_hi":1279,"start":"2026-03-01T12:00:00Z"}`
 	many := `{"records":[` + rec + strings.Repeat(","+rec, api.MaxSessionBatch) + `]}`
@@ -185,7 +168,7 @@ func TestSessionBatchBadBodies(t *testing.T) {
 		{many, 400, "at most 1000 records"},
 		{`{"records":[{"id":"x"}]}`, 400, "record 0: id must be"},
 	} {
-		wantStatus(t, rawPostAs(t, ts, j.Credential, "/gateway/sessions", c.body), c.code, c.want)
+		wantStatus(t, rawPostAs(t, ts, cred, "/gateway/sessions", c.body), c.code, c.want)
 	}
 	if n := ts.sessionRows(t); n != 0 {
 		t.Fatalf("%d rows after refused batches", n)

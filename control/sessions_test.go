@@ -21,6 +21,13 @@ import (
 // joinGateway joins a gateway and returns a client with its credential.
 func (ts *testServer) joinGateway(t *testing.T, name string) *api.Client {
 	t.Helper()
+	gc, _ := api.NewClient(ts.url, ts.gatewayCredential(t, name), "")
+	return gc
+}
+
+// gatewayCredential joins a gateway and returns its credential.
+func (ts *testServer) gatewayCredential(t *testing.T, name string) string {
+	t.Helper()
 	ctx := context.Background()
 	tok, err := ts.admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
 	if err != nil {
@@ -31,8 +38,7 @@ func (ts *testServer) joinGateway(t *testing.T, name string) *api.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gc, _ := api.NewClient(ts.url, j.Credential, "")
-	return gc
+	return j.Credential
 }
 
 func (ts *testServer) placeIn(t *testing.T, gw, country string) {

@@ -23,15 +23,16 @@ import (
 // time write a file, and the index rows (six indexes in random order)
 // cost as much to write as the ledger entries.
 //
-// The index is written in a transaction that runs beside the ledger's and
-// commits after it. It keeps the highest ledger seq it indexed (the
-// watermark), in the same transactions as its rows, so that whatever a
-// crash or a failed write left out, the ledger holds and the control
-// server indexes again at start (SessionIndexWatermark,
-// SessionEntriesAfter, IndexSessions). It is not synced to disk at each
-// commit for that reason: the ledger is. A lost index file is rebuilt
-// whole from the ledger, except rows stored before records were sealed
-// (seq 0), which have no entry.
+// The index is written on a goroutine of its own while the ledger's
+// transaction appends the entries, in a transaction left open across
+// groups (see sessionIndex.open) and committed after the ledger's. It keeps
+// the highest ledger seq it indexed (the watermark) in the same
+// transactions as its rows, so that whatever a crash or a failed write
+// left out, the ledger holds and the control server indexes again
+// (SessionIndexWatermark, SessionEntriesAfter, CatchUpSessionIndex). It is
+// not synced to disk at each commit for that reason: the ledger is. A lost
+// index file is rebuilt whole from the ledger, except rows stored before
+// records were sealed (seq 0), which have no entry.
 
 // sessionIndex is the index's database.
 type sessionIndex struct {

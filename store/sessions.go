@@ -82,10 +82,11 @@ type GatewaySessions struct {
 // stored open session is set once; a record whose ID another gateway
 // stored changes nothing either. The records go through hook into the
 // ledger, in one transaction of the main database, and their rows into
-// the session index in a transaction of its own, written at the same time
-// on another goroutine and committed after the ledger's (see
-// sessionindex.go). If that commit fails, the records are stored but the
-// error wraps ErrSessionIndexBehind: the index must catch up.
+// the session index, written at the same time on another goroutine in
+// the index's open transaction, which is committed later
+// (FlushSessionIndex, or here once it holds maxUncommittedIndex records;
+// see sessionindex.go). If that commit fails, the records are stored but
+// the error wraps ErrSessionIndexBehind: the index must catch up.
 //
 // The work is done for all batches at once, not a record at a time: one
 // query for the owners of all keys, one for the records already stored,

@@ -174,3 +174,33 @@ func TestSessionBatchBadBodies(t *testing.T) {
 		t.Fatalf("%d rows after refused batches", n)
 	}
 }
+
+// A batch whose index rows fail takes the uncommitted rows of the batch
+// written before it in the same group with them; that batch was answered
+// "stored", so the index catches up from the ledger before anyone is
+// answered, and a lookup right after finds its session.
+func TestFailedBatchCostsNoAcknowledgedRow(t *testing.T) {
+	ts, _, alice := aliceOnIN(t)
+	good, refused := sessionRecord(t, alice.Device, 1), sessionRecord(t, alice.Device, 2)
+	refused.PortLo, refused.PortHi = 1280, 1535
+	if _, err := ts.db.SessionIndex().Exec(`CREATE TRIGGER refuse BEFORE INSERT ON sessions WHEN NEW.id = '` + refused.ID + `'
+		BEGIN SELECT RAISE(FAIL, 'refused by the test'); END`); err != nil {
+		t.Fatal(err)
+	}
+	res := ts.saveTogether(t, [][]api.SessionRecord{{good}, {refused}})
+	if res[0].err != nil || res[0].n != 1 || res[1].err == nil {
+		t.Fatalf("results %+v, want the first stored and the second failed", res)
+	}
+	if ts.db.SessionIndexBehind() {
+		t.Fatal("the index was left behind the ledger")
+	}
+	got := ts.lookupExit(t, 1100, good.Start.Add(time.Minute))
+	if len(got.Sessions) != 1 || got.Sessions[0].ID != good.ID {
+		t.Fatalf("lookup of the stored session: %+v", got.Sessions)
+	}
+	var entries int
+	ts.db.QueryRow(`SELECT count(*) FROM ledger_entries WHERE kind = 'session'`).Scan(&entries)
+	if entries != 1 {
+		t.Fatalf("%d session entries, want the stored one only", entries)
+	}
+}

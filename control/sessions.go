@@ -331,6 +331,14 @@ func (s *Server) writeSessionGroup(ctx context.Context) {
 			}
 		}
 	}
+	// A failed batch may have taken uncommitted index rows of stored ones
+	// with it: they are indexed again from the ledger before anyone is
+	// answered, so that no reader finds the index behind.
+	if s.db.SessionIndexBehind() {
+		if err := s.catchUpSessionIndex(ctx); err != nil {
+			s.log.Error("session index", "err", err) // the next batch tries again
+		}
+	}
 	// Session ingest leaves its index rows uncommitted while more batches
 	// come (store.SessionIndex); when none waits, they are committed
 	// before the requests are answered, so that what a gateway was told is

@@ -424,38 +424,9 @@ func TestSessionGroupIsolatesAFailingBatch(t *testing.T) {
 	}
 	bad.End = bad.Start.Add(-time.Hour) // Validate would refuse it; SaveSessions must too
 
-	// Hold the lead while three requests queue, then hand it over: the
-	// three batches go into one transaction.
-	q := &ts.sessions.queue
-	q.mu.Lock()
-	q.leading = true
-	q.mu.Unlock()
-	type result struct {
-		n   int
-		err error
-	}
-	results := make([]chan result, 3)
-	for i, recs := range [][]api.SessionRecord{{good1}, {bad}, {good2}} {
-		results[i] = make(chan result, 1)
-		go func() {
-			n, err := ts.saveSessions(ctx, store.GatewaySessions{Gateway: "in1", Records: recs, Keep: keep})
-			results[i] <- result{n, err}
-		}()
-	}
-	for {
-		q.mu.Lock()
-		n := len(q.waiting)
-		if n == 3 {
-			q.waiting[0].lead <- struct{}{}
-		}
-		q.mu.Unlock()
-		if n == 3 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	results := ts.saveTogether(t, [][]api.SessionRecord{{good1}, {bad}, {good2}})
 	for i, want := range []bool{true, false, true} {
-		r := <-results[i]
+		r := results[i]
 		if (r.err == nil) != want || want && r.n != 1 || !want && !errors.Is(r.err, store.ErrBadSessionRecord) {
 			t.Errorf("batch %d: stored %d, err %v", i, r.n, r.err)
 		}
@@ -463,9 +434,49 @@ func TestSessionGroupIsolatesAFailingBatch(t *testing.T) {
 	if n := ts.sessionRows(t); n != 3 {
 		t.Fatalf("%d rows, want the 3 good sessions", n)
 	}
-	if q.leading || len(q.waiting) != 0 {
+	if q := &ts.sessions.queue; q.leading || len(q.waiting) != 0 {
 		t.Fatalf("the queue was left leading=%v with %d waiting", q.leading, len(q.waiting))
 	}
+}
+
+// saved is what saveSessions returned for a batch.
+type saved struct {
+	n   int
+	err error
+}
+
+// saveTogether queues the batches of gateway in1, in order, while holding
+// the lead, then hands it over: they are written as one group.
+func (ts *testServer) saveTogether(t *testing.T, batches [][]api.SessionRecord) []saved {
+	t.Helper()
+	q := &ts.sessions.queue
+	q.mu.Lock()
+	q.leading = true
+	q.mu.Unlock()
+	waiting := func() int {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return len(q.waiting)
+	}
+	results := make([]chan saved, len(batches))
+	for i, recs := range batches {
+		results[i] = make(chan saved, 1)
+		go func() {
+			n, err := ts.saveSessions(context.Background(), store.GatewaySessions{Gateway: "in1", Records: recs, Keep: func(store.SessionOwner) bool { return true }})
+			results[i] <- saved{n, err}
+		}()
+		for waiting() != i+1 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	q.mu.Lock()
+	q.waiting[0].lead <- struct{}{}
+	q.mu.Unlock()
+	out := make([]saved, len(batches))
+	for i := range out {
+		out[i] = <-results[i]
+	}
+	return out
 }
 
 // The record duty a gateway's batches are checked against follows its

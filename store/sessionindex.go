@@ -57,9 +57,18 @@ type sessionIndex struct {
 }
 
 // maxUncommittedIndex bounds the records in the index's open transaction:
-// their pages fit the writer's cache, and a crash costs the index at most
-// that many entries to catch up on.
-const maxUncommittedIndex = 32_000
+// their changed pages fit the writer's cache (writerCacheKiB), and a crash
+// costs the index at most that many entries to catch up on (seconds).
+// Committing every 32,000 records with a 64 MiB cache, ingest fell to
+// 16,000 records/s at 2,000,000 records; every 200,000 with 512 MiB it
+// held 22,000 (docs/benchmarks.md).
+const maxUncommittedIndex = 200_000
+
+// writerCacheKiB is the page cache of the index's writer connection, in
+// KiB: room for the pages an open transaction changes, and for the pages
+// records are inserted into. SQLite takes it as it needs it, so a small
+// index uses little.
+const writerCacheKiB = 512 << 10
 
 func (x *sessionIndex) Close() error {
 	err := x.checkpoints.Close()
@@ -182,6 +191,9 @@ func (db *DB) openSessionIndex(ctx context.Context, file string) error {
 	idx.SetMaxIdleConns(maxConns)
 	db.index = &sessionIndex{DB: idx, file: file}
 	if db.index.writer, err = idx.Conn(ctx); err != nil {
+		return fmt.Errorf("session index %s: %w", file, err)
+	}
+	if _, err := db.index.writer.ExecContext(ctx, fmt.Sprintf(`PRAGMA cache_size = -%d`, writerCacheKiB)); err != nil {
 		return fmt.Errorf("session index %s: %w", file, err)
 	}
 	if db.index.checkpoints, err = startCheckpointer(ctx, idx); err != nil {

@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -56,19 +55,10 @@ func awaitClock(t *testing.T, m *timesync.Monitor, want api.TimeState) {
 // clockedServer is a test server whose clock is watched by m.
 func clockedServer(t *testing.T, m *timesync.Monitor) *testServer {
 	t.Helper()
-	s, err := New(context.Background(), Config{DataDir: t.TempDir(), IPv4Pool: netip.MustParsePrefix("10.200.0.0/24"),
-		IPv6Pool: netip.MustParsePrefix("2001:db8:200::/120"), Logger: quietLog(), Clock: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { hs.Close(); s.Close() })
-	tok, err := s.CreateAdminToken(context.Background(), "ops")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, _ := api.NewClient(hs.URL, tok, "")
-	return &testServer{Server: s, url: hs.URL, admin: admin}
+	ts, stop := startTestServer(t, Config{DataDir: t.TempDir(), IPv4Pool: netip.MustParsePrefix("10.200.0.0/24"),
+		IPv6Pool: netip.MustParsePrefix("2001:db8:200::/120"), Clock: m})
+	t.Cleanup(stop)
+	return ts
 }
 
 // wantStamp checks a clock stamp's state, and its source and offset when

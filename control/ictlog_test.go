@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
@@ -44,19 +43,6 @@ func ictEntries(t *testing.T, ts *testServer) ([]api.ICTLogEntry, string) {
 		t.Fatalf("export said %d entries, wrote %d", n, len(out))
 	}
 	return out, buf.String()
-}
-
-// serve serves s on loopback for a test, with an admin client.
-func serve(t *testing.T, s *Server) *testServer {
-	t.Helper()
-	hs := httptest.NewServer(s.Handler())
-	t.Cleanup(hs.Close)
-	tok, err := s.CreateAdminToken(context.Background(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, _ := api.NewClient(hs.URL, tok, "")
-	return &testServer{Server: s, url: hs.URL, admin: admin}
 }
 
 // find returns the first entry of category with event, or fails.
@@ -234,12 +220,8 @@ func TestICTLogLocation(t *testing.T) {
 		t.Fatalf("New with location XX: %v", err)
 	}
 	cfg.ICTLogLocation = "in"
-	s, err := New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ts := serve(t, s)
+	ts, stop := startTestServer(t, cfg)
+	defer stop()
 	if _, err := ts.admin.SetPlace(context.Background(), api.ControlNode, api.Place{PhysicalCountry: "SG", Ownership: api.Owned}); err != nil {
 		t.Fatal(err)
 	}

@@ -59,23 +59,14 @@ func incidentServer(t *testing.T, smtpAddr string, india bool) (*testServer, *sy
 	if smtpAddr != "" {
 		cfg.Mail = &mail.Config{Server: smtpAddr, From: "noc@vpn.example"}
 	}
-	s, err := New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { hs.Close(); s.Close() })
-	tok, err := s.CreateAdminToken(context.Background(), "ops")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, _ := api.NewClient(hs.URL, tok, "")
+	ts, stop := startTestServer(t, cfg)
+	t.Cleanup(stop)
 	if india {
-		if _, err := admin.SetPlace(context.Background(), api.ControlNode, api.Place{PhysicalCountry: "IN", Ownership: api.Rented}); err != nil {
+		if _, err := ts.admin.SetPlace(context.Background(), api.ControlNode, api.Place{PhysicalCountry: "IN", Ownership: api.Rented}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return &testServer{Server: s, url: hs.URL, admin: admin}, logs
+	return ts, logs
 }
 
 // Personal data used in these tests: it must never reach the log or the

@@ -48,7 +48,7 @@ func startTestServer(t *testing.T, cfg Config) (ts *testServer, stop func()) {
 	}
 	hs := httptest.NewServer(s.Handler())
 	stop = sync.OnceFunc(func() { hs.Close(); s.Close() })
-	tok, err := s.CreateAdminToken(context.Background(), "test")
+	tok, err := s.CreateAdminToken(context.Background(), "ops")
 	if err != nil {
 		stop()
 		t.Fatal(err)

@@ -31,20 +31,13 @@ func complianceServer(t *testing.T, cfg Config) (*testServer, *smtptest.Server) 
 	cfg.DataDir = t.TempDir()
 	cfg.IPv4Pool = netip.MustParsePrefix("10.200.0.0/24")
 	cfg.IPv6Pool = netip.MustParsePrefix("2001:db8:200::/120")
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.Mail = &mail.Config{Server: smtp.Addr, From: "noreply@vpn.example"}
-	s, err := New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { hs.Close(); s.Close() })
-	tok, _ := s.CreateAdminToken(context.Background(), "ops")
-	admin, _ := api.NewClient(hs.URL, tok, "")
-	ts := &testServer{Server: s, url: hs.URL, admin: admin}
+	ts, stop := startTestServer(t, cfg)
+	t.Cleanup(stop)
+	admin := ts.admin
 	ctx := context.Background()
 	jt, _ := admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
-	jc, _ := api.NewClient(hs.URL, jt.Token, "")
+	jc, _ := api.NewClient(ts.url, jt.Token, "")
 	if _, err := jc.Join(ctx, api.JoinRequest{Name: "in1", PublicKey: *newKey(t), Endpoint: "192.0.2.1:51820", Mode: api.TUN}); err != nil {
 		t.Fatal(err)
 	}

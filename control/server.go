@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -92,9 +93,12 @@ type Server struct {
 	ledger  *ledger.Ledger
 	keys    *ledger.Keyring    // seals personal data kept outside the ledger
 	signer  ed25519.PrivateKey // signs ledger checkpoints and export manifests
-	mailer  *mail.Mailer       // nil when no SMTP server is configured
-	changed *broadcast         // the peer set changed
-	applied *broadcast         // a gateway reported a newer applied netmap
+	// endpointKey keys the blind index of endpoint addresses, derived from
+	// the signing seed (endpointIndex).
+	endpointKey [32]byte
+	mailer      *mail.Mailer // nil when no SMTP server is configured
+	changed     *broadcast   // the peer set changed
+	applied     *broadcast   // a gateway reported a newer applied netmap
 
 	mu           sync.Mutex
 	status       map[string]gatewayStatus // by gateway name; in memory only
@@ -160,6 +164,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: cfg, db: db, ca: ca, log: cfg.Logger, ledger: lg, keys: keys, signer: signer, mailer: ml, changed: newBroadcast(), applied: newBroadcast(), status: map[string]gatewayStatus{}}
+	s.endpointKey = sha256.Sum256(append([]byte("meridian session endpoint index v1"), signer.Seed()...))
 	if err := s.loadPools(ctx); err != nil {
 		db.Close()
 		return nil, err

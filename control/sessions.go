@@ -452,11 +452,11 @@ func (s *Server) sessionHook(ctx context.Context) store.SessionHook {
 }
 
 // endpointIndex is the blind index of a session's endpoint address: hex
-// HMAC-SHA256 of the address under a key derived from the signing seed, so
-// the table can be searched by address without holding it.
+// HMAC-SHA256 of the address under a key derived from the signing seed
+// (Server.endpointKey, derived once: this runs for every record), so the
+// table can be searched by address without holding it.
 func (s *Server) endpointIndex(ip netip.Addr) string {
-	k := sha256.Sum256(append([]byte("meridian session endpoint index v1"), s.signer.Seed()...))
-	m := hmac.New(sha256.New, k[:])
+	m := hmac.New(sha256.New, s.endpointKey[:])
 	m.Write([]byte(ip.Unmap().String()))
 	return hex.EncodeToString(m.Sum(nil))
 }

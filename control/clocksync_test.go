@@ -79,7 +79,7 @@ func wantStamp(t *testing.T, what string, c *api.ClockSync, state api.TimeState,
 // state at confirmation. Reports show them outside the form's items, and
 // the stamps cannot be changed afterwards.
 func TestIncidentsCarryTheClock(t *testing.T) {
-	ntp := newSkewedNTP(t, 2*time.Millisecond)
+	ntp := newSkewedNTP(t, 20*time.Millisecond)
 	m := clockFor(t, ntp.Addr)
 	runClock(t, m)
 	ts := clockedServer(t, m)
@@ -90,7 +90,7 @@ func TestIncidentsCarryTheClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantStamp(t, "new incident", inc.NoticeClock, api.TimeSynced, ntp.Addr, time.Millisecond, 3*time.Millisecond)
+	wantStamp(t, "new incident", inc.NoticeClock, api.TimeSynced, ntp.Addr, 15*time.Millisecond, 25*time.Millisecond)
 	if inc.ConfirmClock != nil {
 		t.Fatalf("an incident added by hand has a confirmation stamp: %+v", inc.ConfirmClock)
 	}
@@ -98,17 +98,17 @@ func TestIncidentsCarryTheClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantStamp(t, "incident show", show.NoticeClock, api.TimeSynced, ntp.Addr, time.Millisecond, 3*time.Millisecond)
+	wantStamp(t, "incident show", show.NoticeClock, api.TimeSynced, ntp.Addr, 15*time.Millisecond, 25*time.Millisecond)
 	list, err := ts.admin.Incidents(ctx, false)
 	if err != nil || len(list) != 1 {
 		t.Fatalf("list: %+v %v", list, err)
 	}
-	wantStamp(t, "incident list", list[0].NoticeClock, api.TimeSynced, ntp.Addr, time.Millisecond, 3*time.Millisecond)
+	wantStamp(t, "incident list", list[0].NoticeClock, api.TimeSynced, ntp.Addr, 15*time.Millisecond, 25*time.Millisecond)
 	rep, err := ts.admin.IncidentReport(ctx, inc.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantStamp(t, "report", rep.ClockAtNotice, api.TimeSynced, ntp.Addr, time.Millisecond, 3*time.Millisecond)
+	wantStamp(t, "report", rep.ClockAtNotice, api.TimeSynced, ntp.Addr, 15*time.Millisecond, 25*time.Millisecond)
 	_, _, text := getRaw(t, ts, fmt.Sprintf("/incidents/%d/report?format=text", inc.ID))
 	if !strings.Contains(text, "\nClock at notice: synced, offset +") || !strings.Contains(text, " ms from "+ntp.Addr+" (control node, ") ||
 		!strings.Contains(text, "\n1. Contact details of the reporter: not yet known\n") || !strings.Contains(text, "\n17. Actions taken to mitigate") {
@@ -119,14 +119,14 @@ func TestIncidentsCarryTheClock(t *testing.T) {
 	ts.raiseCandidate(ctx, api.IncidentCandidate{Kind: kindLoginBurst, Node: api.ControlNode, Types: []int{int(typeUnauthorisedAccess)},
 		DetectedAt: time.Now(), Summary: "a burst of failed logins"})
 	c := onlyCandidate(t, ts)
-	wantStamp(t, "candidate", c.Clock, api.TimeSynced, ntp.Addr, time.Millisecond, 3*time.Millisecond)
+	wantStamp(t, "candidate", c.Clock, api.TimeSynced, ntp.Addr, 15*time.Millisecond, 25*time.Millisecond)
 	ntp.skew.Store(int64(2 * time.Second))
 	awaitClock(t, m, api.TimeOffsetAlarm)
 	confirmed, err := ts.admin.ConfirmCandidate(ctx, c.ID, api.CandidateConfirm{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantStamp(t, "confirmed incident at notice", confirmed.NoticeClock, api.TimeSynced, ntp.Addr, time.Millisecond, 3*time.Millisecond)
+	wantStamp(t, "confirmed incident at notice", confirmed.NoticeClock, api.TimeSynced, ntp.Addr, 15*time.Millisecond, 25*time.Millisecond)
 	wantStamp(t, "confirmed incident at confirmation", confirmed.ConfirmClock, api.TimeOffsetAlarm, ntp.Addr, 1900*time.Millisecond, 2100*time.Millisecond)
 	if !confirmed.NoticeClock.At.Equal(c.Clock.At) {
 		t.Fatalf("clock at notice %v is not the candidate's %v", confirmed.NoticeClock.At, c.Clock.At)
@@ -170,7 +170,7 @@ func TestUnwatchedClockSaysSo(t *testing.T) {
 // the cancellation carry the control node's sync state, sealed in the
 // ledger with the record, and a lawful lookup shows them.
 func TestSubscriberRecordsCarryTheClock(t *testing.T) {
-	ntp := newSkewedNTP(t, 2*time.Millisecond)
+	ntp := newSkewedNTP(t, 20*time.Millisecond)
 	m := clockFor(t, ntp.Addr)
 	runClock(t, m)
 	ts, _ := complianceServer(t, Config{Clock: m})
@@ -184,7 +184,7 @@ func TestSubscriberRecordsCarryTheClock(t *testing.T) {
 	if err := ts.admin.Do(ctx, "POST", "/subscribers/asha/validate", api.ValidateRequest{Field: "name", State: api.Validated, Method: "document", Evidence: "KYC-1"}, &v); err != nil {
 		t.Fatal(err)
 	}
-	wantStamp(t, "validation answer", v.Clock, api.TimeSynced, ntp.Addr, time.Millisecond, 3*time.Millisecond)
+	wantStamp(t, "validation answer", v.Clock, api.TimeSynced, ntp.Addr, 15*time.Millisecond, 25*time.Millisecond)
 	ntp.skew.Store(int64(2 * time.Second))
 	awaitClock(t, m, api.TimeOffsetAlarm)
 	if err := ts.admin.Do(ctx, "POST", "/users/asha/cancel", nil, nil); err != nil {
@@ -198,8 +198,8 @@ func TestSubscriberRecordsCarryTheClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := got.Record
-	wantStamp(t, "registration", r.Clock, api.TimeSynced, ntp.Addr, time.Millisecond, 3*time.Millisecond)
-	wantStamp(t, "name validation", r.NameValidation.Clock, api.TimeSynced, ntp.Addr, time.Millisecond, 3*time.Millisecond)
+	wantStamp(t, "registration", r.Clock, api.TimeSynced, ntp.Addr, 15*time.Millisecond, 25*time.Millisecond)
+	wantStamp(t, "name validation", r.NameValidation.Clock, api.TimeSynced, ntp.Addr, 15*time.Millisecond, 25*time.Millisecond)
 	wantStamp(t, "cancellation", r.CancelledClock, api.TimeOffsetAlarm, ntp.Addr, 1900*time.Millisecond, 2100*time.Millisecond)
 	if r.EmailValidation.Clock != nil {
 		t.Fatalf("a validation that never happened has a stamp: %+v", r.EmailValidation.Clock)

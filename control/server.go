@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/internal/atomicfile"
+	"github.com/meridian-vpn/meridian/internal/datadir"
 	"github.com/meridian-vpn/meridian/ledger"
 	"github.com/meridian-vpn/meridian/mail"
 
@@ -140,7 +141,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := checkWebhook(cfg.IncidentWebhook); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	if err := datadir.Prepare(cfg.DataDir); err != nil {
 		return nil, err
 	}
 	ca, err := loadOrCreateCA(cfg.DataDir)

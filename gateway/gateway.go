@@ -25,6 +25,7 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/exit"
+	"github.com/meridian-vpn/meridian/internal/datadir"
 	"github.com/meridian-vpn/meridian/portblock"
 	"github.com/meridian-vpn/meridian/timesync"
 	"github.com/meridian-vpn/meridian/tunnet"
@@ -135,7 +136,7 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	if err := datadir.Prepare(cfg.StateDir); err != nil {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, installed: map[wg.Key]api.Peer{}, dirty: make(chan struct{}, 1)}

@@ -184,6 +184,9 @@ func (db *DB) openSessionIndex(ctx context.Context, file string) error {
 	// it.
 	pragmas := []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "secure_delete(ON)",
 		"cache_size(-65536)", "temp_store(MEMORY)", fmt.Sprintf("wal_autocheckpoint(%d)", writerCheckpointPages), "journal_size_limit(67108864)"}
+	if err := privateDatabase(file); err != nil {
+		return fmt.Errorf("session index %s: %w", file, err)
+	}
 	idx, err := sql.Open("sqlite", "file:"+file+"?_pragma="+strings.Join(pragmas, "&_pragma=")+"&_txlock=immediate")
 	if err != nil {
 		return err

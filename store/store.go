@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meridian-vpn/meridian/internal/datadir"
+
 	_ "modernc.org/sqlite"
 )
 
@@ -55,6 +57,11 @@ func Open(ctx context.Context, file string) (*DB, error) {
 	// pages on disk outside the database.
 	pragmas := []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(ON)", "synchronous(FULL)", "secure_delete(ON)",
 		"cache_size(-65536)", "temp_store(MEMORY)", fmt.Sprintf("wal_autocheckpoint(%d)", writerCheckpointPages), "journal_size_limit(67108864)"}
+	// The file is made before SQLite opens it, private: SQLite gives its
+	// log and shared-memory files the database file's mode.
+	if err := privateDatabase(file); err != nil {
+		return nil, fmt.Errorf("database %s: %w", file, err)
+	}
 	dsn := "file:" + file + "?_pragma=" + strings.Join(pragmas, "&_pragma=") + "&_txlock=immediate"
 	sdb, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -85,6 +92,15 @@ func Open(ctx context.Context, file string) (*DB, error) {
 		return nil, fmt.Errorf("database %s: %w", file, err)
 	}
 	return db, nil
+}
+
+// privateDatabase creates file with mode 0600 if it does not exist, and
+// takes other users' permissions off it and its companions if it does.
+func privateDatabase(file string) error {
+	if err := datadir.PrivateFile(file); err != nil {
+		return err
+	}
+	return datadir.PrivateFiles(file+"-wal", file+"-shm", file+"-journal")
 }
 
 // Close closes the database and its session index.

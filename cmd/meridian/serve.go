@@ -20,6 +20,7 @@ import (
 	"github.com/meridian-vpn/meridian/control"
 	"github.com/meridian-vpn/meridian/gateway"
 	"github.com/meridian-vpn/meridian/internal/atomicfile"
+	"github.com/meridian-vpn/meridian/internal/datadir"
 	"github.com/meridian-vpn/meridian/portblock"
 )
 
@@ -85,7 +86,7 @@ func (c *controlFlags) start(ctx context.Context, errc chan<- error) (*control.S
 	if err != nil {
 		return nil, "", fmt.Errorf("--ipv6-pool: %v", err)
 	}
-	if err := os.MkdirAll(c.data, 0o700); err != nil {
+	if err := datadir.Prepare(c.data); err != nil {
 		return nil, "", err
 	}
 	cfg := control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,

@@ -60,8 +60,7 @@ type Config struct {
 	// direction; default 60s.
 	UDPIdle time.Duration
 	// TCPIdle resets a TCP flow after this long without data in either
-	// direction; default 2h4m, the least that RFC 5382 (REQ-5) lets a NAT
-	// use. Keepalive probes, which the exit answers on each leg itself, do
+	// direction; default DefaultTCPIdle. Keepalive probes, which the exit answers on each leg itself, do
 	// not count as data: they only end the flows of peers and destinations
 	// that have gone away.
 	TCPIdle time.Duration
@@ -84,6 +83,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultTCPIdle is the default of Config.TCPIdle: 2h4m, the least that
+// RFC 5382 (REQ-5) lets a NAT wait before it ends an idle TCP connection.
+const DefaultTCPIdle = 2*time.Hour + 4*time.Minute
+
 // Stats are aggregate counters; they hold no addresses.
 type Stats struct {
 	TCPOpen, UDPOpen int64  // flows being relayed now
@@ -100,7 +103,6 @@ const (
 	defaultMaxConns        = 8192
 	defaultMaxConnsPerPeer = 512
 	defaultUDPIdle         = 60 * time.Second
-	defaultTCPIdle         = 2*time.Hour + 4*time.Minute
 	defaultDialTimeout     = 10 * time.Second
 
 	// maxUDPPacket is the largest UDP payload relayed in either direction.
@@ -168,7 +170,7 @@ func New(cfg Config) (*Exit, error) {
 		cfg.UDPIdle = defaultUDPIdle
 	}
 	if cfg.TCPIdle == 0 {
-		cfg.TCPIdle = defaultTCPIdle
+		cfg.TCPIdle = DefaultTCPIdle
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = defaultDialTimeout
@@ -320,9 +322,9 @@ func (e *Exit) release(pf *peerFlows) {
 	e.flows.Done()
 }
 
-// CloseFlows ends every flow from the tunnel address src, as when the
-// session that owned them has ended and its source ports may pass to
-// another session. Later flows from src are not affected.
+// CloseFlows ends every flow from the tunnel address src, as when its peer
+// has been removed, or the session that owned them has ended and its source
+// ports may pass to another session. Later flows from src are not affected.
 func (e *Exit) CloseFlows(src netip.Addr) {
 	src = src.Unmap().WithZone("")
 	e.mu.Lock()

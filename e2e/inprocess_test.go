@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -354,5 +355,90 @@ func TestLoopbackDeniedWithoutAllow(t *testing.T) {
 	})
 	if body, err := httpGet(tun, web.URL); err == nil {
 		t.Fatalf("the gateway's loopback was reachable through the tunnel: %q", body)
+	}
+}
+
+// TestRevokeClosesFlows: a TCP flow that a device opened through the
+// userspace exit before its revocation ends when the gateway removes the
+// peer: the server at the far end sees the connection end at once, instead
+// of holding it until it speaks or times out itself. A second device's flow
+// through the same gateway is not touched.
+func TestRevokeClosesFlows(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctl := startControl(t, filepath.Join(dir, "control"), "127.0.0.1:0")
+	admin := ctl.admin(t)
+	tok, err := admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.Start(ctx, gateway.Config{
+		Control: ctl.url(), JoinToken: tok.Token, StateDir: filepath.Join(dir, "gw"), Name: "gw", ListenPort: freeUDPPort(t),
+		EgressAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	if _, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "carol"}); err != nil {
+		t.Fatal(err)
+	}
+	dev, cfg := addDevice(t, admin, "carol", "laptop")
+	_, cfgOther := addDevice(t, admin, "carol", "phone")
+
+	// open connects through tun to ln and returns the client's and the
+	// server's side of the connection, after a byte has passed.
+	open := func(tun *client.Tunnel) (net.Conn, net.Conn) {
+		t.Helper()
+		var c net.Conn
+		eventually(t, 10*time.Second, "TCP through the tunnel", func() error {
+			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			var err error
+			c, err = tun.DialContext(dctx, "tcp", ln.Addr().String())
+			return err
+		})
+		t.Cleanup(func() { c.Close() })
+		srv, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(srv, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		return c, srv
+	}
+	_, flow := open(connect(t, cfg))
+	otherCli, otherSrv := open(connect(t, cfgOther))
+
+	if _, err := admin.RevokeDevice(ctx, dev.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The server only reads: it learns of the end only if the gateway ends
+	// the flow.
+	flow.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := flow.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the revoked device's flow is still open at the server 10 s after the revoke (read %d, %v)", n, err)
+	}
+	if gw.Peers() != 1 {
+		t.Fatalf("gateway holds %d peers, want 1", gw.Peers())
+	}
+	// The other device's flow still carries data.
+	if _, err := otherSrv.Write([]byte("y")); err != nil {
+		t.Fatalf("the other device's flow broke: %v", err)
+	}
+	otherCli.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(otherCli, make([]byte, 1)); err != nil {
+		t.Fatalf("the other device's flow broke: %v", err)
 	}
 }

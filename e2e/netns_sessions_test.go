@@ -89,7 +89,7 @@ var (
 )
 
 func TestNetnsSessionAttributionTUN(t *testing.T) {
-	netns.Require(t, "nft", "wg", "wg-quick", "curl")
+	netns.Require(t, "nft", "conntrack", "wg", "wg-quick", "curl")
 	wgGo, err := filepath.Abs("../.bin/wireguard-go")
 	if err != nil {
 		t.Fatal(err)

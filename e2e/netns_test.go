@@ -129,6 +129,9 @@ var nsWgSeq atomic.Int32
 
 func runNetnsGateway(t *testing.T, mode api.GatewayMode) {
 	netns.Require(t, "nft", "wg", "wg-quick", "curl")
+	if mode == api.TUN {
+		netns.Require(t, "conntrack")
+	}
 	wgGo, err := filepath.Abs("../.bin/wireguard-go")
 	if err != nil {
 		t.Fatal(err)
@@ -177,10 +180,14 @@ add rule inet e2e_guard forward oifname %q counter drop`, mgmt))
 		srv.Run(t, "ip", "route", "add", "203.0.113.0/24", "via", nsGwSrv4.String())
 		srv.Run(t, "ip", "route", "add", "2001:db8:ee::/64", "via", nsGwSrv6.String())
 	}
+	var srvProc *netns.Proc
 	for _, ns := range []*netns.NS{srv, gw} {
 		p := ns.Start(t, "http server in "+ns.Name, "env", netnsChildEnv+"=srv", self)
 		if err := p.WaitFor("READY", 10*time.Second); err != nil {
 			t.Fatal(err)
+		}
+		if ns == srv {
+			srvProc = p
 		}
 	}
 
@@ -352,6 +359,20 @@ add rule inet e2e_guard forward oifname %q counter drop`, mgmt))
 		nsNoUsageColumns(t, filepath.Join(data, "control", "meridian-sessions.db"))
 	})
 
+	// A flow the device holds open when it is revoked: the server streams
+	// to it until the server's writes fail.
+	cli.Start(t, "held flow", "curl", "-sS", "-N", "-o", "/dev/null", fmt.Sprintf("http://%s/hold", netip.AddrPortFrom(nsSrv4, nsSrvPort)))
+	if err := srvProc.WaitFor("HOLD OPEN", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if mode == api.TUN {
+		// The flow is in gw's connection tracking, under the device's
+		// tunnel address (the original source).
+		if n := nsConntrack(t, gw, "-s", tunAddrs[0].Addr()); n == 0 {
+			t.Fatalf("no conntrack entry from %s while the device holds a flow", tunAddrs[0].Addr())
+		}
+	}
+
 	// Revoking the device cuts it off within seconds.
 	admin("device", "revoke", deviceID)
 	revoked := time.Now()
@@ -370,6 +391,21 @@ add rule inet e2e_guard forward oifname %q counter drop`, mgmt))
 	if out, err := cli.Output("curl", "-sS", "--fail", "--connect-timeout", "2", "--max-time", "2", url); err == nil {
 		t.Errorf("revoked device reached %s again: %s", url, out)
 	}
+	// The flow it held is gone too: the server's writes fail (a reset
+	// from gw), rather than vanishing into a tunnel that no longer has the
+	// peer until the server's own retransmissions give up.
+	if err := srvProc.WaitFor("HOLD CLOSED", nsRevokeLimit); err != nil {
+		t.Errorf("the revoked device's flow still open at the server: %v", err)
+	}
+	if mode == api.TUN {
+		for _, p := range tunAddrs {
+			for _, dir := range []string{"-s", "-d"} {
+				if n := nsConntrack(t, gw, dir, p.Addr()); n != 0 {
+					t.Errorf("%d conntrack entries with %s %s left after the revoke", n, dir, p.Addr())
+				}
+			}
+		}
+	}
 	if err := gateway.Stop(10 * time.Second); err != nil {
 		t.Errorf("gateway did not stop cleanly on SIGTERM: %v", err)
 	}
@@ -378,6 +414,21 @@ add rule inet e2e_guard forward oifname %q counter drop`, mgmt))
 			t.Errorf("nft table left behind by the gateway (err %v):\n%s", err, out)
 		}
 	}
+}
+
+// nsConntrack counts the connection tracking entries in ns whose original
+// source (dir "-s") or destination ("-d") is a.
+func nsConntrack(t *testing.T, ns *netns.NS, dir string, a netip.Addr) int {
+	t.Helper()
+	fam := "ipv4"
+	if a.Is6() {
+		fam = "ipv6"
+	}
+	out, err := ns.Output("conntrack", "-L", "-f", fam, dir, a.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(strings.Fields(strings.ReplaceAll(out, " ", "_"))) // one line per entry
 }
 
 // nsCheckSource fetches "/" from the server through the tunnel and checks
@@ -425,6 +476,23 @@ func nsServerChild() int {
 			return
 		}
 		fmt.Fprintln(w, ap.Addr().Unmap())
+	})
+	// /hold streams a byte every 100 ms until a write fails, and says so,
+	// so that a test sees when the server learns that the flow has ended.
+	mux.HandleFunc("GET /hold", func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		fmt.Println("HOLD OPEN")
+		for {
+			if _, err := w.Write([]byte{'.'}); err != nil {
+				fmt.Println("HOLD CLOSED")
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				fmt.Println("HOLD CLOSED")
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	})
 	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", nsSrvPort))
 	if err != nil {

@@ -59,6 +59,11 @@ type Config struct {
 	// UDPIdle closes a UDP flow after this long without traffic in either
 	// direction; default 60s.
 	UDPIdle time.Duration
+	// TCPIdle resets a TCP flow after this long without data in either
+	// direction; default DefaultTCPIdle. Keepalive probes, which the exit answers on each leg itself, do
+	// not count as data: they only end the flows of peers and destinations
+	// that have gone away.
+	TCPIdle time.Duration
 	// DialTimeout bounds connecting to a TCP destination; default 10s.
 	DialTimeout time.Duration
 	// ExitIPv4 and ExitIPv6, if set, are the host addresses that flows of
@@ -77,6 +82,10 @@ type Config struct {
 	// destination address, at any level. Default: discard.
 	Logger *slog.Logger
 }
+
+// DefaultTCPIdle is the default of Config.TCPIdle: 2h4m, the least that
+// RFC 5382 (REQ-5) lets a NAT wait before it ends an idle TCP connection.
+const DefaultTCPIdle = 2*time.Hour + 4*time.Minute
 
 // Stats are aggregate counters; they hold no addresses.
 type Stats struct {
@@ -160,6 +169,9 @@ func New(cfg Config) (*Exit, error) {
 	if cfg.UDPIdle == 0 {
 		cfg.UDPIdle = defaultUDPIdle
 	}
+	if cfg.TCPIdle == 0 {
+		cfg.TCPIdle = DefaultTCPIdle
+	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = defaultDialTimeout
 	}
@@ -169,7 +181,7 @@ func New(cfg Config) (*Exit, error) {
 	switch {
 	case cfg.MaxConns < 0 || cfg.MaxConnsPerPeer < 0:
 		return nil, errors.New("exit: connection caps must not be negative")
-	case cfg.UDPIdle < 0 || cfg.DialTimeout < 0:
+	case cfg.UDPIdle < 0 || cfg.TCPIdle < 0 || cfg.DialTimeout < 0:
 		return nil, errors.New("exit: timeouts must not be negative")
 	}
 
@@ -310,9 +322,9 @@ func (e *Exit) release(pf *peerFlows) {
 	e.flows.Done()
 }
 
-// CloseFlows ends every flow from the tunnel address src, as when the
-// session that owned them has ended and its source ports may pass to
-// another session. Later flows from src are not affected.
+// CloseFlows ends every flow from the tunnel address src, as when its peer
+// has been removed, or the session that owned them has ended and its source
+// ports may pass to another session. Later flows from src are not affected.
 func (e *Exit) CloseFlows(src netip.Addr) {
 	src = src.Unmap().WithZone("")
 	e.mu.Lock()
@@ -400,7 +412,8 @@ func (e *Exit) forwardTCP(r *tcp.ForwarderRequest) {
 
 // spliceTCP copies both directions until both have ended. An orderly close
 // (EOF) in one direction is passed on as a half-close; an error in either
-// direction, or the end of ctx (Close, CloseFlows), resets both legs.
+// direction, TCPIdle without data, or the end of ctx (Close, CloseFlows),
+// resets both legs.
 func (e *Exit) spliceTCP(ctx context.Context, peer *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn) {
 	abort := sync.OnceFunc(func() {
 		ep.Abort()
@@ -409,10 +422,12 @@ func (e *Exit) spliceTCP(ctx context.Context, peer *gonet.TCPConn, ep tcpip.Endp
 	})
 	stop := context.AfterFunc(ctx, abort)
 	defer stop()
+	idle, touch := idleTimer(e.cfg.TCPIdle, abort)
+	defer idle.Stop()
 
 	errc := make(chan error, 1)
-	go func() { errc <- pipe(host, peer) }()
-	if err := pipe(peer, host); err != nil {
+	go func() { errc <- pipe(host, touchReader{peer, touch}) }()
+	if err := pipe(peer, touchReader{host, touch}); err != nil {
 		abort()
 	}
 	if err := <-errc; err != nil {
@@ -425,6 +440,37 @@ func (e *Exit) spliceTCP(ctx context.Context, peer *gonet.TCPConn, ep tcpip.Endp
 type halfCloser interface {
 	io.Writer
 	CloseWrite() error
+}
+
+// touchReader calls touch after every read that returned data.
+type touchReader struct {
+	r     io.Reader
+	touch func()
+}
+
+func (t touchReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.touch()
+	}
+	return n, err
+}
+
+// idleTimer calls expire once d has passed without a call of touch. Touch
+// only stores a timestamp; the timer checks it when it fires and re-arms
+// itself for the remainder, so the hot path takes no lock.
+func idleTimer(d time.Duration, expire func()) (*time.Timer, func()) {
+	start := time.Now()
+	var last atomic.Int64 // time.Since(start) at the latest touch
+	var idle *time.Timer
+	idle = time.AfterFunc(d, func() {
+		if left := d - (time.Since(start) - time.Duration(last.Load())); left > 0 {
+			idle.Reset(left)
+			return
+		}
+		expire()
+	})
+	return idle, func() { last.Store(int64(time.Since(start))) }
 }
 
 // pipe copies src to dst and half-closes dst when src ends cleanly.
@@ -497,20 +543,8 @@ func (e *Exit) relayUDP(ctx context.Context, peer *gonet.UDPConn, host *net.UDPC
 	stop := context.AfterFunc(ctx, closeBoth)
 	defer stop()
 
-	// Activity only stores a timestamp; the timer checks it when it fires
-	// and re-arms itself for the remainder, so the hot path takes no lock.
-	start := time.Now()
-	var last atomic.Int64 // time.Since(start) of the latest datagram
-	var idle *time.Timer
-	idle = time.AfterFunc(e.cfg.UDPIdle, func() {
-		if left := e.cfg.UDPIdle - (time.Since(start) - time.Duration(last.Load())); left > 0 {
-			idle.Reset(left)
-			return
-		}
-		closeBoth()
-	})
+	idle, touch := idleTimer(e.cfg.UDPIdle, closeBoth)
 	defer idle.Stop()
-	touch := func() { last.Store(int64(time.Since(start))) }
 
 	done := make(chan struct{})
 	go func() {

@@ -693,3 +693,84 @@ func TestCloseEndsFlows(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestTCPIdleTimeout: a TCP flow without data for TCPIdle is reset at both
+// ends; a flow that carries data now and then stays open however long it
+// lasts.
+func TestTCPIdleTimeout(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tn := newTunnel(t, exit.Config{Allow: allowLoopback4, TCPIdle: idle})
+	open := func() (*gonet.TCPConn, net.Conn) {
+		t.Helper()
+		c, err := tn.dial(t, ln.Addr().(*net.TCPAddr).AddrPort())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return c, s
+	}
+	start := time.Now() // before the idle flow's timer starts
+	idleCli, idleSrv := open()
+	busyCli, busySrv := open()
+
+	// The busy flow sends a byte every idle/4, in both directions in turn.
+	stop := make(chan struct{})
+	busyErr := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(idle / 4)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				busyErr <- nil
+				return
+			case <-tick.C:
+			}
+			from, to := net.Conn(busyCli), busySrv
+			if i%2 == 1 {
+				from, to = busySrv, busyCli
+			}
+			if _, err := from.Write([]byte{byte(i)}); err != nil {
+				busyErr <- err
+				return
+			}
+			to.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(to, make([]byte, 1)); err != nil {
+				busyErr <- fmt.Errorf("busy flow, byte %d: %w", i, err)
+				return
+			}
+		}
+	}()
+
+	idleSrv.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = idleSrv.Read(make([]byte, 1))
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("idle flow still open at the server %v after it went idle: %v", time.Since(start), err)
+	}
+	if took := time.Since(start); took < idle {
+		t.Fatalf("idle flow ended after %v, before the idle timeout of %v", took, idle)
+	}
+	idleCli.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idleCli.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("idle flow still open at the client: %v", err)
+	}
+	// Keep the busy flow going for several idle timeouts.
+	time.Sleep(4 * idle)
+	close(stop)
+	if err := <-busyErr; err != nil {
+		t.Fatalf("flow with traffic was closed: %v", err)
+	}
+	if s := tn.exit.Stats(); s.TCPOpen != 1 {
+		t.Fatalf("stats %+v, want the busy flow open", s)
+	}
+}

@@ -44,6 +44,11 @@ type Config struct {
 
 	EgressAllow []netip.Prefix
 
+	// TCPIdle resets a TCP flow of the userspace exit after this long
+	// without data; default exit.DefaultTCPIdle. (TUN mode: the kernel's
+	// connection tracking timeouts apply.)
+	TCPIdle time.Duration
+
 	// ExitIPv4 and ExitIPv6 are the addresses traffic leaves from: in TUN
 	// mode the SNAT source (default: masquerade), in userspace mode the
 	// address the exit dials from (default: the host's choice). Session
@@ -277,7 +282,8 @@ func (g *Gateway) startDevice() error {
 	switch g.cfg.Mode {
 	case api.Userspace:
 		g.exit, err = exit.New(exit.Config{Addresses: g.st.Addresses, Allow: g.cfg.EgressAllow, HostAddrs: hostAddrs(g.log),
-			ExitIPv4: g.cfg.ExitIPv4, ExitIPv6: g.cfg.ExitIPv6, SourcePorts: g.sessions.sourcePorts, Logger: g.log})
+			ExitIPv4: g.cfg.ExitIPv4, ExitIPv6: g.cfg.ExitIPv6, SourcePorts: g.sessions.sourcePorts, Logger: g.log,
+			TCPIdle: g.cfg.TCPIdle})
 		if err == nil {
 			g.plane = g.exit
 			g.sessions.cfg.plane = userspaceAttribution{g.exit}

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/exit"
+	"github.com/meridian-vpn/meridian/tunnet"
 	"github.com/meridian-vpn/meridian/wg"
 )
 
@@ -63,7 +66,17 @@ func (g *Gateway) syncLoop(ctx context.Context) {
 // apply installs a netmap into the WireGuard device, touching only the peers
 // that change: one IpcSet carries exactly the additions, updates and
 // removals. The session tracker then follows the peers that owe records.
+// Then the flows of tunnel addresses that no peer holds any more are ended
+// in the data plane: a revoked device keeps no connection open.
 func (g *Gateway) apply(nm api.Netmap) error {
+	ended, err := g.install(nm)
+	g.closeFlows(ended)
+	return err
+}
+
+// install is apply without ending flows; it returns the tunnel addresses
+// that removed or changed peers no longer hold.
+func (g *Gateway) install(nm api.Netmap) (ended []netip.Addr, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var b strings.Builder
@@ -78,6 +91,13 @@ func (g *Gateway) apply(nm api.Netmap) error {
 		}
 		if ok && slices.Equal(cur.AllowedIPs, p.AllowedIPs) {
 			return
+		}
+		if ok {
+			for _, a := range hostAddrsOf(cur.AllowedIPs) {
+				if !slices.Contains(hostAddrsOf(p.AllowedIPs), a) {
+					ended = append(ended, a)
+				}
+			}
 		}
 		fmt.Fprintf(&b, "public_key=%s\nreplace_allowed_ips=true\n", p.PublicKey.Hex())
 		for _, a := range p.AllowedIPs {
@@ -106,13 +126,14 @@ func (g *Gateway) apply(nm api.Netmap) error {
 	}
 	if b.Len() > 0 {
 		if err := g.dev.IpcSet(b.String()); err != nil {
-			return fmt.Errorf("applying netmap %d: %w", nm.Version, err)
+			return nil, fmt.Errorf("applying netmap %d: %w", nm.Version, err)
 		}
 	}
 	var gone []wg.Key
 	for k := range removes {
-		if _, ok := g.installed[k]; ok {
+		if p, ok := g.installed[k]; ok {
 			gone = append(gone, k)
+			ended = append(ended, hostAddrsOf(p.AllowedIPs)...)
 		}
 		delete(g.installed, k)
 	}
@@ -126,7 +147,26 @@ func (g *Gateway) apply(nm api.Netmap) error {
 		default:
 		}
 	}
-	return nil
+	return ended, nil
+}
+
+// closeFlows ends the data plane's flows of tunnel addresses that no peer
+// holds any more. The device no longer takes their packets, so no new flow
+// of theirs starts after this.
+func (g *Gateway) closeFlows(addrs []netip.Addr) {
+	if len(addrs) == 0 {
+		return
+	}
+	switch p := g.plane.(type) {
+	case *exit.Exit:
+		for _, a := range addrs {
+			p.CloseFlows(a)
+		}
+	case *tunnet.TUN:
+		if err := p.CloseFlows(addrs); err != nil {
+			g.log.Warn("ending the flows of removed peers", "err", err)
+		}
+	}
 }
 
 func (g *Gateway) snapshotLocked() cachedNetmap {

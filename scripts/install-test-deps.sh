@@ -20,6 +20,7 @@ say() { printf 'install-test-deps: %s\n' "$*"; }
 PACKAGES=(
 	iproute2        # ip, ip netns, veth
 	nftables        # nft: NAT in TUN mode
+	conntrack       # conntrack: TUN mode ends a removed peer's flows
 	wireguard-tools # wg: configures the upstream wireguard-go client
 	iperf3          # throughput benchmarks
 	chrony          # real NTP server on loopback for timesync tests

@@ -86,7 +86,7 @@ var (
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 func TestNetnsGateway(t *testing.T) {
-	netns.Require(t, "nft", "wg", "curl", "ping")
+	netns.Require(t, "nft", "conntrack", "wg", "curl", "ping")
 	wgGo, err := filepath.Abs("../.bin/wireguard-go")
 	if err != nil {
 		t.Fatal(err)

@@ -3,10 +3,10 @@
 // nftables NAT so that clients' traffic leaves the host from the exit
 // addresses.
 //
-// It needs CAP_NET_ADMIN (in practice root), /dev/net/tun, iproute2's ip and
-// the nft tool from nftables. Open checks these first and says what is
-// missing; a gateway without them runs in userspace mode instead. ip and nft
-// run as child processes, so a non-root gateway needs CAP_NET_ADMIN in its
+// It needs CAP_NET_ADMIN (in practice root), /dev/net/tun, iproute2's ip,
+// the nft tool from nftables and the conntrack tool (CloseFlows). Open checks
+// these first and says what is missing; a gateway without them runs in
+// userspace mode instead. ip, nft and conntrack run as child processes, so a non-root gateway needs CAP_NET_ADMIN in its
 // ambient set (systemd: AmbientCapabilities=CAP_NET_ADMIN) and forwarding
 // already enabled (sysctl.d), since only root can write /proc/sys; Open
 // writes the forwarding sysctls only when they are not 1 already.
@@ -508,6 +508,52 @@ func attributionScript(cfg Config, add, remove []Attribution) (string, error) {
 	return b.String(), nil
 }
 
+// CloseFlows deletes the connection tracking entries of the tunnel
+// addresses addrs, as when their peer has been removed: entries whose
+// original source or destination is one of them. Without its entry, the NAT
+// of a flow is gone: the far end's next packet reaches the host, not the
+// TUN, and the host answers it with a reset. (The peer's own packets no
+// longer arrive: wireguard-go has dropped the peer.) Errors never name the
+// addresses.
+func (t *TUN) CloseFlows(addrs []netip.Addr) error {
+	failed := 0
+	var first error
+	for _, a := range addrs {
+		a = a.Unmap().WithZone("")
+		fam := "ipv4"
+		if a.Is6() {
+			fam = "ipv6"
+		}
+		for _, dir := range []string{"--orig-src", "--orig-dst"} {
+			if err := deleteConntrack(fam, dir, a); err != nil {
+				failed++
+				if first == nil {
+					first = err
+				}
+			}
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("tunnet: deleting the connection tracking entries of %d removed addresses: %d of %d conntrack runs failed, the first: %w",
+			len(addrs), failed, 2*len(addrs), first)
+	}
+	return nil
+}
+
+// deleteConntrack deletes the conntrack entries of one address in one
+// direction. conntrack fails when it deleted nothing, which is no error
+// here. Its output names the address and is not passed on.
+func deleteConntrack(fam, dir string, a netip.Addr) error {
+	cmd := exec.Command("conntrack", "-D", "-f", fam, dir, a.String())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if err != nil && strings.Contains(stderr.String(), " 0 flow entries have been deleted") {
+		return nil
+	}
+	return err
+}
+
 func writeSet(b *strings.Builder, name, typ, comment string, elems []netip.Prefix) {
 	if comment != "" {
 		fmt.Fprintf(b, "\t# %s\n", comment)
@@ -664,6 +710,9 @@ func preflight() error {
 	}
 	if _, err := exec.LookPath("nft"); err != nil {
 		return errors.New("tunnet: TUN mode needs the nft tool: apt-get install nftables (or use --mode userspace)")
+	}
+	if _, err := exec.LookPath("conntrack"); err != nil {
+		return errors.New("tunnet: TUN mode needs the conntrack tool, to end the flows of removed peers: apt-get install conntrack (or use --mode userspace)")
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/control"
+	"github.com/meridian-vpn/meridian/exit"
 	"github.com/meridian-vpn/meridian/gateway"
 	"github.com/meridian-vpn/meridian/internal/atomicfile"
 	"github.com/meridian-vpn/meridian/internal/datadir"
@@ -148,6 +149,7 @@ type gatewayFlags struct {
 	exit4      string
 	exit6      string
 	blocks     string
+	tcpIdle    time.Duration
 }
 
 func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
@@ -158,6 +160,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
 	fs.StringVar(&g.exit4, "exit-ipv4", "", "the host's public IPv4 address traffic leaves from (tun mode: SNAT to it, default masquerade); required for session records")
 	fs.StringVar(&g.exit6, "exit-ipv6", "", "the host's public IPv6 address traffic leaves from (as --exit-ipv4)")
 	fs.StringVar(&g.blocks, "port-blocks", portblock.Default.String(), "source ports of the exit addresses carved into blocks, FIRST-LAST/SIZE: each recorded session holds one block, so the number of blocks bounds concurrent recorded sessions (keep them below the kernel's ephemeral ports)")
+	fs.DurationVar(&g.tcpIdle, "tcp-idle", exit.DefaultTCPIdle, "userspace mode: reset a TCP flow after this long without data in either direction (RFC 5382 wants at least 2h4m)")
 	if withTUN {
 		fs.StringVar(&g.mode, "mode", "userspace", "userspace (rootless, gVisor netstack) or tun (kernel TUN + nftables NAT, needs root)")
 		fs.StringVar(&g.tunName, "tun-name", "mrd0", "TUN interface name (tun mode)")
@@ -168,6 +171,10 @@ func (g *gatewayFlags) config() (gateway.Config, error) {
 	cfg := gateway.Config{
 		StateDir: g.state, Name: g.name, ListenPort: g.listenPort, Endpoint: g.endpoint,
 		Mode: api.GatewayMode(g.mode), EgressAllow: g.allow, TUNName: g.tunName,
+		TCPIdle: g.tcpIdle,
+	}
+	if g.tcpIdle <= 0 {
+		return cfg, fmt.Errorf("--tcp-idle: %v is not a positive duration", g.tcpIdle)
 	}
 	var err error
 	if cfg.PortBlocks, err = portblock.ParseLayout(g.blocks); err != nil {

@@ -11,6 +11,7 @@ import "net/netip"
 type Policy struct {
 	allow []netip.Prefix
 	own   map[netip.Addr]bool
+	local func(netip.Addr) bool // the host's own addresses, asked at each decision; nil: none
 }
 
 // denyPrefixes are never reachable unless an Allow prefix covers the address.
@@ -44,8 +45,8 @@ var denyPrefixes = []netip.Prefix{
 var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 
 // NewPolicy returns a policy that denies the fixed deny list and the given own
-// addresses (the gateway's tunnel addresses and the host's addresses), except
-// for destinations inside one of the allow prefixes.
+// addresses (such as the gateway's tunnel addresses), except for
+// destinations inside one of the allow prefixes.
 func NewPolicy(allow []netip.Prefix, own []netip.Addr) *Policy {
 	p := &Policy{own: make(map[netip.Addr]bool, len(own))}
 	for _, pfx := range allow {
@@ -61,6 +62,17 @@ func NewPolicy(allow []netip.Prefix, own []netip.Addr) *Policy {
 	return p
 }
 
+// NewHostPolicy is NewPolicy for an exit that dials from this host: it also
+// denies every destination that the host would deliver to itself, which it
+// asks at each decision (hostLocal), not once at start, so that an address
+// the host gains later (DHCP, IPv6 privacy addresses, floating IPs) is
+// denied as soon as the host has it.
+func NewHostPolicy(allow []netip.Prefix, own []netip.Addr) *Policy {
+	p := NewPolicy(allow, own)
+	p.local = hostLocal
+	return p
+}
+
 // Allowed reports whether traffic to dst may leave through the exit.
 func (p *Policy) Allowed(dst netip.Addr) bool {
 	dst = dst.Unmap().WithZone("")
@@ -72,7 +84,8 @@ func (p *Policy) Allowed(dst netip.Addr) bool {
 			return true
 		}
 	}
-	return !p.denied(dst)
+	// The fixed list first: it needs no system call.
+	return !p.denied(dst) && (p.local == nil || !p.local(dst))
 }
 
 func (p *Policy) denied(a netip.Addr) bool {

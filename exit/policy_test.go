@@ -111,3 +111,36 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	a, _ := netip.AddrFromSlice(b)
 	return a
 }
+
+// TestPolicyAsksLocalAtEachDecision: the host's own addresses are asked at
+// each decision, so an address the host gains later is denied from then on
+// and one it loses is allowed again; an allow entry still wins.
+func TestPolicyAsksLocalAtEachDecision(t *testing.T) {
+	dst := netip.MustParseAddr("8.8.4.4") // public: the fixed list allows it
+	local := false
+	p := NewPolicy(nil, nil)
+	p.local = func(a netip.Addr) bool { return local && a == dst }
+	if !p.Allowed(dst) {
+		t.Fatal("denied before the host had the address")
+	}
+	local = true
+	if p.Allowed(dst) {
+		t.Fatal("allowed after the host gained the address")
+	}
+	if !p.Allowed(netip.MustParseAddr("8.8.8.8")) {
+		t.Fatal("another public address denied")
+	}
+	if p.Allowed(netip.MustParseAddr("::ffff:8.8.4.4")) {
+		t.Fatal("the host's address allowed in its IPv4-mapped form")
+	}
+	local = false
+	if !p.Allowed(dst) {
+		t.Fatal("still denied after the host lost the address")
+	}
+	local = true
+	allowed := NewPolicy([]netip.Prefix{netip.MustParsePrefix("8.8.4.4/32")}, nil)
+	allowed.local = p.local
+	if !allowed.Allowed(dst) {
+		t.Fatal("an allow entry does not cover the host's own address")
+	}
+}

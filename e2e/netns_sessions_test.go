@@ -147,7 +147,7 @@ add rule inet e2e_guard forward oifname %q counter drop`, mgmt))
 	gwState := t.TempDir()
 	gateway := gw.Start(t, "gateway", bin, "gateway", "--ntp-source", nsNTPSource, "--control", controlURL, "--join-token", tok.Token, "--state", gwState,
 		"--name", "gw-tun", "--mode", "tun", "--listen-port", fmt.Sprint(nsGwPort), "--endpoint", fmt.Sprintf("192.0.2.1:%d", nsGwPort),
-		"--exit-ipv4", nsExit4.String(), "--exit-ipv6", nsExit6.String())
+		"--exit-ipv4", nsExit4.String(), "--exit-ipv6", nsExit6.String(), nsEgressAllow[0], nsEgressAllow[1], nsEgressAllow[2], nsEgressAllow[3])
 	if err := gateway.WaitFor("following control server", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}

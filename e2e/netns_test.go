@@ -91,6 +91,12 @@ var (
 	nsExit6    = netip.MustParseAddr("2001:db8:ee::1")
 )
 
+// nsEgressAllow lets clients reach the server, which stands in for the
+// internet: its documentation-range addresses are not globally reachable,
+// so the egress policy denies them unless allowed. Exactly those two, so
+// that gw's own address on the same link stays out of reach.
+var nsEgressAllow = []string{"--egress-allow", netip.PrefixFrom(nsSrv4, 32).String(), "--egress-allow", netip.PrefixFrom(nsSrv6, 128).String()}
+
 var (
 	nsBinOnce sync.Once
 	nsBinDir  string
@@ -211,6 +217,7 @@ add rule inet e2e_guard forward oifname %q counter drop`, mgmt))
 	gwState := t.TempDir()
 	gwArgs := []string{bin, "gateway", "--ntp-source", nsNTPSource, "--control", controlURL, "--join-token", tok.Token, "--state", gwState,
 		"--metrics", "127.0.0.1:9586", "--name", gwName, "--mode", string(mode), "--listen-port", fmt.Sprint(nsGwPort), "--endpoint", fmt.Sprintf("192.0.2.1:%d", nsGwPort)}
+	gwArgs = append(gwArgs, nsEgressAllow...)
 	if mode == api.TUN {
 		gwArgs = append(gwArgs, "--exit-ipv4", nsExit4.String(), "--exit-ipv6", nsExit6.String())
 	}
@@ -295,8 +302,8 @@ add rule inet e2e_guard forward oifname %q counter drop`, mgmt))
 	})
 
 	// The egress policy keeps clients off the control server (10/8) and off
-	// services on the gateway host itself, here on its documentation-range
-	// address on the srv link, which no deny list names.
+	// services on the gateway host itself, here on its address on the srv
+	// link, next to the allowed server.
 	t.Run("control server unreachable from the tunnel", func(t *testing.T) {
 		nsCheckRefused(t, cli, strings.Replace(controlURL, "https://", "http://", 1)+"/")
 	})

@@ -47,11 +47,10 @@ type Config struct {
 	// MTU of the tunnel; default 1420.
 	MTU int
 	// Allow lists destinations that are reachable even though the deny list
-	// matches them (e.g. 127.0.0.1/32 for tests, or a local resolver).
+	// matches them or they are the host's own (e.g. 127.0.0.1/32 for tests,
+	// or a local resolver). Any other address of the host is denied, as the
+	// host has it at the time of each flow.
 	Allow []netip.Prefix
-	// HostAddrs are the host's own addresses, denied unless in Allow (in
-	// addition to the fixed deny list).
-	HostAddrs []netip.Addr
 	// MaxConns caps in-flight forwarded flows (TCP and UDP); default 8192.
 	MaxConns int
 	// MaxConnsPerPeer caps flows per source tunnel address; default 512.
@@ -202,16 +201,13 @@ func New(cfg Config) (*Exit, error) {
 	if err := checkExitAddrs(cfg.ExitIPv4, cfg.ExitIPv6); err != nil {
 		return nil, err
 	}
-	own := append([]netip.Addr(nil), cfg.HostAddrs...)
 	for _, p := range cfg.Addresses {
 		if !p.IsValid() {
 			return nil, errors.New("exit: invalid tunnel address")
 		}
-		a := p.Addr().Unmap().WithZone("")
-		e.tunAddrs = append(e.tunAddrs, a)
-		own = append(own, a)
+		e.tunAddrs = append(e.tunAddrs, p.Addr().Unmap().WithZone(""))
 	}
-	e.policy = NewPolicy(cfg.Allow, own)
+	e.policy = NewHostPolicy(cfg.Allow, e.tunAddrs)
 
 	ns, err := netstack.New(netstack.Config{Addresses: e.tunAddrs, MTU: cfg.MTU, Accept: func(pkt []byte) bool { return !e.foreignEcho(pkt) }})
 	if err != nil {

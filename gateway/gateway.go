@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -281,7 +280,7 @@ func (g *Gateway) startDevice() error {
 	var err error
 	switch g.cfg.Mode {
 	case api.Userspace:
-		g.exit, err = exit.New(exit.Config{Addresses: g.st.Addresses, Allow: g.cfg.EgressAllow, HostAddrs: hostAddrs(g.log),
+		g.exit, err = exit.New(exit.Config{Addresses: g.st.Addresses, Allow: g.cfg.EgressAllow,
 			ExitIPv4: g.cfg.ExitIPv4, ExitIPv6: g.cfg.ExitIPv6, SourcePorts: g.sessions.sourcePorts, Logger: g.log,
 			TCPIdle: g.cfg.TCPIdle})
 		if err == nil {
@@ -313,26 +312,6 @@ func (g *Gateway) startDevice() error {
 		return fmt.Errorf("WireGuard device up (UDP port %d in use?): %w", g.cfg.ListenPort, err)
 	}
 	return nil
-}
-
-// hostAddrs lists the host's own addresses, which the userspace exit
-// refuses as destinations unless allowed: a rootless exit that reaches the
-// host's own services would be a hole. (A snapshot at start.)
-func hostAddrs(log *slog.Logger) []netip.Addr {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		log.Warn("listing the host's addresses for the egress policy", "err", err)
-		return nil
-	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
-				out = append(out, ip.Unmap())
-			}
-		}
-	}
-	return out
 }
 
 // Close stops following the control server and tears the device down.

@@ -144,8 +144,13 @@ func TestNetnsGateway(t *testing.T) {
 	// gateway restart also replaces the peer, dropping the session the old
 	// gateway held, so the next packet starts a fresh handshake (otherwise
 	// the client would take ~15 s to notice).
+	//
+	// The server stands in for the internet, but its documentation-range
+	// addresses are not globally reachable, so the gateway always allows
+	// exactly those two (and nothing else on the srv link).
 	startGateway := func(t *testing.T, name string, exit4, exit6 netip.Addr, allow ...string) *netns.Proc {
 		t.Helper()
+		allow = append([]string{netip.PrefixFrom(srv4, 32).String(), netip.PrefixFrom(srv6, 128).String()}, allow...)
 		p := gw.Start(t, name, "env", childEnv+"=gw",
 			"GW_KEY="+gwKey.Hex(), "GW_PEER="+cliKey.Public().Hex(),
 			"GW_EXIT4="+addrString(exit4), "GW_EXIT6="+addrString(exit6),
@@ -218,9 +223,9 @@ func TestNetnsGateway(t *testing.T) {
 	t.Run("egress policy", func(t *testing.T) {
 		// A private network behind gw (10.200.9.0/24, fd00:9::/64 on srv),
 		// and an HTTP server on gw itself, listening on all of its
-		// addresses: on the srv link (198.51.100.1, a documentation
-		// address, so only the input chain keeps clients off it), on the
-		// exit address and on the tunnel addresses.
+		// addresses: on the srv link (198.51.100.1, where only the input
+		// chain keeps clients off it: the deny list applies to forwarded
+		// traffic), on the exit address and on the tunnel addresses.
 		gwLink := gw.Run(t, "sh", "-c", "ip -o addr show to 198.51.100.1 | awk '{print $2}'")
 		srvLink := srv.Run(t, "sh", "-c", "ip -o addr show to 198.51.100.2 | awk '{print $2}'")
 		gw.Run(t, "ip", "addr", "add", "10.200.9.1/24", "dev", strings.TrimSpace(gwLink))
@@ -247,6 +252,19 @@ func TestNetnsGateway(t *testing.T) {
 		// addresses; so does TUN mode.
 		cli.Run(t, "ping", "-c", "1", "-W", "2", "10.200.0.1")
 		cli.Run(t, "ping", "-c", "1", "-W", "2", "2001:db8:200::1")
+		// An address the host gains while the gateway runs (DHCP, an IPv6
+		// privacy address, a floating IP) is the host's own at once: the
+		// input hook sees every locally delivered packet, whatever the
+		// address. The server on gw listens on all addresses.
+		for _, a := range []string{"203.0.113.77", "2001:db8:77::1"} {
+			args := []string{"ip", "addr", "add", a, "dev", "lo"}
+			if strings.Contains(a, ":") {
+				args = append(args, "nodad")
+			}
+			gw.Run(t, args...)
+			cli.Run(t, "ip", "route", "add", a, "dev", wgIf)
+			checkRefused(t, cli, a)
+		}
 		if err := gwProc.Stop(10 * time.Second); err != nil {
 			t.Fatalf("gateway did not shut down cleanly: %v", err)
 		}

@@ -26,15 +26,19 @@
 //     (unsolicited inbound and client-to-client); and an input chain that
 //     keeps clients off the gateway host itself.
 //
-// The egress policy is the userspace exit's (package exit), so both modes
-// keep clients to the same destinations: traffic from the TUN to loopback,
-// link-local (with the cloud metadata address), private, shared (CGNAT),
-// multicast and reserved ranges, and NAT64 forms of those, is refused (TCP
-// with a reset, anything else dropped) unless Config.EgressAllow covers the
-// destination. The host's own addresses are reached through the input hook,
-// not forwarding, so every one of them is covered without listing them: a
-// client may answer connections the host opened, ping the gateway's tunnel
-// addresses and reach EgressAllow destinations, and nothing else. (Loopback
+// The egress policy is the userspace exit's (package egress), so both modes
+// keep clients to the same destinations: traffic from the TUN to what is
+// not globally reachable (loopback, link-local with the cloud metadata
+// address, private, shared, documentation, benchmarking, multicast and
+// reserved ranges, per the IANA special-purpose registries), and to the
+// IPv6 forms of those (NAT64, 6to4), is refused (TCP with a reset, anything
+// else dropped) unless Config.EgressAllow covers the destination. The
+// host's own addresses are reached through the input hook, not forwarding:
+// the kernel's own routing decides, per packet, that a destination is
+// local, so every address the host has at that moment is covered, also one
+// added after Open, without listing them: a client may answer connections
+// the host opened, ping the gateway's tunnel addresses and reach
+// EgressAllow destinations, and nothing else. (Loopback
 // destinations stay unreachable from the TUN even when allowed: the kernel
 // drops packets to them that arrive on another interface, for IPv4 unless
 // route_localnet is set.)
@@ -78,6 +82,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/meridian-vpn/meridian/egress"
 	"github.com/meridian-vpn/meridian/portblock"
 )
 
@@ -126,55 +131,12 @@ func (c Config) freePorts() (lo, hi uint16, ok bool) {
 	return 0, 0, false
 }
 
-// deniedPrefixes mirrors the userspace exit's deny list (exit/policy.go):
-// destinations that tunnel clients may not reach unless EgressAllow covers
-// them. The test TestEgressPolicyMatchesExit keeps the two in step.
-var deniedPrefixes = []netip.Prefix{
-	// IPv4.
-	netip.MustParsePrefix("0.0.0.0/8"),          // "this network"
-	netip.MustParsePrefix("10.0.0.0/8"),         // private
-	netip.MustParsePrefix("100.64.0.0/10"),      // carrier-grade NAT
-	netip.MustParsePrefix("127.0.0.0/8"),        // loopback
-	netip.MustParsePrefix("169.254.0.0/16"),     // link-local
-	netip.MustParsePrefix("169.254.169.254/32"), // cloud metadata; inside link-local, named on purpose
-	netip.MustParsePrefix("172.16.0.0/12"),      // private
-	netip.MustParsePrefix("192.0.0.0/24"),       // IETF protocol assignments (Oracle Cloud metadata 192.0.0.192)
-	netip.MustParsePrefix("192.168.0.0/16"),     // private
-	netip.MustParsePrefix("224.0.0.0/4"),        // multicast
-	netip.MustParsePrefix("240.0.0.0/4"),        // reserved, and the limited broadcast
-
-	// IPv6.
-	netip.MustParsePrefix("::/128"),            // unspecified
-	netip.MustParsePrefix("::1/128"),           // loopback
-	netip.MustParsePrefix("::ffff:0:0/96"),     // IPv4-mapped: never valid on the wire
-	netip.MustParsePrefix("fc00::/7"),          // unique local (AWS metadata fd00:ec2::254)
-	netip.MustParsePrefix("fd00:ec2::254/128"), // cloud metadata; inside fc00::/7, named on purpose
-	netip.MustParsePrefix("fe80::/10"),         // link-local
-	netip.MustParsePrefix("fec0::/10"),         // deprecated site-local
-	netip.MustParsePrefix("ff00::/8"),          // multicast
-}
-
-// nat64 is the well-known NAT64 prefix (RFC 6052): on a host behind NAT64,
-// 64:ff9b::a.b.c.d reaches a.b.c.d, so the IPv4 deny list is denied in that
-// form too.
-var nat64 = netip.MustParsePrefix("64:ff9b::/96")
-
 // DeniedPrefixes returns the destinations that clients may not reach through
-// a TUN-mode gateway unless Config.EgressAllow covers them, including the
-// NAT64 forms of the IPv4 ones, without overlaps. The host's own addresses
-// are denied as well, by the input chain.
-func DeniedPrefixes() []netip.Prefix {
-	all := slices.Clone(deniedPrefixes)
-	for _, p := range deniedPrefixes {
-		if p.Addr().Is4() {
-			b := nat64.Addr().As16()
-			v4 := p.Addr().As4()
-			copy(b[12:], v4[:])
-			all = append(all, netip.PrefixFrom(netip.AddrFrom16(b), 96+p.Bits()))
-		}
-	}
-	return disjoint(all)
-}
+// a TUN-mode gateway unless Config.EgressAllow covers them: the userspace
+// exit's (package egress, what is not globally reachable, with the IPv6
+// forms of denied IPv4 addresses), as sorted, disjoint prefixes. The host's
+// own addresses are denied as well, by the input chain.
+func DeniedPrefixes() []netip.Prefix { return slices.Clone(egress.Prefixes()) }
 
 // disjoint drops every prefix covered by another one (nftables interval sets
 // refuse overlapping elements) and sorts the rest.

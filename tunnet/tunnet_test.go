@@ -113,9 +113,15 @@ func TestRulesetEgressPolicy(t *testing.T) {
 	}
 	got := Ruleset("mrd0", cfg)
 	for _, want := range []string{
-		// The deny list, IPv4 and IPv6, with NAT64 forms and without overlaps.
-		"elements = { 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.0.0.0/24, 192.168.0.0/16, 224.0.0.0/4, 240.0.0.0/4 }",
-		"::1/128", "fc00::/7", "fe80::/10", "ff00::/8", "::ffff:0.0.0.0/96", "64:ff9b::a9fe:0/112", "64:ff9b::a00:0/104",
+		// The deny list, IPv4 and IPv6, with NAT64 and 6to4 forms and
+		// without overlaps: what is not globally reachable.
+		"elements = { 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.0.0.0/24, 192.0.2.0/24, 192.88.99.0/24, " +
+			"192.168.0.0/16, 198.18.0.0/15, 198.51.100.0/24, 203.0.113.0/24, 224.0.0.0/4, 240.0.0.0/4 }",
+		"elements = { ::/10, ",                                                 // unspecified, loopback, IPv4-mapped and -compatible
+		" 64:ff9b::a9fe:0/112, ", " 64:ff9b::a00:0/104, ", " 64:ff9b:1::/48, ", // NAT64 of metadata and 10/8; local-use NAT64
+		" 2001::/31, ", " 2001:db8::/32, ", " 3fff::/20, ", // Teredo, documentation
+		" 2002:7f00::/24, ", " 2002:a9fe::/32, ", // 6to4 of loopback and link-local
+		" 4000::/2, 8000::/1 }", // outside Global Unicast: ULA, link-local, multicast, ...
 		"set egress_allow4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.9.0.0/16, 192.168.10.0/24 }\n\t}",
 		"set egress_allow6 {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\telements = { fd00:1::/64 }\n\t}",
 		// Forwarded traffic from the TUN: isolation, exceptions, then the deny list.

@@ -156,7 +156,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
 	fs.IntVar(&g.listenPort, "listen-port", 51820, "WireGuard UDP port")
 	fs.StringVar(&g.endpoint, "endpoint", "", "host:port that clients dial (default 127.0.0.1:PORT when the control server is on loopback)")
 	fs.StringVar(&g.name, "name", "", "gateway name (default: host name)")
-	fs.Var(&g.allow, "egress-allow", "CIDR that tunnel clients may reach although the egress policy denies it (private, loopback, the gateway host) (repeatable)")
+	fs.Var(&g.allow, "egress-allow", "CIDR that tunnel clients may reach although the egress policy denies it (what is not globally reachable: private, loopback, documentation, ...; the gateway host) (repeatable)")
 	fs.StringVar(&g.exit4, "exit-ipv4", "", "the host's public IPv4 address traffic leaves from (tun mode: SNAT to it, default masquerade); required for session records")
 	fs.StringVar(&g.exit6, "exit-ipv6", "", "the host's public IPv6 address traffic leaves from (as --exit-ipv4)")
 	fs.StringVar(&g.blocks, "port-blocks", portblock.Default.String(), "source ports of the exit addresses carved into blocks, FIRST-LAST/SIZE: each recorded session holds one block, so the number of blocks bounds concurrent recorded sessions (keep them below the kernel's ephemeral ports)")

@@ -1,0 +1,4 @@
+package exit
+
+// HostLocal exposes hostLocal to the external tests.
+var HostLocal = hostLocal

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/internal/check"
 	"github.com/meridian-vpn/meridian/ledger"
 	"github.com/meridian-vpn/meridian/store"
 )
@@ -25,6 +26,9 @@ func parseTime(name, v string) (time.Time, error) {
 		}
 		return t, fmt.Errorf("%s must be an RFC 3339 time with a zone, e.g. 2026-05-01T14:30:00+05:30", name)
 	}
+	if err := check.Time(t); err != nil {
+		return t, fmt.Errorf("%s must be a time in the years %d to %d", name, check.MinYear, check.MaxYear)
+	}
 	return t, nil
 }
 
@@ -35,7 +39,7 @@ func parseTime(name, v string) (time.Time, error) {
 // their devices, and the subscriber records of their owners; the read is
 // recorded in the ledger's access chain before anything is returned.
 func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
-	ref, ok := caseRef(w, r)
+	ref, ok := s.caseRef(w, r)
 	if !ok {
 		return
 	}

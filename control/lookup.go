@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -79,13 +78,13 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 	case q.Get("exit_ip") != "":
 		var a netip.Addr
 		var at time.Time
-		port, perr := strconv.Atoi(q.Get("port"))
+		port, perr := check.Port(q.Get("port"))
 		if a, err = ip("exit_ip"); err == nil {
-			if perr != nil || port < 1 || port > 65535 {
-				err = fmt.Errorf("port must be a number from 1 to 65535")
+			if perr != nil {
+				err = perr
 			} else if at, err = parseTime("at", q.Get("at")); err == nil {
 				query = fmt.Sprintf("exit %s port %d at %s", a, port, at.UTC().Format(time.RFC3339))
-				sessions, err = s.db.SessionsByExit(r.Context(), a, uint16(port), at)
+				sessions, err = s.db.SessionsByExit(r.Context(), a, port, at)
 			}
 		}
 	case q.Get("tunnel_ip") != "":

@@ -129,30 +129,16 @@ type gatewayStatus struct {
 
 // New opens (or creates) the control server's state in cfg.DataDir.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.DataDir == "" {
-		return nil, errors.New("control: no data directory")
-	}
-	if !cfg.IPv4Pool.IsValid() {
-		cfg.IPv4Pool = DefaultIPv4Pool
-	}
-	if !cfg.IPv6Pool.IsValid() {
-		cfg.IPv6Pool = DefaultIPv6Pool
-	}
-	if err := errors.Join(check.Pool(cfg.IPv4Pool, 4), check.Pool(cfg.IPv6Pool, 6)); err != nil {
-		return nil, fmt.Errorf("control: tunnel pool: %w", err)
-	}
-	casePattern, err := check.CasePattern(cfg.CasePattern)
-	if err != nil {
+	cfg.defaults()
+	if err := CheckConfig(cfg); err != nil {
 		return nil, err
 	}
+	casePattern, _ := check.CasePattern(cfg.CasePattern)
 	if cfg.HeartbeatTimeout == 0 {
 		cfg.HeartbeatTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
-	}
-	if err := checkWebhook(cfg.IncidentWebhook); err != nil {
-		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err

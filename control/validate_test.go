@@ -232,6 +232,8 @@ func TestLenientInput(t *testing.T) {
 			wantStatus(t, ts.admin.Do(ctx, "GET", p, nil, nil), 400, "id must be a positive number")
 		}
 		wantStatus(t, ts.admin.Do(ctx, "POST", "/devices/+"+itoa(d.Device.ID)+"/revoke", nil, nil), 400, "id must be a positive number")
+		officer := ts.token(t, "compliance")
+		wantStatus(t, officer.Do(ctx, "GET", "/compliance/lookup?case=C-1&exit_ip=192.0.2.7&port=%2B443&at=2026-01-01T00:00:00Z", nil, nil), 400, "port must be a number")
 		if got, _ := ts.admin.Devices(ctx, "u"); got[0].Status != api.DeviceActive {
 			t.Fatal("a refused revoke revoked")
 		}

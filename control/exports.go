@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/internal/check"
 	"github.com/meridian-vpn/meridian/ledger"
 )
 
@@ -27,8 +28,8 @@ func (s *Server) handleCreateExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Case = strings.TrimSpace(req.Case)
-	if req.Case == "" || len(req.Case) > 100 {
-		writeError(w, http.StatusBadRequest, "a case reference (up to 100 characters) is required")
+	if err := check.CaseRef(req.Case, s.casePattern); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if req.Subscriber == "" {

@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/internal/check"
 	"github.com/meridian-vpn/meridian/ipam"
 	"github.com/meridian-vpn/meridian/store"
 	"github.com/meridian-vpn/meridian/wg"
@@ -107,8 +106,8 @@ func (s *Server) handleCreateDevice(w http.ResponseWriter, r *http.Request) {
 		}
 		pub, resp.PrivateKey = priv.Public(), &priv
 	}
-	if pub.IsZero() {
-		writeError(w, http.StatusBadRequest, "public_key is all zeroes")
+	if err := wg.CheckPublicKey(pub); err != nil {
+		writeError(w, http.StatusBadRequest, "public_key: "+err.Error())
 		return
 	}
 	if _, err := s.db.User(r.Context(), req.User); err != nil {
@@ -119,6 +118,12 @@ func (s *Server) handleCreateDevice(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.internalError(w, r, err)
 		return
+	}
+	for _, g := range f.gateways {
+		if g.PublicKey == pub {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("public_key is gateway %s's own public key; a device needs a key pair of its own", g.Name))
+			return
+		}
 	}
 	gw, location, err := f.choose(req.Location)
 	if err != nil {
@@ -250,12 +255,7 @@ func (s *Server) handleDevices(w http.ResponseWriter, r *http.Request) {
 }
 
 func deviceID(w http.ResponseWriter, r *http.Request) (int64, bool) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id <= 0 {
-		writeError(w, http.StatusBadRequest, "device id must be a positive number")
-		return 0, false
-	}
-	return id, true
+	return pathID(w, r, "device")
 }
 
 func (s *Server) handleRevokeDevice(w http.ResponseWriter, r *http.Request) {
@@ -363,8 +363,12 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "public_key is required")
 		return
 	}
-	if _, port, err := net.SplitHostPort(req.Endpoint); err != nil || port == "0" {
-		writeError(w, http.StatusBadRequest, "endpoint must be host:port, the address clients dial")
+	if err := wg.CheckPublicKey(req.PublicKey); err != nil {
+		writeError(w, http.StatusBadRequest, "public_key: "+err.Error())
+		return
+	}
+	if err := check.Endpoint(req.Endpoint); err != nil {
+		writeError(w, http.StatusBadRequest, "endpoint "+err.Error()+": the address clients dial")
 		return
 	}
 	switch req.Mode {

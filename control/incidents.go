@@ -132,15 +132,6 @@ func (s *Server) incidentError(w http.ResponseWriter, r *http.Request, err error
 	s.storeError(w, r, err, notFound)
 }
 
-func pathID(w http.ResponseWriter, r *http.Request, what string) (int64, bool) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id <= 0 {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s id must be a positive number", what))
-		return 0, false
-	}
-	return id, true
-}
-
 // pastTime reads a time that has happened: RFC 3339 with a zone, not
 // (much) in the future.
 func pastTime(field, s string, now time.Time) (time.Time, error) {

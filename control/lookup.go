@@ -6,11 +6,11 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/internal/check"
 	"github.com/meridian-vpn/meridian/ledger"
 	"github.com/meridian-vpn/meridian/store"
 )
@@ -25,6 +25,9 @@ func parseTime(name, v string) (time.Time, error) {
 		}
 		return t, fmt.Errorf("%s must be an RFC 3339 time with a zone, e.g. 2026-05-01T14:30:00+05:30", name)
 	}
+	if err := check.Time(t); err != nil {
+		return t, fmt.Errorf("%s must be a time in the years %d to %d", name, check.MinYear, check.MaxYear)
+	}
 	return t, nil
 }
 
@@ -35,7 +38,7 @@ func parseTime(name, v string) (time.Time, error) {
 // their devices, and the subscriber records of their owners; the read is
 // recorded in the ledger's access chain before anything is returned.
 func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
-	ref, ok := caseRef(w, r)
+	ref, ok := s.caseRef(w, r)
 	if !ok {
 		return
 	}
@@ -75,13 +78,13 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 	case q.Get("exit_ip") != "":
 		var a netip.Addr
 		var at time.Time
-		port, perr := strconv.Atoi(q.Get("port"))
+		port, perr := check.Port(q.Get("port"))
 		if a, err = ip("exit_ip"); err == nil {
-			if perr != nil || port < 1 || port > 65535 {
-				err = fmt.Errorf("port must be a number from 1 to 65535")
+			if perr != nil {
+				err = perr
 			} else if at, err = parseTime("at", q.Get("at")); err == nil {
 				query = fmt.Sprintf("exit %s port %d at %s", a, port, at.UTC().Format(time.RFC3339))
-				sessions, err = s.db.SessionsByExit(r.Context(), a, uint16(port), at)
+				sessions, err = s.db.SessionsByExit(r.Context(), a, port, at)
 			}
 		}
 	case q.Get("tunnel_ip") != "":

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/internal/check"
 	"github.com/meridian-vpn/meridian/jurisdiction"
 	"github.com/meridian-vpn/meridian/store"
 )
@@ -185,9 +185,9 @@ func checkPlace(p *api.Place) error {
 	if p.Capacity < 0 || p.Capacity > 10_000_000 {
 		return errors.New("capacity must be between 1 and 10000000 active peers")
 	}
-	for _, e := range p.EntryEndpoints {
-		if _, port, err := net.SplitHostPort(e); err != nil || port == "" {
-			return fmt.Errorf("entry endpoint %q must be host:port", e)
+	for i, e := range p.EntryEndpoints {
+		if err := check.Endpoint(e); err != nil {
+			return fmt.Errorf("entry endpoint %d %v", i+1, err)
 		}
 	}
 	for _, a := range p.ExitAddresses {
@@ -196,8 +196,8 @@ func checkPlace(p *api.Place) error {
 		}
 	}
 	for _, f := range []struct{ name, v string }{{"city", p.City}, {"provider", p.Provider}} {
-		if len(f.v) > 100 || strings.ContainsFunc(f.v, func(r rune) bool { return r < ' ' }) {
-			return fmt.Errorf("%s must be at most 100 printable characters", f.name)
+		if len(f.v) > 100 || check.Text(f.v, false) != nil {
+			return fmt.Errorf("%s must be at most 100 printable characters on one line, without invisible or bidirectional control characters", f.name)
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@
 package control
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -19,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +28,7 @@ import (
 
 	"github.com/meridian-vpn/meridian/internal/atomicfile"
 	"github.com/meridian-vpn/meridian/internal/datadir"
+	"github.com/meridian-vpn/meridian/internal/check"
 	"github.com/meridian-vpn/meridian/ledger"
 	"github.com/meridian-vpn/meridian/mail"
 
@@ -71,6 +74,9 @@ type Config struct {
 	// ICTLogLocation is the country (ISO 3166-1 code) where the operator
 	// keeps the ICT logs; "" when not configured (ictlog.go).
 	ICTLogLocation string
+	// CasePattern, if set, is a regular expression every case reference
+	// must match as a whole, on top of the built-in checks (validate.go).
+	CasePattern string
 }
 
 // Defaults for the tunnel address pools.
@@ -110,6 +116,10 @@ type Server struct {
 	// are valid while it stays the same.
 	adminWrites atomic.Uint64
 	ict         *ictState // ICT log and incident detectors (ictlog.go, candidates.go)
+
+	// casePattern is the operator's pattern for case references; nil if
+	// none (validate.go).
+	casePattern *regexp.Regexp
 }
 
 type gatewayStatus struct {
@@ -120,26 +130,16 @@ type gatewayStatus struct {
 
 // New opens (or creates) the control server's state in cfg.DataDir.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.DataDir == "" {
-		return nil, errors.New("control: no data directory")
+	cfg.defaults()
+	if err := CheckConfig(cfg); err != nil {
+		return nil, err
 	}
-	if !cfg.IPv4Pool.IsValid() {
-		cfg.IPv4Pool = DefaultIPv4Pool
-	}
-	if !cfg.IPv6Pool.IsValid() {
-		cfg.IPv6Pool = DefaultIPv6Pool
-	}
-	if !cfg.IPv4Pool.Addr().Is4() || !cfg.IPv6Pool.Addr().Is6() {
-		return nil, fmt.Errorf("control: IPv4 pool %s / IPv6 pool %s are of the wrong family", cfg.IPv4Pool, cfg.IPv6Pool)
-	}
+	casePattern, _ := check.CasePattern(cfg.CasePattern)
 	if cfg.HeartbeatTimeout == 0 {
 		cfg.HeartbeatTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
-	}
-	if err := checkWebhook(cfg.IncidentWebhook); err != nil {
-		return nil, err
 	}
 	if err := datadir.Prepare(cfg.DataDir); err != nil {
 		return nil, err
@@ -165,6 +165,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: cfg, db: db, ca: ca, log: cfg.Logger, ledger: lg, keys: keys, signer: signer, mailer: ml, changed: newBroadcast(), applied: newBroadcast(), status: map[string]gatewayStatus{}}
+	s.casePattern = casePattern
 	s.endpointKey = sha256.Sum256(append([]byte("meridian session endpoint index v1"), signer.Seed()...))
 	if err := s.loadPools(ctx); err != nil {
 		db.Close()
@@ -438,10 +439,13 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // decodeUpTo is decode for a body of up to limit bytes.
 func decodeUpTo(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
-	r.Body = http.MaxBytesReader(w, r.Body, limit)
-	dec := json.NewDecoder(r.Body)
+	body := bufio.NewReader(http.MaxBytesReader(w, r.Body, limit))
+	err := jsonObject(body)
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	if err == nil {
+		err = dec.Decode(v)
+	}
 	if err == nil && dec.More() {
 		err = errors.New("unexpected data after the JSON object")
 	}
@@ -463,6 +467,25 @@ func decodeUpTo(w http.ResponseWriter, r *http.Request, v any, limit int64) bool
 		writeError(w, http.StatusBadRequest, "malformed JSON body: "+err.Error())
 	}
 	return false
+}
+
+// jsonObject checks that a body holds a JSON object (after any white
+// space) without consuming it: null, arrays and scalars are refused, not
+// taken as an empty request.
+func jsonObject(body *bufio.Reader) error {
+	for {
+		c, err := body.ReadByte()
+		if err != nil {
+			return err
+		}
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return body.UnreadByte()
+		}
+		return errors.New("the body must be a JSON object ({...})")
+	}
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

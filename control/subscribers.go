@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/internal/check"
 	"github.com/meridian-vpn/meridian/jurisdiction"
 	"github.com/meridian-vpn/meridian/ledger"
 	mailer "github.com/meridian-vpn/meridian/mail"
@@ -115,8 +116,8 @@ func checkDetails(d *api.SubscriberDetails) (missing []string, err error) {
 		name, v string
 		max     int
 	}{{"name", d.Name, 200}, {"purpose", d.Purpose, 500}, {"address", d.Address, 500}} {
-		if len(f.v) > f.max || strings.ContainsFunc(f.v, func(r rune) bool { return r < ' ' && r != '\n' }) {
-			return nil, fmt.Errorf("subscriber.%s must be at most %d printable characters", f.name, f.max)
+		if len(f.v) > f.max || check.Text(f.v, true) != nil {
+			return nil, fmt.Errorf("subscriber.%s must be at most %d printable characters, without invisible or bidirectional control characters", f.name, f.max)
 		}
 	}
 	if a, err := mail.ParseAddress(d.Email); err != nil || a.Address != d.Email {
@@ -323,6 +324,10 @@ func (s *Server) handleValidate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "method and an evidence reference (up to 200 characters) are required")
 		return
 	}
+	if check.Text(req.Method, false) != nil || check.Text(req.Evidence, false) != nil {
+		writeError(w, http.StatusBadRequest, "method and evidence must be one line without control, invisible or bidirectional control characters")
+		return
+	}
 	seqs, err := s.db.SubscriberSeqs(r.Context(), user)
 	if err != nil {
 		s.internalError(w, r, err)
@@ -404,20 +409,10 @@ func foldRecord(entries []ledger.Entry) (api.SubscriberRecord, error) {
 	return rec, nil
 }
 
-// caseRef returns the case reference every compliance read needs.
-func caseRef(w http.ResponseWriter, r *http.Request) (string, bool) {
-	c := strings.TrimSpace(r.URL.Query().Get("case"))
-	if c == "" || len(c) > 100 {
-		writeError(w, http.StatusBadRequest, "a case reference is required (case=REF, up to 100 characters): every read of compliance data is recorded under one")
-		return "", false
-	}
-	return c, true
-}
-
 // handleSubscriberRecord is a lawful lookup of one subscriber's record
 // (compliance role, case reference), recorded in the access chain.
 func (s *Server) handleSubscriberRecord(w http.ResponseWriter, r *http.Request) {
-	ref, ok := caseRef(w, r)
+	ref, ok := s.caseRef(w, r)
 	if !ok {
 		return
 	}

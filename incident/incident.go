@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/timesync/syncstamp"
+
+	"github.com/meridian-vpn/meridian/internal/check"
 )
 
 // State is where an incident stands with CERT-In.
@@ -186,6 +188,9 @@ func CheckText(field string, s *string, max int) error {
 		}
 		return fieldErr(field, "must be one line of printable characters")
 	}
+	if err := check.Text(*s, multiline); err != nil {
+		return fieldErr(field, "%v", err)
+	}
 	return nil
 }
 
@@ -300,6 +305,9 @@ func ParseTime(field, s string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err == nil {
+		if err := check.Time(t); err != nil {
+			return time.Time{}, fieldErr(field, "%v", err)
+		}
 		return t, nil
 	}
 	if _, err := time.Parse("2006-01-02T15:04:05", s); err == nil {

@@ -137,12 +137,16 @@ func (db *DB) CreateDevice(ctx context.Context, nd NewDevice) (api.Device, error
 	var d api.Device
 	err := db.Tx(ctx, func(tx *sql.Tx) error {
 		var uid int64
-		err := tx.QueryRowContext(ctx, `SELECT id FROM users WHERE name = ?`, nd.User).Scan(&uid)
+		var cancelled sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT id, cancelled_at FROM users WHERE name = ?`, nd.User).Scan(&uid, &cancelled)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("user %q: %w", nd.User, ErrNotFound)
 		}
 		if err != nil {
 			return err
+		}
+		if cancelled.Valid {
+			return cancelledConflict(nd.User, cancelled.Int64)
 		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO devices (user_id, name, public_key, ipv4, ipv6, status, location, created_at) VALUES (?, ?, ?, ?, ?, 'active', ?, ?)`,
 			uid, nd.Name, nd.PublicKey.String(), nd.IPv4.String(), nd.IPv6.String(), nd.Location, now.Unix())
@@ -160,6 +164,11 @@ func (db *DB) CreateDevice(ctx context.Context, nd NewDevice) (api.Device, error
 		return nil
 	})
 	return d, err
+}
+
+// cancelledConflict refuses to give a cancelled account a working device.
+func cancelledConflict(user string, at int64) error {
+	return &ConflictError{What: fmt.Sprintf("user %q was cancelled on %s: a cancelled account gets no devices", user, time.Unix(at, 0).UTC().Format(time.DateOnly))}
 }
 
 func uniqueDeviceConflict(ctx context.Context, tx *sql.Tx, uid int64, nd NewDevice) error {

@@ -6,7 +6,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
+
+	"github.com/meridian-vpn/meridian/wg"
 )
 
 // UserID returns an account's id.
@@ -63,8 +66,33 @@ func (db *DB) CancelUser(ctx context.Context, user string, at time.Time, also fu
 		if _, err := tx.ExecContext(ctx, `UPDATE users SET cancelled_at = ? WHERE id = ?`, at.Unix(), id); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE devices SET status = 'revoked' WHERE user_id = ? AND status = 'active'`, id); err != nil {
+		// Its active devices are revoked, and the peer change log tells the
+		// gateways to drop them.
+		rows, err := tx.QueryContext(ctx, `UPDATE devices SET status = 'revoked' WHERE user_id = ? AND status = 'active' RETURNING public_key`, id)
+		if err != nil {
 			return err
+		}
+		var keys []string
+		for rows.Next() {
+			var k string
+			if err := rows.Scan(&k); err != nil {
+				rows.Close()
+				return err
+			}
+			keys = append(keys, k)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			pub, err := wg.ParseKey(k)
+			if err != nil {
+				return err
+			}
+			if err := addPeerChange(ctx, tx, pub, netip.Addr{}, netip.Addr{}, true); err != nil {
+				return err
+			}
 		}
 		if also != nil {
 			return also(tx, id)

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/incident"
+	"github.com/meridian-vpn/meridian/internal/check"
 )
 
 // The incident register, point of contact and orders of CERT-In
@@ -58,8 +58,8 @@ func (r *repeated) String() string     { return strings.Join(*r, "; ") }
 func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
 
 func parseID(s string) (int64, error) {
-	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || id <= 0 {
+	id, err := check.ID(s)
+	if err != nil {
 		return 0, usageError{fmt.Errorf("%q is not an id (a positive number)", s)}
 	}
 	return id, nil

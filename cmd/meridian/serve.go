@@ -6,11 +6,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 	"github.com/meridian-vpn/meridian/gateway"
 	"github.com/meridian-vpn/meridian/internal/atomicfile"
 	"github.com/meridian-vpn/meridian/internal/datadir"
+	"github.com/meridian-vpn/meridian/internal/check"
 	"github.com/meridian-vpn/meridian/portblock"
 )
 
@@ -48,6 +52,7 @@ type controlFlags struct {
 	clock                              clockFlags
 	incidentWebhook                    string
 	ictLogLocation                     string
+	casePattern                        string
 }
 
 func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
@@ -70,34 +75,72 @@ func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
 	c.clock.register(fs)
 	fs.StringVar(&c.incidentWebhook, "incident-webhook", "", "URL to POST deadline alerts of incidents and CERT-In orders to (1 hour left, overdue)")
 	fs.StringVar(&c.ictLogLocation, "ict-log-location", "", "country (ISO code) where the ICT logs are kept, shown by 'meridian logs status'; they live in the control database")
+	fs.StringVar(&c.casePattern, "case-pattern", "", "regular expression every case reference of a compliance read must match as a whole (e.g. 'FIR-[0-9]{4}/[0-9]+'), on top of the built-in checks")
 }
 
-// start opens the control server, makes the first admin token if there is
-// none, and starts serving. It returns the server and its URL.
-func (c *controlFlags) start(ctx context.Context, errc chan<- error) (*control.Server, string, error) {
+// config checks every control flag and builds the server's configuration,
+// opening and creating nothing: bad flags are refused before anything
+// starts.
+func (c *controlFlags) config() (control.Config, error) {
 	log, err := newLogger(c.logLevel)
 	if err != nil {
-		return nil, "", err
+		return control.Config{}, err
 	}
 	p4, err := netip.ParsePrefix(c.pool4)
 	if err != nil {
-		return nil, "", fmt.Errorf("--ipv4-pool: %v", err)
+		return control.Config{}, usageError{fmt.Errorf("--ipv4-pool: %v", err)}
 	}
 	p6, err := netip.ParsePrefix(c.pool6)
 	if err != nil {
-		return nil, "", fmt.Errorf("--ipv6-pool: %v", err)
+		return control.Config{}, usageError{fmt.Errorf("--ipv6-pool: %v", err)}
 	}
-	if err := datadir.Prepare(c.data); err != nil {
-		return nil, "", err
+	for flagName, err := range map[string]error{"--ipv4-pool": check.Pool(p4, 4), "--ipv6-pool": check.Pool(p6, 6)} {
+		if err != nil {
+			return control.Config{}, usageError{fmt.Errorf("%s: %v", flagName, err)}
+		}
+	}
+	if err := listenAddr(c.listen); err != nil {
+		return control.Config{}, usageError{fmt.Errorf("--listen: %v", err)}
+	}
+	if c.hosts != "" && slices.Contains(strings.Split(c.hosts, ","), "") {
+		return control.Config{}, usageError{errors.New("--hosts: an empty name in the list")}
 	}
 	cfg := control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,
 		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TwoPersonRule: c.twoPerson, TrustedProxies: c.trusted, IncidentWebhook: c.incidentWebhook,
-		ICTLogLocation: c.ictLogLocation}
+		ICTLogLocation: c.ictLogLocation, CasePattern: c.casePattern}
 	if cfg.Clock, err = c.clock.monitor(log, api.ControlNode); err != nil {
-		return nil, "", err
+		return cfg, err
 	}
 	if c.smtp != "" {
 		cfg.Mail = &mail.Config{Server: c.smtp, From: c.mailFrom, Username: c.smtpUser, Password: os.Getenv("MERIDIAN_SMTP_PASSWORD"), TLS: c.smtpTLS}
+	}
+	if err := control.CheckConfig(cfg); err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+// listenAddr checks a listen address: host:port, the port 0 (any) to 65535.
+func listenAddr(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if port != "0" {
+		if _, err := check.Port(port); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// start opens the control server of cfg (from config), makes the first
+// admin token if there is none, and starts serving. It returns the server
+// and its URL.
+func (c *controlFlags) start(ctx context.Context, cfg control.Config, errc chan<- error) (*control.Server, string, error) {
+	log := cfg.Logger
+	if err := datadir.Prepare(c.data); err != nil {
+		return nil, "", err
 	}
 	srv, err := control.New(ctx, cfg)
 	if err != nil {
@@ -167,6 +210,8 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
 	}
 }
 
+// config checks every gateway flag and builds the gateway's configuration,
+// opening nothing.
 func (g *gatewayFlags) config() (gateway.Config, error) {
 	cfg := gateway.Config{
 		StateDir: g.state, Name: g.name, ListenPort: g.listenPort, Endpoint: g.endpoint,
@@ -174,27 +219,79 @@ func (g *gatewayFlags) config() (gateway.Config, error) {
 		TCPIdle: g.tcpIdle,
 	}
 	if g.tcpIdle <= 0 {
-		return cfg, fmt.Errorf("--tcp-idle: %v is not a positive duration", g.tcpIdle)
+		return cfg, usageError{fmt.Errorf("--tcp-idle: %v is not a positive duration", g.tcpIdle)}
+	}
+	if g.listenPort < 1 || g.listenPort > 65535 {
+		return cfg, usageError{errors.New("--listen-port: want a UDP port from 1 to 65535")}
+	}
+	if g.endpoint != "" {
+		if err := check.Endpoint(g.endpoint); err != nil {
+			return cfg, usageError{fmt.Errorf("--endpoint %v", err)}
+		}
+	}
+	switch cfg.Mode {
+	case api.Userspace:
+	case api.TUN:
+		if g.tunName == "" || len(g.tunName) > 15 || strings.ContainsAny(g.tunName, "/ \t\n") {
+			return cfg, usageError{errors.New("--tun-name: want an interface name of 1-15 characters")}
+		}
+	default:
+		return cfg, usageError{fmt.Errorf("--mode %q: want userspace or tun", g.mode)}
 	}
 	var err error
 	if cfg.PortBlocks, err = portblock.ParseLayout(g.blocks); err != nil {
-		return cfg, fmt.Errorf("--port-blocks: %w", err)
+		return cfg, usageError{fmt.Errorf("--port-blocks: %w", err)}
 	}
-	for flagName, s := range map[string]string{"--exit-ipv4": g.exit4, "--exit-ipv6": g.exit6} {
-		if s == "" {
+	if err := cfg.PortBlocks.Validate(); err != nil {
+		return cfg, usageError{fmt.Errorf("--port-blocks: %w", err)}
+	}
+	for _, f := range []struct {
+		flag, v string
+		v4      bool
+		to      *netip.Addr
+	}{{"--exit-ipv4", g.exit4, true, &cfg.ExitIPv4}, {"--exit-ipv6", g.exit6, false, &cfg.ExitIPv6}} {
+		if f.v == "" {
 			continue
 		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return cfg, fmt.Errorf("%s: %q is not an IP address", flagName, s)
+		a, err := netip.ParseAddr(f.v)
+		if err != nil || a.Is4() != f.v4 || a.Is4In6() {
+			return cfg, usageError{fmt.Errorf("%s: not an IPv%s address", f.flag, map[bool]string{true: "4", false: "6"}[f.v4])}
 		}
-		if a.Is4() {
-			cfg.ExitIPv4 = a
-		} else {
-			cfg.ExitIPv6 = a
-		}
+		*f.to = a
 	}
 	return cfg, nil
+}
+
+// egressWarnings are the warnings about --egress-allow prefixes so wide
+// that the egress policy protects next to nothing: /0 to /7 (IPv4), /0 to
+// /15 (IPv6), e.g. 0.0.0.0/0.
+func egressWarnings(allow []netip.Prefix) []string {
+	var out []string
+	for _, p := range allow {
+		if p.Addr().Is4() && p.Bits() < 8 || p.Addr().Is6() && p.Bits() < 16 {
+			out = append(out, fmt.Sprintf("--egress-allow %s lets tunnel clients reach %s, private networks, the gateway host and its cloud's metadata service included; the egress policy then protects next to nothing", p, map[bool]string{true: "every address", false: "a large part of the address space"}[p.Bits() == 0]))
+		}
+	}
+	return out
+}
+
+// warnEgress says each egress warning loudly: on stderr and in the log.
+func warnEgress(allow []netip.Prefix, log *slog.Logger) {
+	for _, w := range egressWarnings(allow) {
+		fmt.Fprintln(os.Stderr, "meridian: WARNING: "+w)
+		log.Warn("wide egress allowance", "warning", w)
+	}
+}
+
+// metricsAddr checks a metrics listen address flag.
+func metricsAddr(flagName, s string) error {
+	if s == "" {
+		return nil
+	}
+	if err := listenAddr(s); err != nil {
+		return usageError{fmt.Errorf("%s: %v", flagName, err)}
+	}
+	return nil
 }
 
 func runUp(ctx context.Context, args []string) error {
@@ -208,27 +305,36 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	gf.mode = string(api.Userspace)
-	errc := make(chan error, 1)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	srv, url, err := cf.start(ctx, errc)
+	// Every flag is checked before anything is opened.
+	cfg, err := cf.config()
 	if err != nil {
 		return err
 	}
-	defer srv.Close()
 	gf.state = filepath.Join(cf.data, "gateway")
 	gcfg, err := gf.config()
 	if err != nil {
 		return err
 	}
-	gcfg.Control = url
+	if err := metricsAddr("--gateway-metrics", *gwMetrics); err != nil {
+		return err
+	}
 	if gcfg.Name == "" {
 		gcfg.Name = "local"
 	}
-	gcfg.Logger, _ = newLogger(cf.logLevel)
+	gcfg.Logger = cfg.Logger
 	if gcfg.Clock, err = cf.clock.monitor(gcfg.Logger, gcfg.Name); err != nil {
 		return err
 	}
+	warnEgress(gcfg.EgressAllow, gcfg.Logger)
+	errc := make(chan error, 1)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srv, url, err := cf.start(ctx, cfg, errc)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	gcfg.Control = url
 	if _, err := os.Stat(filepath.Join(gf.state, "gateway.json")); err != nil {
 		tok, err := srv.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: time.Hour})
 		if err != nil {
@@ -275,8 +381,12 @@ func runControl(ctx context.Context, args []string) error {
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
+	cfg, err := cf.config()
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
-	srv, url, err := cf.start(ctx, errc)
+	srv, url, err := cf.start(ctx, cfg, errc)
 	if err != nil {
 		return err
 	}
@@ -300,6 +410,9 @@ func runAdminToken(ctx context.Context, args []string) error {
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
+	if *name == "" || len(*name) > 64 || check.Text(*name, false) != nil {
+		return usageError{errors.New("--name: want 1-64 characters on one line, without control, invisible or bidirectional control characters")}
+	}
 	tok, err := control.CreateTokenIn(ctx, filepath.Join(*data, "control"), *name, *role)
 	if err != nil {
 		return err
@@ -322,9 +435,18 @@ func runGateway(ctx context.Context, args []string) error {
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
+	// Every flag is checked before anything is opened.
 	cfg, err := gf.config()
 	if err != nil {
 		return err
+	}
+	if err := metricsAddr("--metrics", *metrics); err != nil {
+		return err
+	}
+	if *controlURL != "" {
+		if u, err := url.Parse(*controlURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usageError{errors.New("--control: want the control server's http:// or https:// URL")}
+		}
 	}
 	cfg.Control, cfg.JoinToken = *controlURL, *joinToken
 	if cfg.JoinToken == "" {
@@ -336,6 +458,7 @@ func runGateway(ctx context.Context, args []string) error {
 	if cfg.Clock, err = clock.monitor(cfg.Logger, cmp.Or(cfg.Name, "gateway")); err != nil {
 		return err
 	}
+	warnEgress(cfg.EgressAllow, cfg.Logger)
 	gw, err := gateway.Start(ctx, cfg)
 	if err != nil {
 		return err

@@ -27,8 +27,8 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/internal/atomicfile"
-	"github.com/meridian-vpn/meridian/internal/datadir"
 	"github.com/meridian-vpn/meridian/internal/check"
+	"github.com/meridian-vpn/meridian/internal/datadir"
 	"github.com/meridian-vpn/meridian/ledger"
 	"github.com/meridian-vpn/meridian/mail"
 

@@ -24,8 +24,8 @@ import (
 	"github.com/meridian-vpn/meridian/exit"
 	"github.com/meridian-vpn/meridian/gateway"
 	"github.com/meridian-vpn/meridian/internal/atomicfile"
-	"github.com/meridian-vpn/meridian/internal/datadir"
 	"github.com/meridian-vpn/meridian/internal/check"
+	"github.com/meridian-vpn/meridian/internal/datadir"
 	"github.com/meridian-vpn/meridian/portblock"
 )
 

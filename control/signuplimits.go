@@ -23,12 +23,12 @@ import (
 	"github.com/meridian-vpn/meridian/store"
 )
 
-// Defaults of the Config fields (0 there means these).
+// Defaults of the sign-up limits in Config (0 there means these).
 const (
-	defaultSignupsPerSource  = 10 // per hour, burst the same
-	defaultSignupsPerEmail   = 3  // per hour, burst the same
-	defaultSignupMailsPerDay = 5
-	defaultSignupExpiry      = 7 * 24 * time.Hour
+	DefaultSignupsPerSource  = 10 // per hour, burst the same
+	DefaultSignupsPerEmail   = 3  // per hour, burst the same
+	DefaultSignupMailsPerDay = 5
+	DefaultSignupExpiry      = 7 * 24 * time.Hour
 )
 
 const (
@@ -53,7 +53,7 @@ func limitOr(v, def int) int {
 func (s *Server) signupExpiry() time.Duration {
 	switch {
 	case s.cfg.SignupExpiry == 0:
-		return defaultSignupExpiry
+		return DefaultSignupExpiry
 	case s.cfg.SignupExpiry < 0:
 		return 0
 	}
@@ -178,7 +178,7 @@ func tooMany(w http.ResponseWriter, wait time.Duration, msg string) {
 // allowSignupFrom takes a sign-up from the request's client address, or
 // answers 429.
 func (s *Server) allowSignupFrom(w http.ResponseWriter, r *http.Request) bool {
-	n := limitOr(s.cfg.SignupsPerSource, defaultSignupsPerSource)
+	n := limitOr(s.cfg.SignupsPerSource, DefaultSignupsPerSource)
 	if n == 0 {
 		return true
 	}
@@ -191,7 +191,7 @@ func (s *Server) allowSignupFrom(w http.ResponseWriter, r *http.Request) bool {
 
 // allowSignupFor takes a sign-up naming email address addr, or answers 429.
 func (s *Server) allowSignupFor(w http.ResponseWriter, addr string) bool {
-	n := limitOr(s.cfg.SignupsPerEmail, defaultSignupsPerEmail)
+	n := limitOr(s.cfg.SignupsPerEmail, DefaultSignupsPerEmail)
 	if n == 0 || strings.TrimSpace(addr) == "" {
 		return true
 	}
@@ -211,7 +211,7 @@ func (e *mailQuotaError) Error() string { return "verification mail limit reache
 // reserveSignupMail counts, in the sign-up's transaction, the verification
 // mail it will send to addr, or refuses with a *mailQuotaError.
 func (s *Server) reserveSignupMail(ctx context.Context, tx *sql.Tx, addr string, now time.Time) error {
-	n := limitOr(s.cfg.SignupMailsPerDay, defaultSignupMailsPerDay)
+	n := limitOr(s.cfg.SignupMailsPerDay, DefaultSignupMailsPerDay)
 	if n == 0 {
 		return nil
 	}

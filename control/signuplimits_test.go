@@ -58,7 +58,7 @@ func want429(t *testing.T, code int, retry, msg, want string, personal ...string
 
 func TestSignupLimitPerSource(t *testing.T) {
 	ts, smtp := complianceServer(t, Config{Signup: true, TrustedProxies: loopbackProxy})
-	for i := range defaultSignupsPerSource {
+	for i := range DefaultSignupsPerSource {
 		if code, _, msg := signupAs(t, ts, "198.51.100.7", fmt.Sprintf("a%d", i), fmt.Sprintf("a%d@example.in", i)); code != 201 {
 			t.Fatalf("sign-up %d: HTTP %d %s", i, code, msg)
 		}
@@ -71,7 +71,7 @@ func TestSignupLimitPerSource(t *testing.T) {
 	}
 	// IPv6 clients are counted by /64: another address of the same
 	// network shares the limit.
-	for i := range defaultSignupsPerSource {
+	for i := range DefaultSignupsPerSource {
 		if code, _, msg := signupAs(t, ts, fmt.Sprintf("2001:db8:1:2::%x", i+1), fmt.Sprintf("v%d", i), fmt.Sprintf("v%d@example.in", i)); code != 201 {
 			t.Fatalf("IPv6 sign-up %d: HTTP %d %s", i, code, msg)
 		}
@@ -80,11 +80,11 @@ func TestSignupLimitPerSource(t *testing.T) {
 	want429(t, code, retry, msg, "too many sign-ups from this network address", "2001:db8")
 	// The refused sign-ups left no account and sent no mail.
 	users, _ := ts.admin.Users(context.Background())
-	if len(users) != 2*defaultSignupsPerSource+1 {
-		t.Fatalf("%d accounts, want %d", len(users), 2*defaultSignupsPerSource+1)
+	if len(users) != 2*DefaultSignupsPerSource+1 {
+		t.Fatalf("%d accounts, want %d", len(users), 2*DefaultSignupsPerSource+1)
 	}
-	if msgs := smtp.Wait(t, 2*defaultSignupsPerSource+1); len(msgs) != 2*defaultSignupsPerSource+1 {
-		t.Fatalf("%d mails, want %d", len(msgs), 2*defaultSignupsPerSource+1)
+	if msgs := smtp.Wait(t, 2*DefaultSignupsPerSource+1); len(msgs) != 2*DefaultSignupsPerSource+1 {
+		t.Fatalf("%d mails, want %d", len(msgs), 2*DefaultSignupsPerSource+1)
 	}
 }
 
@@ -92,7 +92,7 @@ func TestSignupLimitPerEmail(t *testing.T) {
 	ts, smtp := complianceServer(t, Config{Signup: true, TrustedProxies: loopbackProxy})
 	victim := "victim@example.org"
 	// From many sources, so only the per-address limit applies.
-	for i := range defaultSignupsPerEmail {
+	for i := range DefaultSignupsPerEmail {
 		if code, _, msg := signupAs(t, ts, fmt.Sprintf("198.51.100.%d", 10+i), fmt.Sprintf("e%d", i), victim); code != 201 {
 			t.Fatalf("sign-up %d: HTTP %d %s", i, code, msg)
 		}
@@ -107,15 +107,15 @@ func TestSignupLimitPerEmail(t *testing.T) {
 	if code, _, msg := signupAs(t, ts, "203.0.113.50", "g", "g@example.in"); code != 201 {
 		t.Fatalf("HTTP %d %s", code, msg)
 	}
-	msgs := smtp.Wait(t, defaultSignupsPerEmail+1)
+	msgs := smtp.Wait(t, DefaultSignupsPerEmail+1)
 	n := 0
 	for _, m := range msgs {
 		if strings.Contains(strings.ToLower(m.Header.Get("To")), "victim") {
 			n++
 		}
 	}
-	if len(msgs) != defaultSignupsPerEmail+1 || n != defaultSignupsPerEmail {
-		t.Fatalf("%d mails, %d to the victim; want %d and %d", len(msgs), n, defaultSignupsPerEmail+1, defaultSignupsPerEmail)
+	if len(msgs) != DefaultSignupsPerEmail+1 || n != DefaultSignupsPerEmail {
+		t.Fatalf("%d mails, %d to the victim; want %d and %d", len(msgs), n, DefaultSignupsPerEmail+1, DefaultSignupsPerEmail)
 	}
 }
 
@@ -196,7 +196,7 @@ func TestExpireUnconfirmedRegistrations(t *testing.T) {
 		t.Fatal("no record for the idle registration")
 	}
 	// Within the window nothing expires.
-	if err := ts.expireRegistrations(ctx, time.Now().Add(defaultSignupExpiry-time.Hour)); err != nil {
+	if err := ts.expireRegistrations(ctx, time.Now().Add(DefaultSignupExpiry-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if got := names(); got != "byadmin,idle,verified,withdevice" {
@@ -204,7 +204,7 @@ func TestExpireUnconfirmedRegistrations(t *testing.T) {
 	}
 	// Past it, the registration that neither verified nor got a device is
 	// withdrawn with its record; the others stay.
-	if err := ts.expireRegistrations(ctx, time.Now().Add(defaultSignupExpiry+time.Hour)); err != nil {
+	if err := ts.expireRegistrations(ctx, time.Now().Add(DefaultSignupExpiry+time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if got := names(); got != "byadmin,verified,withdevice" {
@@ -253,4 +253,72 @@ func joinSeqs(seqs []int64) string {
 		s[i] = strconv.FormatInt(q, 10)
 	}
 	return strings.Join(s, ",")
+}
+
+func TestLimiterBoundedTable(t *testing.T) {
+	l := limiter{maxKeys: 100}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	// A flood of new keys, each using its whole bucket: the table stops
+	// at its bound and the keys past it share one bucket of 2.
+	allowed := 0
+	for i := range 1000 {
+		for range 2 {
+			if ok, _ := l.take(fmt.Sprint("k", i), now, 2, time.Hour); ok {
+				allowed++
+			}
+		}
+	}
+	if l.len() != 100 || allowed != 2*100+2 {
+		t.Fatalf("table of %d keys, %d allowed; want 100 and %d", l.len(), allowed, 2*100+2)
+	}
+	ok, wait := l.take("late", now, 2, time.Hour)
+	if ok || wait <= 0 || wait > 30*time.Minute {
+		t.Fatalf("a new key with the table full: %v, wait %s", ok, wait)
+	}
+	// Once buckets have filled up again they are dropped to make room.
+	later := now.Add(time.Hour)
+	if ok, _ := l.take("late", later, 2, time.Hour); !ok || l.len() != 1 {
+		t.Fatalf("after an hour: allowed %v, table of %d keys", ok, l.len())
+	}
+	// A key's own bucket refills at its rate.
+	l = limiter{}
+	for range 3 {
+		l.take("a", now, 3, time.Hour)
+	}
+	if ok, wait := l.take("a", now, 3, time.Hour); ok || wait != 20*time.Minute {
+		t.Fatalf("empty bucket: %v, wait %s, want 20m", ok, wait)
+	}
+	if ok, _ := l.take("a", now.Add(20*time.Minute), 3, time.Hour); !ok {
+		t.Fatal("no token after 20 minutes")
+	}
+}
+
+func TestSourceKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"198.51.100.7":         "198.51.100.7",
+		"2001:db8:1:2::1":      "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff::9": "2001:db8:1:2::/64",
+	} {
+		if got := sourceKey(netip.MustParseAddr(in)); got != want {
+			t.Errorf("sourceKey(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func FuzzNormalEmail(f *testing.F) {
+	for _, s := range []string{"victim@example.org", "Victim+tag@Example.ORG", " a@b ", "+x@y", "no-at", "a+b+c@d@e", "", "@", "ÄÖ@example.org"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, addr string) {
+		n := normalEmail(addr)
+		if normalEmail(n) != n {
+			t.Fatalf("not idempotent: %q -> %q -> %q", addr, n, normalEmail(n))
+		}
+		if normalEmail(strings.ToUpper(addr)) != normalEmail(strings.ToLower(addr)) && strings.ToLower(strings.ToUpper(addr)) == strings.ToLower(addr) {
+			t.Fatalf("case matters: %q", addr)
+		}
+		if len(n) > len(addr)+len(strings.ToLower(addr)) {
+			t.Fatalf("grew: %q -> %q", addr, n)
+		}
+	})
 }

@@ -241,7 +241,11 @@ func (s *Server) expireRegistrations(ctx context.Context, now time.Time) error {
 		return err
 	}
 	expired, purged := 0, false
-	reason := fmt.Sprintf("expired sign-up: neither email verified nor a device within %s, so no service was hired", window)
+	within := window.String()
+	if window%(24*time.Hour) == 0 {
+		within = fmt.Sprintf("%d days", window/(24*time.Hour))
+	}
+	reason := fmt.Sprintf("expired sign-up: neither email verified nor a device within %s, so no service was hired", within)
 	for _, a := range accounts {
 		del := func(tx *sql.Tx) error { return store.DeleteUnconfirmed(ctx, tx, a.ID) }
 		if len(a.Seqs) > 0 {

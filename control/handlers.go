@@ -58,7 +58,7 @@ func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `kind must be "consumer" or "enterprise"`)
 		return
 	}
-	if resp, ok := s.register(w, r, req.Name, req.Kind, req.Subscriber); ok {
+	if resp, ok := s.register(w, r, req.Name, req.Kind, req.Subscriber, false); ok {
 		writeJSON(w, http.StatusCreated, resp.User)
 	}
 }

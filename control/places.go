@@ -511,6 +511,11 @@ func (s *Server) handleExplain(w http.ResponseWriter, r *http.Request) {
 		ex.Duties = append(ex.Duties, api.Duty{Kind: string(d.Kind), Why: d.Why, Detail: d.Detail})
 	}
 	ex.Text = jurisdiction.Explain(jn, j, ex.TenantKind, duties)
+	for _, d := range duties {
+		if d.Kind == jurisdiction.SubscriberRecords && s.cfg.Signup {
+			ex.Text += jurisdiction.UnconfirmedSignups(d, s.signupExpiry())
+		}
+	}
 	writeJSON(w, http.StatusOK, ex)
 }
 

@@ -59,6 +59,16 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Signup enables the public self-service POST /signup.
 	Signup bool
+	// SignupsPerSource, SignupsPerEmail and SignupMailsPerDay bound
+	// self-service sign-ups per client network address (IPv6: per /64) per
+	// hour, per email address per hour, and verification mails per email
+	// address per 24 hours (kept in the database); SignupExpiry is how long
+	// a sign-up may stay without a verified email or a device before it is
+	// withdrawn (signuplimits.go). 0: the default; negative: no limit.
+	SignupsPerSource  int
+	SignupsPerEmail   int
+	SignupMailsPerDay int
+	SignupExpiry      time.Duration
 	// CollectAll keeps subscriber records for every account, with or
 	// without a duty (the operator's choice).
 	CollectAll bool
@@ -120,6 +130,8 @@ type Server struct {
 	// casePattern is the operator's pattern for case references; nil if
 	// none (validate.go).
 	casePattern *regexp.Regexp
+
+	signup signupState // sign-up limiters (signuplimits.go)
 }
 
 type gatewayStatus struct {
@@ -296,6 +308,7 @@ func (s *Server) maintain(ctx context.Context) {
 		if err := s.db.CompactPeerChanges(ctx, peerChangesKept); err != nil && ctx.Err() == nil {
 			s.log.Warn("compacting the peer change log", "err", err)
 		}
+		s.runSignupExpiry(ctx)
 		if _, err := s.ledger.Checkpoint(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("signing a ledger checkpoint", "err", err)
 		}

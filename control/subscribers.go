@@ -176,7 +176,11 @@ func (s *Server) trusted(a netip.Addr) bool {
 // register creates an account, with its subscriber record when one is
 // required, in one transaction; it sends the email code after commit.
 // It answers the HTTP request itself.
-func (s *Server) register(w http.ResponseWriter, r *http.Request, name string, kind api.TenantKind, d *api.SubscriberDetails) (api.SignupResponse, bool) {
+//
+// A public sign-up (public) is marked unconfirmed until it is used
+// (expireRegistrations), and its verification mail counts against the
+// address's daily limit.
+func (s *Server) register(w http.ResponseWriter, r *http.Request, name string, kind api.TenantKind, d *api.SubscriberDetails, public bool) (api.SignupResponse, bool) {
 	var resp api.SignupResponse
 	required, _, err := s.recordRequirement(r.Context(), kind)
 	if err != nil {
@@ -204,6 +208,11 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, name string, k
 	now := time.Now().UTC().Truncate(time.Second)
 	var code string
 	user, err := s.db.CreateUserWith(r.Context(), name, kind, func(tx *sql.Tx, id int64) error {
+		if public {
+			if err := store.MarkUnconfirmed(r.Context(), tx, id); err != nil {
+				return err
+			}
+		}
 		if d == nil {
 			return nil
 		}
@@ -224,9 +233,19 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, name string, k
 		if s.mailer == nil {
 			return nil
 		}
+		if public {
+			if err := s.reserveSignupMail(r.Context(), tx, d.Email, now); err != nil {
+				return err
+			}
+		}
 		code = oneTimeCode()
 		return store.SetEmailCode(r.Context(), tx, id, codeHash(name, code), now.Add(emailCodeTTL))
 	})
+	var quota *mailQuotaError
+	if errors.As(err, &quota) {
+		tooMany(w, quota.until.Sub(now), "too many verification mails were sent to this email address in the last 24 hours")
+		return resp, false
+	}
 	if err != nil {
 		s.storeError(w, r, err, "")
 		return resp, false
@@ -262,6 +281,9 @@ func (s *Server) handleSignup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "self-service sign-up is not enabled on this server")
 		return
 	}
+	if !s.allowSignupFrom(w, r) {
+		return
+	}
 	var req api.SignupRequest
 	if !decode(w, r, &req) {
 		return
@@ -270,7 +292,10 @@ func (s *Server) handleSignup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	resp, ok := s.register(w, r, req.User, api.Consumer, req.Subscriber)
+	if req.Subscriber != nil && !s.allowSignupFor(w, req.Subscriber.Email) {
+		return
+	}
+	resp, ok := s.register(w, r, req.User, api.Consumer, req.Subscriber, true)
 	if ok {
 		writeJSON(w, http.StatusCreated, resp)
 	}
@@ -286,6 +311,9 @@ func (s *Server) handleVerifyEmail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err := s.db.CheckEmailCode(r.Context(), req.User, codeHash(req.User, req.Code), time.Now(), func(tx *sql.Tx, id int64) error {
+		if err := store.ConfirmUser(r.Context(), tx, id); err != nil {
+			return err
+		}
 		return s.appendEntry(r.Context(), tx, id, kindValidated, validatedEntry{User: req.User, Field: "email",
 			Validation: api.Validation{State: api.Validated, Method: "email-code", By: "subscriber", At: time.Now().UTC().Truncate(time.Second), Clock: s.clockNow()}})
 	})
@@ -344,6 +372,11 @@ func (s *Server) handleValidate(w http.ResponseWriter, r *http.Request) {
 	}
 	v := api.Validation{State: req.State, Method: req.Method, Evidence: req.Evidence, By: actor(r.Context()), At: time.Now().UTC().Truncate(time.Second), Clock: s.clockNow()}
 	err = s.db.Tx(r.Context(), func(tx *sql.Tx) error {
+		if v.State == api.Validated { // an operator took the sign-up on
+			if err := store.ConfirmUser(r.Context(), tx, id); err != nil {
+				return err
+			}
+		}
 		return s.appendEntry(r.Context(), tx, id, kindValidated, validatedEntry{User: user, Field: req.Field, Validation: v})
 	})
 	if err != nil {

@@ -27,6 +27,14 @@ import (
 // under cert-in-2022, so consumer accounts need subscriber records.
 func complianceServer(t *testing.T, cfg Config) (*testServer, *smtptest.Server) {
 	t.Helper()
+	ts, smtp, _ := startComplianceServer(t, cfg)
+	return ts, smtp
+}
+
+// startComplianceServer is complianceServer that also returns a function
+// that stops the server (once; cleanup stops it otherwise).
+func startComplianceServer(t *testing.T, cfg Config) (*testServer, *smtptest.Server, func()) {
+	t.Helper()
 	smtp := smtptest.Start(t)
 	cfg.DataDir = t.TempDir()
 	cfg.IPv4Pool = netip.MustParsePrefix("10.200.0.0/24")
@@ -47,7 +55,7 @@ func complianceServer(t *testing.T, cfg Config) (*testServer, *smtptest.Server) 
 	if _, err := admin.SetPlace(ctx, "in1", api.Place{PhysicalCountry: "IN", Ownership: api.Rented}); err != nil {
 		t.Fatal(err)
 	}
-	return ts, smtp
+	return ts, smtp, stop
 }
 
 func details() *api.SubscriberDetails {

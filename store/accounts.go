@@ -157,6 +157,9 @@ func (db *DB) CreateDevice(ctx context.Context, nd NewDevice) (api.Device, error
 			return err
 		}
 		id, _ := res.LastInsertId()
+		if err := ConfirmUser(ctx, tx, uid); err != nil { // a device is service: the sign-up is confirmed
+			return err
+		}
 		if err := addPeerChange(ctx, tx, nd.PublicKey, nd.IPv4, nd.IPv6, false); err != nil {
 			return err
 		}

@@ -53,6 +53,9 @@ type controlFlags struct {
 	incidentWebhook                    string
 	ictLogLocation                     string
 	casePattern                        string
+	signupsPerSource, signupsPerEmail  int
+	signupMailsPerDay                  int
+	signupExpiry                       time.Duration
 }
 
 func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
@@ -72,6 +75,10 @@ func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
 	fs.BoolVar(&c.collectAll, "collect-all", false, "keep subscriber records for every account, with or without a duty")
 	fs.BoolVar(&c.twoPerson, "two-person-exports", false, "every compliance export needs a second compliance officer's approval")
 	fs.Var(&c.trusted, "trusted-proxy", "CIDR of a reverse proxy whose X-Forwarded-For gives the registration IP (repeatable)")
+	fs.IntVar(&c.signupsPerSource, "signups-per-source", control.DefaultSignupsPerSource, "sign-ups per hour from one client address (IPv6: one /64); -1: no limit")
+	fs.IntVar(&c.signupsPerEmail, "signups-per-email", control.DefaultSignupsPerEmail, "sign-ups per hour naming one email address; -1: no limit")
+	fs.IntVar(&c.signupMailsPerDay, "signup-mails-per-day", control.DefaultSignupMailsPerDay, "verification mails to one email address in 24 hours (counted in the database); -1: no limit")
+	fs.DurationVar(&c.signupExpiry, "signup-expiry", control.DefaultSignupExpiry, "a sign-up with neither a verified email nor a device after this long is withdrawn and its record purged; -1s: never")
 	c.clock.register(fs)
 	fs.StringVar(&c.incidentWebhook, "incident-webhook", "", "URL to POST deadline alerts of incidents and CERT-In orders to (1 hour left, overdue)")
 	fs.StringVar(&c.ictLogLocation, "ict-log-location", "", "country (ISO code) where the ICT logs are kept, shown by 'meridian logs status'; they live in the control database")
@@ -108,6 +115,7 @@ func (c *controlFlags) config() (control.Config, error) {
 	cfg := control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,
 		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TwoPersonRule: c.twoPerson, TrustedProxies: c.trusted, IncidentWebhook: c.incidentWebhook,
 		ICTLogLocation: c.ictLogLocation, CasePattern: c.casePattern}
+	cfg.SignupsPerSource, cfg.SignupsPerEmail, cfg.SignupMailsPerDay, cfg.SignupExpiry = c.signupsPerSource, c.signupsPerEmail, c.signupMailsPerDay, c.signupExpiry
 	if cfg.Clock, err = c.clock.monitor(log, api.ControlNode); err != nil {
 		return cfg, err
 	}

@@ -98,6 +98,8 @@ type Gateway struct {
 	version   int64
 	dirty     chan struct{}
 
+	failed    chan struct{} // closed when the gateway stops for good (credential.go)
+	failure   error         // why, set before failed is closed
 	connected atomic.Bool
 	lastLoad  atomic.Pointer[api.GatewayReport]
 	cancel    context.CancelFunc
@@ -138,7 +140,7 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, installed: map[wg.Key]api.Peer{}, dirty: make(chan struct{}, 1)}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, installed: map[wg.Key]api.Peer{}, dirty: make(chan struct{}, 1), failed: make(chan struct{})}
 	if err := g.loadOrJoin(ctx); err != nil {
 		return nil, err
 	}

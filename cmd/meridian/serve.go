@@ -289,10 +289,11 @@ func runAdminToken(ctx context.Context, args []string) error {
 	data := fs.String("data", "./meridian-data", "data directory of the control server")
 	name := fs.String("name", "admin", "a name for the token")
 	role := fs.String("role", "admin", "admin, compliance (lawful lookups, exports) or auditor (integrity checks only)")
+	ttl := fs.Duration("ttl", 0, "lifetime, e.g. 720h (default: never expires)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	tok, err := control.CreateTokenIn(ctx, filepath.Join(*data, "control"), *name, *role)
+	tok, err := control.CreateTokenIn(ctx, filepath.Join(*data, "control"), *name, *role, *ttl)
 	if err != nil {
 		return err
 	}

@@ -343,6 +343,8 @@ func runGateway(ctx context.Context, args []string) error {
 		return nil
 	case err := <-errc:
 		return err
+	case <-gw.Done(): // removed at the control server
+		return gw.Err()
 	}
 }
 

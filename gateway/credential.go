@@ -45,7 +45,11 @@ func RotateCredential(ctx context.Context, dir string) (api.GatewayCredential, e
 // RotateCredential), the gateway uses that from now on.
 func (g *Gateway) credentialRenewed() bool {
 	st, err := loadState(g.cfg.StateDir)
-	if err != nil || st == nil || st.Credential == "" || st.Credential == g.st.Credential {
+	if err != nil {
+		g.log.Warn("reading the state directory for a rotated credential", "err", err)
+		return false
+	}
+	if st == nil || st.Credential == "" || st.Credential == g.st.Credential {
 		return false
 	}
 	g.st.Credential = st.Credential

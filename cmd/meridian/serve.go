@@ -257,6 +257,8 @@ Stop with Ctrl-C; everything is kept in the data directory.
 		return nil
 	case err := <-errc:
 		return err
+	case <-gw.Done(): // removed: it no longer follows revocations, so it stops forwarding
+		return gw.Err()
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/gateway"
+	"github.com/meridian-vpn/meridian/ictlog"
 	"github.com/meridian-vpn/meridian/store"
 )
 
@@ -449,4 +450,44 @@ func TestGatewayStopsWhenRemoved(t *testing.T) {
 		t.Fatalf("the gateway with a rotated credential stopped: %v", kept.Err())
 	default:
 	}
+}
+
+// Where the control server carries an ICT-log duty, credential changes are
+// auth events of the log, naming the token or gateway, never a secret; a
+// revoked token's use is a failed login.
+func TestCredentialChangesInICTLog(t *testing.T) {
+	ts := newTestServer(t, "10.200.0.0/24")
+	ctx := context.Background()
+	if _, err := ts.admin.SetPlace(ctx, api.ControlNode, api.Place{PhysicalCountry: "IN", Ownership: api.Rented}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := ts.admin.CreateAdminToken(ctx, api.AdminTokenRequest{Name: "officer", Role: api.RoleCompliance, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.admin.RevokeAdminToken(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	ts.clientWith(t, tok.Token).AdminTokens(ctx)
+	cred := ts.joinFake(t, "gw1")
+	gc := ts.clientWith(t, cred)
+	nc, err := gc.RotateCredential(ctx, "gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.admin.RemoveGateway(ctx, "gw1"); err != nil {
+		t.Fatal(err)
+	}
+	es, raw := ictEntries(t, ts)
+	created := find(t, es, ictlog.Auth, "admin token created")
+	revoked := find(t, es, ictlog.Auth, "admin token revoked")
+	if !strings.Contains(string(created.Details), tok.ID) || !strings.Contains(string(revoked.Details), tok.ID) {
+		t.Fatalf("token events do not name the token: %+v %+v", created, revoked)
+	}
+	find(t, es, ictlog.Auth, "invalid or revoked token")
+	if e := find(t, es, ictlog.Auth, "gateway credential rotated"); e.Actor != "gateway:gw1" {
+		t.Fatalf("rotation recorded as %+v", e)
+	}
+	find(t, es, ictlog.Gateway, "gateway removed")
+	noSecrets(t, "ICT log", raw, tok.Token, cred, nc.Credential)
 }

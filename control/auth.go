@@ -116,7 +116,7 @@ func (s *Server) require(want role, h http.HandlerFunc) http.HandlerFunc {
 		if errors.Is(err, store.ErrNotFound) {
 			s.metrics.authFailures.Inc()
 			s.ictAuthFailed(r, want, principal{}, "invalid or revoked token") // ICT log, failed-login detector
-			writeError(w, http.StatusUnauthorized, "invalid or revoked token")
+			writeError(w, http.StatusUnauthorized, "invalid, expired or revoked token")
 			return
 		}
 		if err != nil {

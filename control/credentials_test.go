@@ -109,7 +109,7 @@ func TestAdminTokenRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = cc.Do(ctx, "GET", "/compliance/checkpoints", nil, &raw)
-	wantStatus(t, err, 401, "token")
+	wantStatus(t, err, 401, "invalid, expired or revoked token")
 	list, _ = ts.admin.AdminTokens(ctx)
 	if i := slices.IndexFunc(list, func(x api.AdminToken) bool { return x.ID == comp.ID }); i < 0 || !list[i].Revoked || list[i].RevokedAt.IsZero() {
 		t.Fatalf("after revocation listed %+v", list)
@@ -178,7 +178,7 @@ func TestExpiredAdminToken(t *testing.T) {
 	expired := add("expired", time.Now().Add(-time.Minute))
 	live := add("live", time.Now().Add(time.Hour))
 	_, err := expired.Users(ctx)
-	wantStatus(t, err, 401, "token")
+	wantStatus(t, err, 401, "invalid, expired or revoked token")
 	if _, err := live.Users(ctx); err != nil {
 		t.Fatalf("a token before its expiry: %v", err)
 	}

@@ -15,13 +15,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // Client is a typed client of the control server's API.
 type Client struct {
 	base  *url.URL
-	token string
+	token atomic.Pointer[string] // replaced by SetToken (credentials.go)
 	http  *http.Client
 }
 
@@ -56,7 +57,9 @@ func NewClient(baseURL, token, caHash string) (*Client, error) {
 	default:
 		return nil, fmt.Errorf("control server URL %q: scheme must be http or https", baseURL)
 	}
-	return &Client{base: u, token: token, http: &http.Client{Transport: tr}}, nil
+	c := &Client{base: u, http: &http.Client{Transport: tr}}
+	c.SetToken(token)
+	return c, nil
 }
 
 // IsLoopbackHost reports whether host (a name or address) is loopback.
@@ -122,8 +125,8 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if tok := c.bearerToken(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -143,8 +143,8 @@ func (c *Client) ExportICTLog(ctx context.Context, from, to string, w io.Writer)
 	if err != nil {
 		return 0, "", err
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if tok := c.bearerToken(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -6,11 +6,8 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 
 	"github.com/meridian-vpn/meridian/api"
@@ -62,10 +59,11 @@ func bearer(r *http.Request) string {
 func (s *Server) authenticate(ctx context.Context, tok string) (principal, error) {
 	switch {
 	case strings.HasPrefix(tok, adminTokenPrefix):
-		t, err := s.db.AdminTokenByHash(ctx, hashSecret(tok))
+		t, err := s.db.AdminTokenByHash(ctx, hashSecret(tok)) // live only: neither revoked nor expired (tokens.go)
 		if err != nil {
 			return principal{}, err
 		}
+		s.touchToken(ctx, t)
 		return principal{admin: &t}, nil
 	case strings.HasPrefix(tok, gatewayCredPrefix):
 		g, err := s.db.GatewayByCredential(ctx, hashSecret(tok))
@@ -118,7 +116,7 @@ func (s *Server) require(want role, h http.HandlerFunc) http.HandlerFunc {
 		if errors.Is(err, store.ErrNotFound) {
 			s.metrics.authFailures.Inc()
 			s.ictAuthFailed(r, want, principal{}, "invalid or revoked token") // ICT log, failed-login detector
-			writeError(w, http.StatusUnauthorized, "invalid or revoked token")
+			writeError(w, http.StatusUnauthorized, "invalid, expired or revoked token")
 			return
 		}
 		if err != nil {
@@ -134,41 +132,6 @@ func (s *Server) require(want role, h http.HandlerFunc) http.HandlerFunc {
 		defer logged()
 		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	}
-}
-
-// CreateAdminToken makes a new admin token, stores its hash and returns the
-// token itself, which is not kept anywhere.
-func (s *Server) CreateAdminToken(ctx context.Context, name string) (string, error) {
-	return s.CreateToken(ctx, name, api.RoleAdmin)
-}
-
-// CreateToken makes a token with a role (api.RoleAdmin, RoleCompliance or
-// RoleAuditor).
-func (s *Server) CreateToken(ctx context.Context, name, role string) (string, error) {
-	return createToken(ctx, s.db, name, role)
-}
-
-// CreateTokenIn makes a token in the database of the control server whose
-// data directory is dir, without opening the server, which may be running
-// (its pools, clock and ledger are not needed for this).
-func CreateTokenIn(ctx context.Context, dir, name, role string) (string, error) {
-	db, err := store.Open(ctx, filepath.Join(dir, "meridian.db"))
-	if err != nil {
-		return "", err
-	}
-	defer db.Close()
-	return createToken(ctx, db, name, role)
-}
-
-func createToken(ctx context.Context, db *store.DB, name, role string) (string, error) {
-	switch role {
-	case api.RoleAdmin, api.RoleCompliance, api.RoleAuditor:
-	default:
-		return "", fmt.Errorf("role %q: want admin, compliance or auditor", role)
-	}
-	tok := adminTokenPrefix + randomString(32)
-	id := hex.EncodeToString(hashSecret(tok)[:6])
-	return tok, db.AddAdminToken(ctx, id, name, role, hashSecret(tok))
 }
 
 func secretEqual(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

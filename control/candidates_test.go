@@ -44,7 +44,7 @@ func TestFailedLoginBurstCandidate(t *testing.T) {
 	bad, _ := api.NewClient(ts.url, adminTokenPrefix+"guess", "")
 	for i := range loginBurst - 1 {
 		_, err := bad.Users(ctx)
-		wantStatus(t, err, 401, "invalid or revoked")
+		wantStatus(t, err, 401, "revoked token")
 		if i == 0 {
 			if cs, _ := ts.admin.IncidentCandidates(ctx, false); len(cs) != 0 {
 				t.Fatalf("a candidate before the burst: %+v", cs)

@@ -69,6 +69,10 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	defer timer.Stop()
 	for {
 		changed := s.changed.wait()
+		// A removed gateway or a rotated credential ends the poll (gateways.go).
+		if !s.credentialHolds(w, r) {
+			return
+		}
 		if !s.inService(gw.Name) {
 			// Out of service (it stands in a virtual-only country): it
 			// holds no peers. Version 0 makes its first ask after returning

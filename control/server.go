@@ -408,6 +408,11 @@ func (s *Server) routes() []route {
 		{"GET /ict-logs", s.require(asAdmin, s.handleICTLogs)},
 		{"GET /ict-logs/status", s.require(asAdmin, s.handleICTLogStatus)},
 		{"GET /gateway/time-plan", s.require(asGateway, s.handleGatewayTimePlan)},
+		{"GET /admin-tokens", s.require(asAdmin, s.handleAdminTokens)},
+		{"POST /admin-tokens", s.require(asAdmin, s.handleCreateAdminToken)},
+		{"DELETE /admin-tokens/{id}", s.require(asAdmin, s.handleRevokeAdminToken)},
+		{"DELETE /gateways/{name}", s.require(asAdmin, s.handleRemoveGateway)},
+		{"POST /gateways/{name}/rotate-credential", s.require(asGateway, s.handleRotateCredential)},
 	}
 }
 

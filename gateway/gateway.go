@@ -103,6 +103,8 @@ type Gateway struct {
 	version   int64
 	dirty     chan struct{}
 
+	failed    chan struct{} // closed when the gateway stops for good (credential.go)
+	failure   error         // why, set before failed is closed
 	connected atomic.Bool
 	lastLoad  atomic.Pointer[api.GatewayReport]
 	cancel    context.CancelFunc
@@ -143,7 +145,7 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := datadir.Prepare(cfg.StateDir); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, installed: map[wg.Key]api.Peer{}, dirty: make(chan struct{}, 1)}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, installed: map[wg.Key]api.Peer{}, dirty: make(chan struct{}, 1), failed: make(chan struct{})}
 	if err := g.loadOrJoin(ctx); err != nil {
 		return nil, err
 	}

@@ -19,6 +19,11 @@ import (
 const (
 	pollWait   = 25 * time.Second
 	maxBackoff = 5 * time.Second
+	// refusedGrace is how long the gateway goes on asking with a refused
+	// credential before it stops: long enough for 'meridian gateway
+	// rotate-credential' to store the new one after the control server
+	// has switched to it.
+	refusedGrace = 2 * time.Second
 )
 
 // syncLoop follows the control server's netmap. After any failure it asks
@@ -28,6 +33,7 @@ func (g *Gateway) syncLoop(ctx context.Context) {
 	defer g.done.Done()
 	since := int64(api.FullNetmap)
 	backoff := 250 * time.Millisecond
+	var refused time.Time // since when the credential has been refused
 	for ctx.Err() == nil {
 		rctx, cancel := context.WithTimeout(ctx, pollWait+15*time.Second)
 		nm, err := g.client.Netmap(rctx, since, pollWait)
@@ -44,7 +50,17 @@ func (g *Gateway) syncLoop(ctx context.Context) {
 			}
 			var se *api.StatusError
 			if errors.As(err, &se) && se.Code == 401 {
-				g.log.Error("control server refused this gateway's credential; was it removed?")
+				if refused.IsZero() {
+					refused = time.Now()
+				}
+				if g.credentialRenewed() {
+					refused = time.Time{}
+				} else if time.Since(refused) >= refusedGrace {
+					g.fail(fmt.Errorf("the control server refuses this gateway's credential: the gateway was removed, or its credential rotated and the new one is not in %s; to serve again, join anew with an empty state directory and a join token: %w", g.cfg.StateDir, err))
+					return
+				}
+			} else {
+				refused = time.Time{}
 			}
 			since = api.FullNetmap
 			select {
@@ -59,6 +75,7 @@ func (g *Gateway) syncLoop(ctx context.Context) {
 			g.log.Info("following control server", "netmap_version", nm.Version, "peers", g.Peers())
 		}
 		backoff = 250 * time.Millisecond
+		refused = time.Time{}
 		since = nm.Version
 	}
 }

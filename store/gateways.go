@@ -12,36 +12,6 @@ import (
 	"github.com/meridian-vpn/meridian/wg"
 )
 
-// AdminToken is a stored admin credential (hash only).
-type AdminToken struct {
-	ID   string
-	Name string
-	Role string
-}
-
-// AddAdminToken stores the hash of a new admin token.
-func (db *DB) AddAdminToken(ctx context.Context, id, name, role string, hash []byte) error {
-	_, err := db.ExecContext(ctx, `INSERT INTO admin_tokens (id, hash, name, role, created_at) VALUES (?, ?, ?, ?, ?)`, id, hash, name, role, db.now().Unix())
-	return err
-}
-
-// AdminTokenByHash finds a live admin token.
-func (db *DB) AdminTokenByHash(ctx context.Context, hash []byte) (AdminToken, error) {
-	var t AdminToken
-	err := db.QueryRowContext(ctx, `SELECT id, name, role FROM admin_tokens WHERE hash = ? AND revoked = 0`, hash).Scan(&t.ID, &t.Name, &t.Role)
-	if errors.Is(err, sql.ErrNoRows) {
-		return t, ErrNotFound
-	}
-	return t, err
-}
-
-// CountAdminTokens returns how many live admin tokens exist.
-func (db *DB) CountAdminTokens(ctx context.Context) (int, error) {
-	var n int
-	err := db.QueryRowContext(ctx, `SELECT count(*) FROM admin_tokens WHERE revoked = 0`).Scan(&n)
-	return n, err
-}
-
 // AddJoinToken stores a join token's hash.
 func (db *DB) AddJoinToken(ctx context.Context, id string, hash []byte, reusable bool, expires time.Time) error {
 	_, err := db.ExecContext(ctx, `INSERT INTO join_tokens (id, hash, reusable, expires_at, created_at) VALUES (?, ?, ?, ?, ?)`,

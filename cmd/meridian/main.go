@@ -36,7 +36,10 @@ func commands() []*command {
 			{name: "revoke-token", summary: "revoke a join token: meridian gateway revoke-token ID", run: runGatewayRevokeToken},
 			{name: "list", summary: "list gateways with status, place and load", run: runGatewayList},
 			{name: "set-place", summary: "declare where a gateway stands: meridian gateway set-place NAME --country SG … (audited)", run: runSetPlace("")},
+			{name: "remove", summary: "remove a gateway; its credential stops at once: meridian gateway remove NAME (audited)", run: runGatewayRemove},
+			{name: "rotate-credential", summary: "on the gateway's host: swap its credential for a new one [--state DIR] (audited)", run: runGatewayRotateCredential},
 		}},
+		{name: "token", summary: "admin tokens of every role: list, create with a lifetime, revoke", sub: tokenCommands()},
 		{name: "connect", summary: "connect with a WireGuard config and expose the tunnel as a local SOCKS5/HTTP proxy", run: runConnect},
 		{name: "user", summary: "manage accounts", sub: []*command{
 			{name: "add", summary: "add an account: meridian user add NAME [--kind consumer|enterprise]", run: runUserAdd},

@@ -379,6 +379,8 @@ Stop with Ctrl-C; everything is kept in the data directory.
 		return nil
 	case err := <-errc:
 		return err
+	case <-gw.Done(): // removed: it no longer follows revocations, so it stops forwarding
+		return gw.Err()
 	}
 }
 
@@ -415,13 +417,14 @@ func runAdminToken(ctx context.Context, args []string) error {
 	data := fs.String("data", "./meridian-data", "data directory of the control server")
 	name := fs.String("name", "admin", "a name for the token")
 	role := fs.String("role", "admin", "admin, compliance (lawful lookups, exports) or auditor (integrity checks only)")
+	ttl := fs.Duration("ttl", 0, "lifetime, e.g. 720h (default: never expires)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	if *name == "" || len(*name) > 64 || check.Text(*name, false) != nil {
 		return usageError{errors.New("--name: want 1-64 characters on one line, without control, invisible or bidirectional control characters")}
 	}
-	tok, err := control.CreateTokenIn(ctx, filepath.Join(*data, "control"), *name, *role)
+	tok, err := control.CreateTokenIn(ctx, filepath.Join(*data, "control"), *name, *role, *ttl)
 	if err != nil {
 		return err
 	}
@@ -481,6 +484,8 @@ func runGateway(ctx context.Context, args []string) error {
 		return nil
 	case err := <-errc:
 		return err
+	case <-gw.Done(): // removed at the control server
+		return gw.Err()
 	}
 }
 

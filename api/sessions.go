@@ -118,7 +118,19 @@ type LookupSession struct {
 	// EndClock is the gateway's clock sync state when it saw the session
 	// end (Clock is the state at its start).
 	EndClock *ClockSync `json:"end_clock,omitempty"`
+	// EndSource says who says the session ended at End: EndReported, the
+	// gateway; EndInferred, the control server, as the last time it heard
+	// from the gateway, which then went silent (the session may have gone
+	// on; the block was not given to anyone else before End). Empty while
+	// the session is open.
+	EndSource string `json:"end_source,omitempty"`
 }
+
+// Values of LookupSession.EndSource.
+const (
+	EndReported = "reported"
+	EndInferred = "inferred-from-last-report"
+)
 
 // LookupResult answers GET /compliance/lookup.
 type LookupResult struct {

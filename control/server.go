@@ -70,6 +70,10 @@ type Config struct {
 	// ICTLogLocation is the country (ISO 3166-1 code) where the operator
 	// keeps the ICT logs; "" when not configured (ictlog.go).
 	ICTLogLocation string
+	// SessionSilence is how long a gateway may stay silent before the
+	// control server ends its open sessions as of the last time it heard
+	// from it (an inferred end; silent.go). Default 15 min.
+	SessionSilence time.Duration
 }
 
 // Defaults for the tunnel address pools.
@@ -133,6 +137,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.HeartbeatTimeout == 0 {
 		cfg.HeartbeatTimeout = 30 * time.Second
+	}
+	if cfg.SessionSilence == 0 {
+		cfg.SessionSilence = defaultSessionSilence
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -289,6 +296,7 @@ func (s *Server) maintain(ctx context.Context) {
 	defer hourly.Stop()
 	daily := time.NewTicker(24 * time.Hour)
 	defer daily.Stop()
+	go s.watchSilentGateways(ctx)
 	s.runPurge(ctx)
 	for {
 		if err := s.db.CompactPeerChanges(ctx, peerChangesKept); err != nil && ctx.Err() == nil {

@@ -65,6 +65,8 @@ type sessionState struct {
 	// while no admin write happened since (Server.adminWrites): reading
 	// the fleet for every batch cost a tenth of ingest.
 	dutyAt map[string]cachedDuty
+
+	silent silentGateways // used by watchSilentGateways only
 }
 
 type cachedDuty struct {
@@ -101,7 +103,8 @@ func (ss *sessionState) setUp(reg *prometheus.Registry) {
 	ss.decoding = make(chan struct{}, 1)
 	ss.stored = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_control_session_records_stored_total", Help: "Session records received from gateways and stored (again, for resent ones)."})
 	ss.ignored = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_control_session_records_ignored_total", Help: "Session records received that no duty requires (any more): not stored."})
-	reg.MustRegister(ss.stored, ss.ignored)
+	ss.silent.inferred = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_control_session_ends_inferred_total", Help: "Open sessions of gateways gone silent that the control server ended as of the last time it heard from them."})
+	reg.MustRegister(ss.stored, ss.ignored, ss.silent.inferred)
 }
 
 // holds reports whether gateway gw's netmap was computed with duty d.

@@ -58,6 +58,11 @@ type Config struct {
 	PortBlocks      portblock.Layout // source port blocks on the exit addresses; default portblock.Default
 	SessionInterval time.Duration    // how often handshakes are read from the device; default 2 s
 	SpoolLimit      int64            // bytes of records kept while the control server is away; default 64 MiB
+	// StopFlush bounds how long Close spends delivering the spooled
+	// records (among them the ends of the sessions it closes) before the
+	// gateway stops; default 5 s, negative: not at all (they are sent at
+	// the next start).
+	StopFlush time.Duration
 
 	ReportInterval time.Duration // default 10 s
 	Logger         *slog.Logger
@@ -102,6 +107,8 @@ type Gateway struct {
 	lastLoad  atomic.Pointer[api.GatewayReport]
 	cancel    context.CancelFunc
 	done      sync.WaitGroup
+	closed    sync.Once
+	closeErr  error
 	metrics   *metrics
 }
 
@@ -131,6 +138,9 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	if cfg.SpoolLimit == 0 {
 		cfg.SpoolLimit = defaultSpoolLimit
+	}
+	if cfg.StopFlush == 0 {
+		cfg.StopFlush = defaultStopFlush
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -328,8 +338,17 @@ func hostAddrs(log *slog.Logger) []netip.Addr {
 	return out
 }
 
-// Close stops following the control server and tears the device down.
+// Close stops following the control server and tears the device down:
+// the open sessions close, and the spooled records, their ends among
+// them, are delivered for at most Config.StopFlush, so that a gateway
+// stopped for good does not leave its sessions open in the records.
+// Closing again does nothing.
 func (g *Gateway) Close() error {
+	g.closed.Do(func() { g.closeErr = g.close() })
+	return g.closeErr
+}
+
+func (g *Gateway) close() error {
 	g.cancel()
 	g.done.Wait()
 	g.mu.Lock()
@@ -338,6 +357,7 @@ func (g *Gateway) Close() error {
 	err := saveNetmap(g.cfg.StateDir, nm)
 	g.dev.Close() // closes the data plane's tun.Device too
 	g.sessions.shutdown()
+	g.flushSpool()
 	if cerr := g.plane.Close(); err == nil {
 		err = cerr
 	}

@@ -289,6 +289,21 @@ func (t *sessionTracker) observe(st map[wg.Key]peerStatus) {
 	if len(closing)+len(roams)+opened > 0 {
 		t.saveOpenLocked()
 	}
+	t.aliveLocked(now)
+}
+
+// aliveLocked notes, as the modification time of the open sessions file,
+// that the gateway ran with those sessions open at now: a run that stops
+// without closing them (a crash) has them closed at the next start as of
+// then (closeLeftSessions), the last time it knew them open. The time is
+// not synced to disk: after a power cut it may be earlier, never later.
+func (t *sessionTracker) aliveLocked(now time.Time) {
+	if len(t.open) == 0 {
+		return
+	}
+	if err := os.Chtimes(filepath.Join(t.cfg.stateDir, openSessionsFile), now, now); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.cfg.log.Warn("noting the open sessions alive", "err", err)
+	}
 }
 
 // record makes the opening record of a session of p, stamped with the
@@ -529,16 +544,26 @@ func (t *sessionTracker) saveOpenLocked() {
 	}
 }
 
-// closeLeftSessions closes, as of now, the sessions that a previous run of
-// the gateway left open: it stopped without closing them, so their blocks
-// were held until at most now, and are free now. clock is the gateway's
-// sync state now (nil without a time monitor).
+// closeLeftSessions closes the sessions that a previous run of the
+// gateway left open: it stopped without closing them (a crash). They end
+// as of the last time that run knew them open (the file's modification
+// time, aliveLocked), or now if that is later than now; no session ends
+// before it started. Their blocks were given to no one in between. clock
+// is the gateway's sync state now (nil without a time monitor).
 func closeLeftSessions(dir string, sp *spool, now time.Time, clock *api.ClockSync) error {
 	path := filepath.Join(dir, openSessionsFile)
-	b, err := os.ReadFile(path)
+	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	if err != nil {
+		return err
+	}
+	end := fi.ModTime()
+	if end.After(now) {
+		end = now
+	}
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
@@ -547,7 +572,10 @@ func closeLeftSessions(dir string, sp *spool, now time.Time, clock *api.ClockSyn
 		return fmt.Errorf("%s is unreadable; move it aside to start (its sessions stay open in the records)", path)
 	}
 	for i := range recs {
-		recs[i].End, recs[i].Clock = now, clock
+		recs[i].End, recs[i].Clock = end, clock
+		if recs[i].End.Before(recs[i].Start) {
+			recs[i].End = recs[i].Start
+		}
 	}
 	if err := sp.append(recs, true); err != nil {
 		return fmt.Errorf("closing the sessions left open: %w", err)
@@ -644,6 +672,37 @@ func (g *Gateway) sessionLoop(ctx context.Context) {
 		}
 		g.sessions.observe(peerStatuses(ipc, g.sessions.tracks))
 		g.attr.flush(seq)
+	}
+}
+
+// defaultStopFlush is how long a stopping gateway tries to deliver its
+// spooled records (Config.StopFlush).
+const defaultStopFlush = 5 * time.Second
+
+// flushSpool delivers the spooled records as the gateway stops (the send
+// loop has ended), for at most Config.StopFlush. What is not delivered
+// stays in the spool for the next start.
+func (g *Gateway) flushSpool() {
+	if g.cfg.StopFlush < 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.StopFlush)
+	defer cancel()
+	for g.spool.pending() > 0 {
+		before := g.spool.pending()
+		recs, next, _, err := g.spool.peek(api.MaxSessionBatch, maxSessionBatchBytes)
+		if err == nil && len(recs) > 0 {
+			_, err = g.client.PostSessions(ctx, api.SessionBatch{Records: recs})
+		}
+		if err != nil {
+			g.log.Warn("session records not delivered as the gateway stops; they stay in the spool for the next start", "bytes", g.spool.pending(), "err", redact(err.Error()))
+			return
+		}
+		g.recordsSent.Add(uint64(len(recs)))
+		if err := g.spool.ack(next); err != nil || g.spool.pending() >= before {
+			g.log.Error("session spool", "err", err)
+			return
+		}
 	}
 }
 

@@ -46,6 +46,7 @@ type controlFlags struct {
 	clock                              clockFlags
 	incidentWebhook                    string
 	ictLogLocation                     string
+	sessionSilence                     time.Duration
 }
 
 func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
@@ -67,6 +68,7 @@ func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
 	fs.Var(&c.trusted, "trusted-proxy", "CIDR of a reverse proxy whose X-Forwarded-For gives the registration IP (repeatable)")
 	c.clock.register(fs)
 	fs.StringVar(&c.incidentWebhook, "incident-webhook", "", "URL to POST deadline alerts of incidents and CERT-In orders to (1 hour left, overdue)")
+	fs.DurationVar(&c.sessionSilence, "session-silence", 15*time.Minute, "end the open sessions of a gateway silent this long, as of the last time it was heard from (an inferred end)")
 	fs.StringVar(&c.ictLogLocation, "ict-log-location", "", "country (ISO code) where the ICT logs are kept, shown by 'meridian logs status'; they live in the control database")
 }
 
@@ -90,7 +92,7 @@ func (c *controlFlags) start(ctx context.Context, errc chan<- error) (*control.S
 	}
 	cfg := control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,
 		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TwoPersonRule: c.twoPerson, TrustedProxies: c.trusted, IncidentWebhook: c.incidentWebhook,
-		ICTLogLocation: c.ictLogLocation}
+		ICTLogLocation: c.ictLogLocation, SessionSilence: c.sessionSilence}
 	if cfg.Clock, err = c.clock.monitor(log, api.ControlNode); err != nil {
 		return nil, "", err
 	}
@@ -147,6 +149,7 @@ type gatewayFlags struct {
 	exit4      string
 	exit6      string
 	blocks     string
+	stopFlush  time.Duration
 }
 
 func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
@@ -157,6 +160,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
 	fs.StringVar(&g.exit4, "exit-ipv4", "", "the host's public IPv4 address traffic leaves from (tun mode: SNAT to it, default masquerade); required for session records")
 	fs.StringVar(&g.exit6, "exit-ipv6", "", "the host's public IPv6 address traffic leaves from (as --exit-ipv4)")
 	fs.StringVar(&g.blocks, "port-blocks", portblock.Default.String(), "source ports of the exit addresses carved into blocks, FIRST-LAST/SIZE: each recorded session holds one block, so the number of blocks bounds concurrent recorded sessions (keep them below the kernel's ephemeral ports)")
+	fs.DurationVar(&g.stopFlush, "stop-flush", 5*time.Second, "how long a stopping gateway tries to deliver its spooled session records (the ends of the sessions it closes among them); 0: not at all")
 	if withTUN {
 		fs.StringVar(&g.mode, "mode", "userspace", "userspace (rootless, gVisor netstack) or tun (kernel TUN + nftables NAT, needs root)")
 		fs.StringVar(&g.tunName, "tun-name", "mrd0", "TUN interface name (tun mode)")
@@ -166,7 +170,10 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
 func (g *gatewayFlags) config() (gateway.Config, error) {
 	cfg := gateway.Config{
 		StateDir: g.state, Name: g.name, ListenPort: g.listenPort, Endpoint: g.endpoint,
-		Mode: api.GatewayMode(g.mode), EgressAllow: g.allow, TUNName: g.tunName,
+		Mode: api.GatewayMode(g.mode), EgressAllow: g.allow, TUNName: g.tunName, StopFlush: g.stopFlush,
+	}
+	if cfg.StopFlush == 0 {
+		cfg.StopFlush = -1 // not at all
 	}
 	var err error
 	if cfg.PortBlocks, err = portblock.ParseLayout(g.blocks); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/internal/recordseal"
 	"github.com/meridian-vpn/meridian/jurisdiction"
 	"github.com/meridian-vpn/meridian/ledger"
 	"github.com/meridian-vpn/meridian/store"
@@ -67,6 +68,7 @@ type sessionState struct {
 	dutyAt map[string]cachedDuty
 
 	silent silentGateways // used by watchSilentGateways only
+	seal   recordSeal     // opens sealed endpoints (recordseal.go)
 }
 
 type cachedDuty struct {
@@ -161,6 +163,10 @@ func (s *Server) markRecorded(ctx context.Context, nm *api.Netmap, d recordDuty)
 	if !d.any() {
 		return nil
 	}
+	var err error
+	if nm.RecordSealKey, err = s.recordSealKey(); err != nil {
+		return err
+	}
 	var kinds map[wg.Key]api.TenantKind
 	if !(d.consumer && d.enterprise) {
 		var keys []wg.Key
@@ -218,6 +224,16 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(b.Records) > api.MaxSessionBatch {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("at most %d records per batch", api.MaxSessionBatch))
+		return
+	}
+	// Sealed endpoints are opened first: the blind index and the ledger
+	// need the endpoint; the sealed form is not kept.
+	if err := s.openSealedEndpoints(b.Records); err != nil {
+		if errors.Is(err, recordseal.ErrNotOpened) || errors.Is(err, errBothEndpoints) {
+			writeError(w, http.StatusBadRequest, err.Error())
+		} else {
+			s.internalError(w, r, err)
+		}
 		return
 	}
 	for i, rec := range b.Records {

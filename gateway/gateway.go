@@ -7,6 +7,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/exit"
+	"github.com/meridian-vpn/meridian/internal/recordseal"
 	"github.com/meridian-vpn/meridian/portblock"
 	"github.com/meridian-vpn/meridian/timesync"
 	"github.com/meridian-vpn/meridian/tunnet"
@@ -257,18 +259,49 @@ func (g *Gateway) startSessions() error {
 	if g.spool, err = openSpool(g.cfg.StateDir, g.cfg.SpoolLimit); err != nil {
 		return err
 	}
-	if err := closeLeftSessions(g.cfg.StateDir, g.spool, time.Now(), g.clockStamp()); err != nil {
-		g.spool.close()
-		return err
-	}
 	g.sessions, err = newSessionTracker(sessionConfig{
 		stateDir: g.cfg.StateDir, exit4: g.cfg.ExitIPv4, exit6: g.cfg.ExitIPv6, blocks: g.cfg.PortBlocks,
 		spool: g.spool, now: time.Now, clock: g.clockStamp, log: g.log, refusal: ephemeralOverlap(g.cfg.PortBlocks),
 	})
 	if err != nil {
 		g.spool.close()
+		return err
 	}
-	return err
+	if k := g.st.RecordSealKey; k != nil {
+		g.setRecordSealKey(*k)
+	}
+	if err := closeLeftSessions(g.cfg.StateDir, g.spool, time.Now(), g.clockStamp(), g.sessions.seal.Load()); err != nil {
+		g.spool.close()
+		return err
+	}
+	return nil
+}
+
+// setRecordSealKey takes the control server's key to seal session records'
+// endpoints to (from the state, or a netmap): this run seals to it with an
+// ephemeral key of its own, kept in memory only. The key, which is public,
+// is kept in the state so that a restart seals while the control server
+// is away.
+func (g *Gateway) setRecordSealKey(k api.RecordSealKey) {
+	if k.Scheme != api.RecordSealScheme {
+		g.log.Warn("the control server's record seal key is of an unknown scheme; upgrade the gateway", "scheme", k.Scheme)
+		return
+	}
+	if cur := g.sessions.seal.Load(); cur != nil && cur.For(k.Key) {
+		return
+	}
+	s, err := recordseal.NewSealer(k.Key)
+	if err != nil {
+		g.log.Warn("the control server's record seal key is unusable", "err", err)
+		return
+	}
+	g.sessions.seal.Store(s)
+	if g.st.RecordSealKey == nil || !bytes.Equal(g.st.RecordSealKey.Key, k.Key) {
+		g.st.RecordSealKey = &k
+		if err := g.st.save(g.cfg.StateDir); err != nil {
+			g.log.Warn("saving the record seal key", "err", err)
+		}
+	}
 }
 
 // clockStamp is the gateway's sync state now, as its session records carry

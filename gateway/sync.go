@@ -66,6 +66,9 @@ func (g *Gateway) syncLoop(ctx context.Context) {
 func (g *Gateway) apply(nm api.Netmap) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if nm.RecordSealKey != nil {
+		g.setRecordSealKey(*nm.RecordSealKey)
+	}
 	var b strings.Builder
 	upserts := make(map[wg.Key]api.Peer, len(nm.Peers))
 	removes := map[wg.Key]bool{}

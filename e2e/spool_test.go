@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/control"
+	"github.com/meridian-vpn/meridian/gateway"
 )
 
 // TestGatewayStopDeliversSessionEnds: a gateway stopped normally (as on
@@ -222,5 +224,106 @@ func TestPlainSpoolDeliveredAfterUpgrade(t *testing.T) {
 			return fmt.Errorf("sessions %+v %v", got, err)
 		}
 		return nil
+	})
+}
+
+// TestSilentGatewaySessionsEndInferred: a gateway that stops without
+// delivering the ends of its sessions (here: stopped with no time to
+// flush; as well a crash or a lost link) and does not come back has them
+// ended by the control server once it has been silent for
+// SessionSilence, as of the last time it was heard from, and lookups say
+// the end was inferred. When the gateway does come back, its own ends
+// arrive and replace the inferred ones.
+func TestSilentGatewaySessionsEndInferred(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	web := sourceServer(t)
+	const silence = time.Second
+	ctl := startControlWith(t, filepath.Join(dir, "control"), "127.0.0.1:0", time.Second, func(c *control.Config) { c.SessionSilence = silence })
+	admin := ctl.admin(t)
+	if _, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.Start(ctx, gateway.Config{
+		Control: ctl.url(), JoinToken: tok.Token, StateDir: filepath.Join(dir, "in1"), Name: "in1",
+		ListenPort: freeUDPPort(t), EgressAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		ExitIPv4: loopback4, SessionInterval: 200 * time.Millisecond, ReportInterval: 100 * time.Millisecond,
+		StopFlush: -1, Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	if _, err := admin.SetPlace(ctx, "in1", place("IN")); err != nil {
+		t.Fatal(err)
+	}
+	dev, priv := newDevice(t, admin, "alice", "laptop", "")
+	eventually(t, 5*time.Second, "the gateway holds the device", func() error {
+		if gw.Peers() != 1 {
+			return fmt.Errorf("%d peers", gw.Peers())
+		}
+		return nil
+	})
+	tun := connect(t, dev.Config(priv))
+	from := fetchSource(t, tun, web)
+	at := time.Now()
+	var start time.Time
+	tk, err := ctl.srv.CreateToken(ctx, "officer", api.RoleCompliance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	officer, _ := api.NewClient(ctl.url(), tk, "")
+	lookup := func() (api.LookupSession, error) {
+		q := url.Values{"case": {"C-4"}, "exit_ip": {from.Addr().String()}, "port": {fmt.Sprint(from.Port())}, "at": {at.Format(time.RFC3339Nano)}}
+		if !start.IsZero() {
+			// The inferred end may come before the fetch: the gateway was
+			// last heard from (a report, every 100 ms) up to then.
+			q.Set("at", start.Format(time.RFC3339Nano))
+		}
+		var res api.LookupResult
+		if err := officer.Do(ctx, "GET", "/compliance/lookup?"+q.Encode(), nil, &res); err != nil {
+			return api.LookupSession{}, err
+		}
+		if len(res.Sessions) != 1 {
+			return api.LookupSession{}, fmt.Errorf("%d sessions", len(res.Sessions))
+		}
+		return res.Sessions[0], nil
+	}
+	eventually(t, 10*time.Second, "the opening record arrives", func() error {
+		got, err := lookup()
+		start = got.Start
+		return err
+	})
+
+	lastHeard := time.Now()
+	if err := gw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	gone := time.Now()
+	var got api.LookupSession
+	eventually(t, 10*silence, "the silent gateway's session ends", func() error {
+		got, err = lookup()
+		if err == nil && got.End.IsZero() {
+			err = errors.New("still open")
+		}
+		return err
+	})
+	noticed := time.Now()
+	if got.EndSource != api.EndInferred || got.End.Before(lastHeard.Add(-time.Second)) || got.End.After(gone) || noticed.Sub(got.End) < silence {
+		t.Fatalf("end %s (%s); the gateway was last heard from at most at %s, gone at %s, noticed %s", got.End, got.EndSource, lastHeard, gone, noticed)
+	}
+
+	// It comes back: its own end replaces the inferred one.
+	startExitGateway(t, ctl, admin, dir, "in1")
+	eventually(t, 10*time.Second, "the gateway's own end arrives", func() error {
+		got, err = lookup()
+		if err == nil && got.EndSource != api.EndReported {
+			err = fmt.Errorf("end %s (%s)", got.End, got.EndSource)
+		}
+		return err
 	})
 }

@@ -156,7 +156,7 @@ CREATE TABLE sessions (
 	end_at         INTEGER,
 	seq            INTEGER,          -- ledger seq of the "session" entry; NULL for rows stored before records were sealed
 	end_seq        INTEGER,          -- ledger seq of the "session-end" entry
-	end_inferred   INTEGER,          -- 1: the control server inferred the end (the gateway went silent); NULL: reported, or open
+	inferred_end_seq INTEGER,        -- ledger seq of a "session-end" entry the control server inferred (the gateway went silent); the end is inferred while it is end_seq, and it is kept, for purges, when a reported end replaces it
 	CHECK (port_lo BETWEEN 1 AND port_hi AND port_hi <= 65535),
 	CHECK (end_at IS NULL OR end_at >= start_at)
 ) STRICT;
@@ -178,7 +178,7 @@ INSERT INTO watermark (one, seq) VALUES (1, 0)`
 var sessionIndexUpgrades = []string{
 	// 1 → 2: ends the control server inferred for gateways gone silent,
 	// which a reported end replaces.
-	`ALTER TABLE sessions ADD COLUMN end_inferred INTEGER`,
+	`ALTER TABLE sessions ADD COLUMN inferred_end_seq INTEGER`,
 }
 
 // sessionCopyCols are the columns a session row has in both databases.

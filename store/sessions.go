@@ -245,7 +245,8 @@ func (db *DB) prepareSessions(ctx context.Context) error {
 	}
 	// The ends of many sessions in one statement: a statement per end
 	// cost as much as the writing.
-	if db.endRows, err = PrepareValues(ctx, db.index.DB, `UPDATE OR FAIL sessions SET end_at = v.column2, end_seq = v.column3, end_inferred = v.column4 FROM (VALUES `, 4,
+	if db.endRows, err = PrepareValues(ctx, db.index.DB, `UPDATE OR FAIL sessions SET end_at = v.column2, end_seq = v.column3,
+			inferred_end_seq = coalesce(v.column4, inferred_end_seq) FROM (VALUES `, 4,
 		`) AS v WHERE sessions.id = v.column1`); err != nil {
 		return err
 	}
@@ -254,7 +255,7 @@ func (db *DB) prepareSessions(ctx context.Context) error {
 	}
 	// An end the control server inferred does not count as ended: the
 	// gateway's own end replaces it.
-	db.known, err = db.index.PrepareContext(ctx, `SELECT id, gateway, end_at IS NOT NULL AND end_inferred IS NULL, start_at FROM sessions WHERE id`+InList)
+	db.known, err = db.index.PrepareContext(ctx, `SELECT id, gateway, end_at IS NOT NULL AND end_seq IS NOT inferred_end_seq, start_at FROM sessions WHERE id`+InList)
 	return err
 }
 
@@ -369,9 +370,9 @@ func sessionRows(starts []SessionEntry, owners map[wg.Key]SessionOwner, index fu
 func endRows(ends []SessionEnd, seqs []int64) []any {
 	args := make([]any, 0, 4*len(ends))
 	for i, e := range ends {
-		var inferred any
+		var inferred any // the seq of an inferred end, kept when a reported one replaces it
 		if e.Inferred {
-			inferred = 1
+			inferred = seqs[i]
 		}
 		args = append(args, e.ID, e.End.UnixNano(), seqs[i], inferred)
 	}
@@ -434,7 +435,8 @@ func (db *DB) SessionSeqs(ctx context.Context, user string) ([]int64, error) {
 	}
 	rows, err := db.index.QueryContext(ctx, `SELECT seq FROM sessions WHERE user_name = ? AND seq IS NOT NULL
 		UNION ALL SELECT end_seq FROM sessions WHERE user_name = ? AND end_seq IS NOT NULL
-		ORDER BY 1`, user, user)
+		UNION ALL SELECT inferred_end_seq FROM sessions WHERE user_name = ? AND inferred_end_seq IS NOT end_seq AND inferred_end_seq IS NOT NULL
+		ORDER BY 1`, user, user, user)
 	if err != nil {
 		return nil, err
 	}

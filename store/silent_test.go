@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"slices"
 	"testing"
 	"time"
 
@@ -26,7 +27,7 @@ func TestSessionIndexUpgradeAndInferredEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{`ALTER TABLE sessions DROP COLUMN end_inferred`, `PRAGMA user_version = 1`} {
+	for _, q := range []string{`ALTER TABLE sessions DROP COLUMN inferred_end_seq`, `PRAGMA user_version = 1`} {
 		if _, err := raw.Exec(q); err != nil {
 			t.Fatal(err)
 		}
@@ -55,8 +56,8 @@ func TestSessionIndexUpgradeAndInferredEnds(t *testing.T) {
 	if err != nil || len(got) != 1 || !got[0].End.Equal(heard) || got[0].EndSeq == 0 {
 		t.Fatalf("inferred end: %+v %v", got, err)
 	}
-	if n := db.countIndex(t, `SELECT count(*) FROM sessions WHERE end_inferred = 1`); n != 1 {
-		t.Fatalf("%d rows marked inferred, want 1", n)
+	if n := db.countIndex(t, `SELECT count(*) FROM sessions WHERE inferred_end_seq = end_seq`); n != 1 {
+		t.Fatalf("%d rows with an inferred end, want 1", n)
 	}
 	inferredSeq := got[0].EndSeq
 	reported := recs[0]
@@ -68,8 +69,14 @@ func TestSessionIndexUpgradeAndInferredEnds(t *testing.T) {
 	if err != nil || len(got) != 1 || !got[0].End.Equal(reported.End) || got[0].EndSeq == inferredSeq {
 		t.Fatalf("reported end after the inferred one: %+v %v", got, err)
 	}
-	if n := db.countIndex(t, `SELECT count(*) FROM sessions WHERE end_inferred IS NOT NULL`); n != 0 {
-		t.Fatalf("%d rows still marked inferred", n)
+	if n := db.countIndex(t, `SELECT count(*) FROM sessions WHERE inferred_end_seq = end_seq`); n != 0 {
+		t.Fatalf("%d rows still with an inferred end", n)
+	}
+	// The replaced entry stays the session's: a purge of the account
+	// removes it too.
+	seqs, err := db.SessionSeqs(ctx, "alice")
+	if err != nil || !slices.Contains(seqs, inferredSeq) || !slices.Contains(seqs, got[0].EndSeq) {
+		t.Fatalf("the account's session entries %v (%v) lack the inferred end %d or the reported one %d", seqs, err, inferredSeq, got[0].EndSeq)
 	}
 }
 

@@ -72,7 +72,8 @@ type Config struct {
 	ICTLogLocation string
 	// SessionSilence is how long a gateway may stay silent before the
 	// control server ends its open sessions as of the last time it heard
-	// from it (an inferred end; silent.go). Default 15 min.
+	// from it (an inferred end; silent.go). Default 15 min; negative:
+	// never.
 	SessionSilence time.Duration
 }
 

@@ -29,6 +29,9 @@ type silentGateways struct {
 // gateway that comes back later reports its own ends, which replace the
 // inferred ones.
 func (s *Server) watchSilentGateways(ctx context.Context) {
+	if s.cfg.SessionSilence < 0 {
+		return // the operator's choice: sessions stay open until their gateway reports
+	}
 	every := min(max(s.cfg.SessionSilence/4, 10*time.Millisecond), time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()

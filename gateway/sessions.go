@@ -376,7 +376,7 @@ func (t *sessionTracker) openLocked(peers []*recPeer, st map[wg.Key]peerStatus, 
 		refuse(peers, refusedEphemeral)
 		return 0
 	case t.seal.Load() == nil:
-		t.warnOnce(refusedSealKey, "session records are required but the control server's key to seal them to is not known yet (it comes with the netmap): recorded traffic is refused until then")
+		t.warnOnce(refusedSealKey, "session records are required but the control server's key to seal them to is not known yet (it comes with the netmap; a control server older than this gateway sends none: upgrade it first): recorded traffic is refused until then")
 		refuse(peers, refusedSealKey)
 		return 0
 	case !t.cfg.exit4.IsValid() && !t.cfg.exit6.IsValid():

@@ -68,7 +68,7 @@ func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
 	fs.Var(&c.trusted, "trusted-proxy", "CIDR of a reverse proxy whose X-Forwarded-For gives the registration IP (repeatable)")
 	c.clock.register(fs)
 	fs.StringVar(&c.incidentWebhook, "incident-webhook", "", "URL to POST deadline alerts of incidents and CERT-In orders to (1 hour left, overdue)")
-	fs.DurationVar(&c.sessionSilence, "session-silence", 15*time.Minute, "end the open sessions of a gateway silent this long, as of the last time it was heard from (an inferred end)")
+	fs.DurationVar(&c.sessionSilence, "session-silence", 15*time.Minute, "end the open sessions of a gateway silent this long, as of the last time it was heard from (an inferred end); negative: never")
 	fs.StringVar(&c.ictLogLocation, "ict-log-location", "", "country (ISO code) where the ICT logs are kept, shown by 'meridian logs status'; they live in the control database")
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/meridian-vpn/meridian/internal/recordseal"
 	"github.com/meridian-vpn/meridian/wg"
 )
 
@@ -26,17 +27,35 @@ type SessionRecord struct {
 	TunnelIPv4 netip.Addr     `json:"tunnel_ipv4,omitzero"`
 	TunnelIPv6 netip.Addr     `json:"tunnel_ipv6,omitzero"`
 	Endpoint   netip.AddrPort `json:"endpoint"`
-	ExitIPv4   netip.Addr     `json:"exit_ipv4,omitzero"`
-	ExitIPv6   netip.Addr     `json:"exit_ipv6,omitzero"`
-	PortLo     uint16         `json:"port_lo"`
-	PortHi     uint16         `json:"port_hi"`
-	Start      time.Time      `json:"start"`
-	End        time.Time      `json:"end,omitzero"`
+	// SealedEndpoint is Endpoint sealed on the gateway to the control
+	// server's RecordSealKey (internal/recordseal): a gateway that has the
+	// key sends this and no Endpoint, so that its disk, where records wait
+	// for delivery, holds nothing readable. The control server opens it on
+	// arrival; it is never stored.
+	SealedEndpoint string     `json:"sealed_endpoint,omitempty"`
+	ExitIPv4       netip.Addr `json:"exit_ipv4,omitzero"`
+	ExitIPv6       netip.Addr `json:"exit_ipv6,omitzero"`
+	PortLo         uint16     `json:"port_lo"`
+	PortHi         uint16     `json:"port_hi"`
+	Start          time.Time  `json:"start"`
+	End            time.Time  `json:"end,omitzero"`
 	// Clock is the gateway's clock sync state when the record was made: at
 	// Start in the opening record, at End in the closing one. Nil when the
 	// gateway runs no time monitor.
 	Clock *ClockSync `json:"clock,omitempty"`
 }
+
+// RecordSealKey is the control server's X25519 public key that gateways
+// seal session records' endpoints to (SessionRecord.SealedEndpoint). It
+// comes with netmaps of gateways that owe records.
+type RecordSealKey struct {
+	Scheme string `json:"scheme"` // RecordSealScheme; a gateway does not seal to a scheme it does not know
+	Key    []byte `json:"key"`    // 32 bytes
+}
+
+// RecordSealScheme is the one sealing scheme: ephemeral X25519 per
+// gateway run, HKDF-SHA256, XChaCha20-Poly1305 (internal/recordseal).
+const RecordSealScheme = recordseal.Scheme
 
 // Validate checks a record's shape. Its errors name fields, never values:
 // the values are personal data.
@@ -118,7 +137,19 @@ type LookupSession struct {
 	// EndClock is the gateway's clock sync state when it saw the session
 	// end (Clock is the state at its start).
 	EndClock *ClockSync `json:"end_clock,omitempty"`
+	// EndSource says who says the session ended at End: EndReported, the
+	// gateway; EndInferred, the control server, as the last time it heard
+	// from the gateway, which then went silent (the session may have gone
+	// on; the block was not given to anyone else before End). Empty while
+	// the session is open.
+	EndSource string `json:"end_source,omitempty"`
 }
+
+// Values of LookupSession.EndSource.
+const (
+	EndReported = "reported"
+	EndInferred = "inferred-from-last-report"
+)
 
 // LookupResult answers GET /compliance/lookup.
 type LookupResult struct {

@@ -167,6 +167,9 @@ type Netmap struct {
 	Full      bool           `json:"full"`
 	Peers     []Peer         `json:"peers"`
 	Addresses []netip.Prefix `json:"addresses,omitempty"` // the gateway's tunnel addresses (full only)
+	// RecordSealKey is set for a gateway that owes session records (in
+	// netmaps with peers): the key it seals their endpoints to.
+	RecordSealKey *RecordSealKey `json:"record_seal_key,omitempty"`
 }
 
 // GatewayReport is what a gateway tells the control server about itself:

@@ -217,6 +217,12 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 		ls := api.LookupSession{SessionRecord: rec, Gateway: x.Gateway, DeviceID: x.DeviceID, User: x.User}
 		if end, ok := ended[x.EndSeq]; ok && end.ID == x.ID {
 			ls.EndClock = end.Clock
+			if end.Inferred {
+				ls.EndSource = api.EndInferred
+			}
+		}
+		if !ls.End.IsZero() && ls.EndSource == "" {
+			ls.EndSource = api.EndReported
 		}
 		out.Sessions = append(out.Sessions, ls)
 	}

@@ -87,6 +87,11 @@ type Config struct {
 	// CasePattern, if set, is a regular expression every case reference
 	// must match as a whole, on top of the built-in checks (validate.go).
 	CasePattern string
+	// SessionSilence is how long a gateway may stay silent before the
+	// control server ends its open sessions as of the last time it heard
+	// from it (an inferred end; silent.go). Default 15 min; negative:
+	// never.
+	SessionSilence time.Duration
 }
 
 // Defaults for the tunnel address pools.
@@ -149,6 +154,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	casePattern, _ := check.CasePattern(cfg.CasePattern)
 	if cfg.HeartbeatTimeout == 0 {
 		cfg.HeartbeatTimeout = 30 * time.Second
+	}
+	if cfg.SessionSilence == 0 {
+		cfg.SessionSilence = defaultSessionSilence
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -303,6 +311,7 @@ func (s *Server) maintain(ctx context.Context) {
 	defer hourly.Stop()
 	daily := time.NewTicker(24 * time.Hour)
 	defer daily.Stop()
+	go s.watchSilentGateways(ctx)
 	s.runPurge(ctx)
 	for {
 		if err := s.db.CompactPeerChanges(ctx, peerChangesKept); err != nil && ctx.Err() == nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/internal/recordseal"
 	"github.com/meridian-vpn/meridian/jurisdiction"
 	"github.com/meridian-vpn/meridian/ledger"
 	"github.com/meridian-vpn/meridian/store"
@@ -65,6 +66,9 @@ type sessionState struct {
 	// while no admin write happened since (Server.adminWrites): reading
 	// the fleet for every batch cost a tenth of ingest.
 	dutyAt map[string]cachedDuty
+
+	silent silentGateways // used by watchSilentGateways only
+	seal   recordSeal     // opens sealed endpoints (recordseal.go)
 }
 
 type cachedDuty struct {
@@ -101,7 +105,8 @@ func (ss *sessionState) setUp(reg *prometheus.Registry) {
 	ss.decoding = make(chan struct{}, 1)
 	ss.stored = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_control_session_records_stored_total", Help: "Session records received from gateways and stored (again, for resent ones)."})
 	ss.ignored = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_control_session_records_ignored_total", Help: "Session records received that no duty requires (any more): not stored."})
-	reg.MustRegister(ss.stored, ss.ignored)
+	ss.silent.inferred = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_control_session_ends_inferred_total", Help: "Open sessions of gateways gone silent that the control server ended as of the last time it heard from them."})
+	reg.MustRegister(ss.stored, ss.ignored, ss.silent.inferred)
 }
 
 // holds reports whether gateway gw's netmap was computed with duty d.
@@ -157,6 +162,10 @@ func (s *Server) recordDutyOf(ctx context.Context, gw string) (recordDuty, error
 func (s *Server) markRecorded(ctx context.Context, nm *api.Netmap, d recordDuty) error {
 	if !d.any() {
 		return nil
+	}
+	var err error
+	if nm.RecordSealKey, err = s.recordSealKey(); err != nil {
+		return err
 	}
 	var kinds map[wg.Key]api.TenantKind
 	if !(d.consumer && d.enterprise) {
@@ -215,6 +224,16 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(b.Records) > api.MaxSessionBatch {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("at most %d records per batch", api.MaxSessionBatch))
+		return
+	}
+	// Sealed endpoints are opened first: the blind index and the ledger
+	// need the endpoint; the sealed form is not kept.
+	if err := s.openSealedEndpoints(b.Records); err != nil {
+		if errors.Is(err, recordseal.ErrNotOpened) || errors.Is(err, errBothEndpoints) {
+			writeError(w, http.StatusBadRequest, err.Error())
+		} else {
+			s.internalError(w, r, err)
+		}
 		return
 	}
 	for i, rec := range b.Records {

@@ -40,17 +40,21 @@ func startControl(t *testing.T, dir, addr string) *controlNode {
 }
 
 // startControlWith starts a control server with a heartbeat timeout (0 =
-// the default).
-func startControlWith(t *testing.T, dir, addr string, heartbeat time.Duration) *controlNode {
+// the default), and the configuration changes of opts.
+func startControlWith(t *testing.T, dir, addr string, heartbeat time.Duration, opts ...func(*control.Config)) *controlNode {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := control.New(ctx, control.Config{
+	cfg := control.Config{
 		DataDir:          dir,
 		IPv4Pool:         netip.MustParsePrefix("10.200.0.0/24"),
 		IPv6Pool:         netip.MustParsePrefix("2001:db8:200::/64"),
 		HeartbeatTimeout: heartbeat,
 		Logger:           testLogger(t),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := control.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

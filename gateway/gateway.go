@@ -7,6 +7,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/exit"
 	"github.com/meridian-vpn/meridian/internal/datadir"
+	"github.com/meridian-vpn/meridian/internal/recordseal"
 	"github.com/meridian-vpn/meridian/portblock"
 	"github.com/meridian-vpn/meridian/timesync"
 	"github.com/meridian-vpn/meridian/tunnet"
@@ -63,6 +65,11 @@ type Config struct {
 	PortBlocks      portblock.Layout // source port blocks on the exit addresses; default portblock.Default
 	SessionInterval time.Duration    // how often handshakes are read from the device; default 2 s
 	SpoolLimit      int64            // bytes of records kept while the control server is away; default 64 MiB
+	// StopFlush bounds how long Close spends delivering the spooled
+	// records (among them the ends of the sessions it closes) before the
+	// gateway stops; default 5 s, negative: not at all (they are sent at
+	// the next start).
+	StopFlush time.Duration
 
 	ReportInterval time.Duration // default 10 s
 	Logger         *slog.Logger
@@ -109,6 +116,8 @@ type Gateway struct {
 	lastLoad  atomic.Pointer[api.GatewayReport]
 	cancel    context.CancelFunc
 	done      sync.WaitGroup
+	closed    sync.Once
+	closeErr  error
 	metrics   *metrics
 }
 
@@ -138,6 +147,9 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	if cfg.SpoolLimit == 0 {
 		cfg.SpoolLimit = defaultSpoolLimit
+	}
+	if cfg.StopFlush == 0 {
+		cfg.StopFlush = defaultStopFlush
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -254,18 +266,49 @@ func (g *Gateway) startSessions() error {
 	if g.spool, err = openSpool(g.cfg.StateDir, g.cfg.SpoolLimit); err != nil {
 		return err
 	}
-	if err := closeLeftSessions(g.cfg.StateDir, g.spool, time.Now(), g.clockStamp()); err != nil {
-		g.spool.close()
-		return err
-	}
 	g.sessions, err = newSessionTracker(sessionConfig{
 		stateDir: g.cfg.StateDir, exit4: g.cfg.ExitIPv4, exit6: g.cfg.ExitIPv6, blocks: g.cfg.PortBlocks,
 		spool: g.spool, now: time.Now, clock: g.clockStamp, log: g.log, refusal: ephemeralOverlap(g.cfg.PortBlocks),
 	})
 	if err != nil {
 		g.spool.close()
+		return err
 	}
-	return err
+	if k := g.st.RecordSealKey; k != nil {
+		g.setRecordSealKey(*k)
+	}
+	if err := closeLeftSessions(g.cfg.StateDir, g.spool, time.Now(), g.clockStamp(), g.sessions.seal.Load()); err != nil {
+		g.spool.close()
+		return err
+	}
+	return nil
+}
+
+// setRecordSealKey takes the control server's key to seal session records'
+// endpoints to (from the state, or a netmap): this run seals to it with an
+// ephemeral key of its own, kept in memory only. The key, which is public,
+// is kept in the state so that a restart seals while the control server
+// is away.
+func (g *Gateway) setRecordSealKey(k api.RecordSealKey) {
+	if k.Scheme != api.RecordSealScheme {
+		g.log.Warn("the control server's record seal key is of an unknown scheme; upgrade the gateway", "scheme", k.Scheme)
+		return
+	}
+	if cur := g.sessions.seal.Load(); cur != nil && cur.For(k.Key) {
+		return
+	}
+	s, err := recordseal.NewSealer(k.Key)
+	if err != nil {
+		g.log.Warn("the control server's record seal key is unusable", "err", err)
+		return
+	}
+	g.sessions.seal.Store(s)
+	if g.st.RecordSealKey == nil || !bytes.Equal(g.st.RecordSealKey.Key, k.Key) {
+		g.st.RecordSealKey = &k
+		if err := g.st.save(g.cfg.StateDir); err != nil {
+			g.log.Warn("saving the record seal key", "err", err)
+		}
+	}
 }
 
 // clockStamp is the gateway's sync state now, as its session records carry
@@ -316,8 +359,17 @@ func (g *Gateway) startDevice() error {
 	return nil
 }
 
-// Close stops following the control server and tears the device down.
+// Close stops following the control server and tears the device down:
+// the open sessions close, and the spooled records, their ends among
+// them, are delivered for at most Config.StopFlush, so that a gateway
+// stopped for good does not leave its sessions open in the records.
+// Closing again does nothing.
 func (g *Gateway) Close() error {
+	g.closed.Do(func() { g.closeErr = g.close() })
+	return g.closeErr
+}
+
+func (g *Gateway) close() error {
 	g.cancel()
 	g.done.Wait()
 	g.mu.Lock()
@@ -326,6 +378,7 @@ func (g *Gateway) Close() error {
 	err := saveNetmap(g.cfg.StateDir, nm)
 	g.dev.Close() // closes the data plane's tun.Device too
 	g.sessions.shutdown()
+	g.flushSpool()
 	if cerr := g.plane.Close(); err == nil {
 		err = cerr
 	}

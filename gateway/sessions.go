@@ -23,6 +23,7 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/internal/atomicfile"
+	"github.com/meridian-vpn/meridian/internal/recordseal"
 	"github.com/meridian-vpn/meridian/portblock"
 	"github.com/meridian-vpn/meridian/tunnet"
 	"github.com/meridian-vpn/meridian/wg"
@@ -68,6 +69,7 @@ const (
 	refusedNoBlock   = "no_free_block"
 	refusedSpool     = "spool"
 	refusedPlane     = "data_plane"
+	refusedSealKey   = "no_seal_key"
 )
 
 // attributionPlane is the data plane's side of sessions: map a session's
@@ -94,9 +96,10 @@ type recPeer struct {
 }
 
 type session struct {
-	rec   api.SessionRecord
-	block portblock.Block
-	peer  *recPeer
+	rec      api.SessionRecord // its endpoint sealed (SealedEndpoint)
+	endpoint netip.AddrPort    // in memory only
+	block    portblock.Block
+	peer     *recPeer
 }
 
 type sessionConfig struct {
@@ -127,6 +130,11 @@ type sessionTracker struct {
 
 	opened  atomic.Uint64
 	refused *prometheus.CounterVec // by reason
+
+	// seal seals the endpoints of records to the control server's key,
+	// with this run's ephemeral key (internal/recordseal); nil until the
+	// key is known, and no session opens until then.
+	seal atomic.Pointer[recordseal.Sealer]
 }
 
 func newSessionTracker(cfg sessionConfig) (*sessionTracker, error) {
@@ -260,7 +268,7 @@ func (t *sessionTracker) observe(st map[wg.Key]peerStatus) {
 		switch {
 		case s != nil && !alive:
 			closing = append(closing, s)
-		case s != nil && ps.endpoint != s.rec.Endpoint:
+		case s != nil && ps.endpoint != s.endpoint:
 			roaming = append(roaming, s)
 		case s == nil && alive:
 			opening = append(opening, p)
@@ -275,7 +283,8 @@ func (t *sessionTracker) observe(st map[wg.Key]peerStatus) {
 			// peer, so its flows go on undisturbed.
 			old := s.rec
 			old.End, old.Clock = now, clock
-			s.rec = t.record(s.peer, st[s.peer.key].endpoint, s.block, now, clock)
+			s.endpoint = st[s.peer.key].endpoint
+			s.rec = t.record(s.peer, s.endpoint, s.block, now, clock)
 			roams = append(roams, old, s.rec)
 		}
 	}
@@ -289,13 +298,30 @@ func (t *sessionTracker) observe(st map[wg.Key]peerStatus) {
 	if len(closing)+len(roams)+opened > 0 {
 		t.saveOpenLocked()
 	}
+	t.aliveLocked(now)
+}
+
+// aliveLocked notes, as the modification time of the open sessions file,
+// that the gateway ran with those sessions open at now: a run that stops
+// without closing them (a crash) has them closed at the next start as of
+// then (closeLeftSessions), the last time it knew them open. The time is
+// not synced to disk: after a power cut it may be earlier, never later.
+func (t *sessionTracker) aliveLocked(now time.Time) {
+	if len(t.open) == 0 {
+		return
+	}
+	if err := os.Chtimes(filepath.Join(t.cfg.stateDir, openSessionsFile), now, now); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.cfg.log.Warn("noting the open sessions alive", "err", err)
+	}
 }
 
 // record makes the opening record of a session of p, stamped with the
-// gateway's sync state clock.
+// gateway's sync state clock, its endpoint sealed (sessions open only
+// once the sealer is known).
 func (t *sessionTracker) record(p *recPeer, endpoint netip.AddrPort, b portblock.Block, now time.Time, clock *api.ClockSync) api.SessionRecord {
-	r := api.SessionRecord{ID: newSessionID(now), PublicKey: p.key, Endpoint: endpoint, ExitIPv4: t.cfg.exit4, ExitIPv6: t.cfg.exit6,
+	r := api.SessionRecord{ID: newSessionID(now), PublicKey: p.key, ExitIPv4: t.cfg.exit4, ExitIPv6: t.cfg.exit6,
 		PortLo: b.Lo, PortHi: b.Hi, Start: now, Clock: clock}
+	r.SealedEndpoint = t.seal.Load().Seal(r.ID, endpoint)
 	for _, a := range p.addrs {
 		if a.Is4() {
 			r.TunnelIPv4 = a
@@ -349,6 +375,10 @@ func (t *sessionTracker) openLocked(peers []*recPeer, st map[wg.Key]peerStatus, 
 		t.warnOnce(refusedEphemeral, "session records are required but cannot be attributed on this host: "+t.cfg.refusal)
 		refuse(peers, refusedEphemeral)
 		return 0
+	case t.seal.Load() == nil:
+		t.warnOnce(refusedSealKey, "session records are required but the control server's key to seal them to is not known yet (it comes with the netmap; a control server older than this gateway sends none: upgrade it first): recorded traffic is refused until then")
+		refuse(peers, refusedSealKey)
+		return 0
 	case !t.cfg.exit4.IsValid() && !t.cfg.exit6.IsValid():
 		t.warnOnce(refusedNoExit, "session records are required but this gateway has no exit address: set --exit-ipv4 and --exit-ipv6; recorded traffic is refused until then")
 		refuse(peers, refusedNoExit)
@@ -368,7 +398,8 @@ func (t *sessionTracker) openLocked(peers []*recPeer, st map[wg.Key]peerStatus, 
 			refuse([]*recPeer{p}, refusedNoBlock)
 			continue
 		}
-		s := &session{rec: t.record(p, st[p.key].endpoint, b, now, clock), block: b, peer: p}
+		ep := st[p.key].endpoint
+		s := &session{rec: t.record(p, ep, b, now, clock), endpoint: ep, block: b, peer: p}
 		sessions = append(sessions, s)
 		add = append(add, t.attributions(s)...)
 	}
@@ -529,16 +560,28 @@ func (t *sessionTracker) saveOpenLocked() {
 	}
 }
 
-// closeLeftSessions closes, as of now, the sessions that a previous run of
-// the gateway left open: it stopped without closing them, so their blocks
-// were held until at most now, and are free now. clock is the gateway's
-// sync state now (nil without a time monitor).
-func closeLeftSessions(dir string, sp *spool, now time.Time, clock *api.ClockSync) error {
+// closeLeftSessions closes the sessions that a previous run of the
+// gateway left open: it stopped without closing them (a crash). They end
+// as of the last time that run knew them open (the file's modification
+// time, aliveLocked), or now if that is later than now; no session ends
+// before it started. Their blocks were given to no one in between. clock
+// is the gateway's sync state now (nil without a time monitor). Endpoints
+// in clear, from a version that did not seal them, are sealed with seal
+// if it is not nil.
+func closeLeftSessions(dir string, sp *spool, now time.Time, clock *api.ClockSync, seal *recordseal.Sealer) error {
 	path := filepath.Join(dir, openSessionsFile)
-	b, err := os.ReadFile(path)
+	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	if err != nil {
+		return err
+	}
+	end := fi.ModTime()
+	if end.After(now) {
+		end = now
+	}
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
@@ -547,7 +590,13 @@ func closeLeftSessions(dir string, sp *spool, now time.Time, clock *api.ClockSyn
 		return fmt.Errorf("%s is unreadable; move it aside to start (its sessions stay open in the records)", path)
 	}
 	for i := range recs {
-		recs[i].End, recs[i].Clock = now, clock
+		recs[i].End, recs[i].Clock = end, clock
+		if recs[i].End.Before(recs[i].Start) {
+			recs[i].End = recs[i].Start
+		}
+		if seal != nil && recs[i].Endpoint.IsValid() {
+			recs[i].SealedEndpoint, recs[i].Endpoint = seal.Seal(recs[i].ID, recs[i].Endpoint), netip.AddrPort{}
+		}
 	}
 	if err := sp.append(recs, true); err != nil {
 		return fmt.Errorf("closing the sessions left open: %w", err)
@@ -644,6 +693,37 @@ func (g *Gateway) sessionLoop(ctx context.Context) {
 		}
 		g.sessions.observe(peerStatuses(ipc, g.sessions.tracks))
 		g.attr.flush(seq)
+	}
+}
+
+// defaultStopFlush is how long a stopping gateway tries to deliver its
+// spooled records (Config.StopFlush).
+const defaultStopFlush = 5 * time.Second
+
+// flushSpool delivers the spooled records as the gateway stops (the send
+// loop has ended), for at most Config.StopFlush. What is not delivered
+// stays in the spool for the next start.
+func (g *Gateway) flushSpool() {
+	if g.cfg.StopFlush < 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.StopFlush)
+	defer cancel()
+	for g.spool.pending() > 0 {
+		before := g.spool.pending()
+		recs, next, _, err := g.spool.peek(api.MaxSessionBatch, maxSessionBatchBytes)
+		if err == nil && len(recs) > 0 {
+			_, err = g.client.PostSessions(ctx, api.SessionBatch{Records: recs})
+		}
+		if err != nil {
+			g.log.Warn("session records not delivered as the gateway stops; they stay in the spool for the next start", "bytes", g.spool.pending(), "err", redact(err.Error()))
+			return
+		}
+		g.recordsSent.Add(uint64(len(recs)))
+		if err := g.spool.ack(next); err != nil || g.spool.pending() >= before {
+			g.log.Error("session spool", "err", err)
+			return
+		}
 	}
 }
 

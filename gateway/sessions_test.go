@@ -19,6 +19,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/internal/recordseal"
 	"github.com/meridian-vpn/meridian/portblock"
 	"github.com/meridian-vpn/meridian/tunnet"
 	"github.com/meridian-vpn/meridian/wg"
@@ -66,7 +67,8 @@ type trackerTest struct {
 	spool *spool
 	dir   string
 	now   time.Time
-	read  int // spool records already returned by records
+	read  int                // spool records already returned by records
+	open  *recordseal.Opener // the control server's side of the record seal
 }
 
 func newTrackerTest(t *testing.T, cfg sessionConfig) *trackerTest {
@@ -93,7 +95,34 @@ func newTrackerTest(t *testing.T, cfg sessionConfig) *trackerTest {
 	if tt.tr, err = newSessionTracker(cfg); err != nil {
 		t.Fatal(err)
 	}
+	priv, err := recordseal.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tt.open, err = recordseal.NewOpener(priv); err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := recordseal.NewSealer(tt.open.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tt.tr.seal.Store(sealer)
 	return tt
+}
+
+// opened returns r, a spooled record, with its endpoint opened as the
+// control server opens it; the spooled form must hold it sealed only.
+func (tt *trackerTest) opened(r api.SessionRecord) api.SessionRecord {
+	tt.t.Helper()
+	if r.Endpoint.IsValid() || r.SealedEndpoint == "" {
+		tt.t.Fatalf("record %s holds its endpoint in clear", r.ID)
+	}
+	ep, err := tt.open.Open(r.ID, r.SealedEndpoint)
+	if err != nil {
+		tt.t.Fatalf("record %s: %v", r.ID, err)
+	}
+	r.Endpoint, r.SealedEndpoint = ep, ""
+	return r
 }
 
 // records returns the records spooled since the last call.
@@ -151,7 +180,7 @@ func TestSessionLifecycle(t *testing.T) {
 	if len(recs) != 1 {
 		t.Fatalf("%d records after the first handshake, want 1", len(recs))
 	}
-	open := recs[0]
+	open := tt.opened(recs[0])
 	if err := open.Validate(); err != nil {
 		t.Fatalf("opening record invalid: %v", err)
 	}
@@ -180,7 +209,7 @@ func TestSessionLifecycle(t *testing.T) {
 	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: hs, endpoint: ep2}})
 	recs = tt.records()
 	if len(recs) != 2 || recs[0].ID != open.ID || !recs[0].End.Equal(tt.now) ||
-		recs[1].ID == open.ID || recs[1].Endpoint != ep2 || !recs[1].Start.Equal(tt.now) || !recs[1].End.IsZero() ||
+		recs[1].ID == open.ID || tt.opened(recs[1]).Endpoint != ep2 || !recs[1].Start.Equal(tt.now) || !recs[1].End.IsZero() ||
 		recs[1].PortLo != open.PortLo {
 		t.Fatalf("endpoint change: %+v", recs)
 	}
@@ -357,7 +386,11 @@ func TestSessionsLeftOpenAreClosedAtStart(t *testing.T) {
 	if err := json.Unmarshal(b, &saved); err != nil || len(saved) != 1 || saved[0].ID != open.ID {
 		t.Fatalf("open sessions file: %s (%v)", b, err)
 	}
-	tt.spool.close() // the gateway crashes
+	// The session goes on for five minutes, then the gateway crashes.
+	tt.now = tt.now.Add(5 * time.Minute)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: tt.now, endpoint: ep1}})
+	lastAlive := tt.now
+	tt.spool.close()
 
 	sp, err := openSpool(tt.dir, 1<<20)
 	if err != nil {
@@ -365,12 +398,14 @@ func TestSessionsLeftOpenAreClosedAtStart(t *testing.T) {
 	}
 	defer sp.close()
 	restart := tt.now.Add(time.Hour)
-	if err := closeLeftSessions(tt.dir, sp, restart, nil); err != nil {
+	if err := closeLeftSessions(tt.dir, sp, restart, nil, nil); err != nil {
 		t.Fatal(err)
 	}
+	// It ends when the crashed run last knew it open, not at the restart
+	// an hour later.
 	recs, _, _, _ := sp.peek(10, 1<<20)
-	if len(recs) != 2 || recs[1].ID != open.ID || !recs[1].End.Equal(restart) {
-		t.Fatalf("spool after the restart: %+v", recs)
+	if len(recs) != 2 || recs[1].ID != open.ID || !recs[1].End.Equal(lastAlive) {
+		t.Fatalf("spool after the restart: %+v, want the end at %s", recs, lastAlive)
 	}
 	if _, err := os.Stat(filepath.Join(tt.dir, openSessionsFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("open sessions file kept after closing them")
@@ -514,5 +549,44 @@ func TestSessionIDsSortByTime(t *testing.T) {
 	}
 	if a, b := newSessionID(t0), newSessionID(t0); a == b || a[:12] != b[:12] {
 		t.Fatalf("two ids of the same millisecond: %s %s", a, b)
+	}
+}
+
+// Until the control server's key to seal endpoints to is known, no
+// session opens: its record could only hold the endpoint in clear.
+func TestSessionRefusedWithoutSealKey(t *testing.T) {
+	tt := newTrackerTest(t, sessionConfig{})
+	tt.tr.seal.Store(nil)
+	p := recordedPeer(t, 2)
+	tt.tr.update([]api.Peer{p}, nil)
+	tt.tr.observe(map[wg.Key]peerStatus{p.PublicKey: {handshake: tt.now, endpoint: ep1}})
+	if recs := tt.records(); len(recs) != 0 || tt.tr.openCount() != 0 {
+		t.Fatalf("a session opened without the seal key: %+v", recs)
+	}
+	if got := counterValue(tt.tr.refused.WithLabelValues(refusedSealKey)); got != 1 {
+		t.Fatalf("refusals for want of the key: %v", got)
+	}
+}
+
+// An open sessions file of a version that did not seal endpoints has
+// them sealed as its sessions are closed at the next start.
+func TestLeftSessionsInClearAreSealed(t *testing.T) {
+	tt := newTrackerTest(t, sessionConfig{})
+	old := api.SessionRecord{ID: newSessionID(tt.now), PublicKey: recordedPeer(t, 3).PublicKey, TunnelIPv4: netip.MustParseAddr("10.200.0.3"),
+		Endpoint: ep1, ExitIPv4: exit4, PortLo: 1024, PortHi: 1279, Start: tt.now}
+	b, _ := json.Marshal([]api.SessionRecord{old})
+	if err := os.WriteFile(filepath.Join(tt.dir, openSessionsFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := closeLeftSessions(tt.dir, tt.spool, tt.now.Add(time.Hour), nil, tt.tr.seal.Load()); err != nil {
+		t.Fatal(err)
+	}
+	recs := tt.records()
+	if len(recs) != 1 || recs[0].End.IsZero() || tt.opened(recs[0]).Endpoint != ep1 {
+		t.Fatalf("closing record %+v", recs)
+	}
+	raw, _ := os.ReadFile(filepath.Join(tt.dir, spoolFile))
+	if strings.Contains(string(raw), ep1.Addr().String()) {
+		t.Fatalf("the spool holds the endpoint in clear: %s", raw)
 	}
 }

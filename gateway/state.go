@@ -24,6 +24,9 @@ type state struct {
 	Credential string         `json:"credential,omitempty"`
 	PrivateKey wg.Key         `json:"private_key"`
 	Addresses  []netip.Prefix `json:"addresses,omitempty"`
+	// RecordSealKey is the control server's public key that session
+	// records' endpoints are sealed to (from the netmap).
+	RecordSealKey *api.RecordSealKey `json:"record_seal_key,omitempty"`
 }
 
 const (

@@ -96,6 +96,9 @@ func (g *Gateway) apply(nm api.Netmap) error {
 func (g *Gateway) install(nm api.Netmap) (ended []netip.Addr, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if nm.RecordSealKey != nil {
+		g.setRecordSealKey(*nm.RecordSealKey)
+	}
 	var b strings.Builder
 	upserts := make(map[wg.Key]api.Peer, len(nm.Peers))
 	removes := map[wg.Key]bool{}

@@ -134,9 +134,10 @@ func SessionIndexFile(file string) string {
 }
 
 // sessionIndexSchema is the index's schema; PRAGMA user_version says which
-// is in a file.
+// is in a file. Files of an earlier version are brought up to date by the
+// statements of sessionIndexUpgrades.
 const (
-	sessionIndexVersion = 1
+	sessionIndexVersion = 2
 	sessionIndexSchema  = `
 CREATE TABLE sessions (
 	id             TEXT PRIMARY KEY, -- 32 hex digits, made by the gateway
@@ -155,6 +156,7 @@ CREATE TABLE sessions (
 	end_at         INTEGER,
 	seq            INTEGER,          -- ledger seq of the "session" entry; NULL for rows stored before records were sealed
 	end_seq        INTEGER,          -- ledger seq of the "session-end" entry
+	inferred_end_seq INTEGER,        -- ledger seq of a "session-end" entry the control server inferred (the gateway went silent); the end is inferred while it is end_seq, and it is kept, for purges, when a reported end replaces it
 	CHECK (port_lo BETWEEN 1 AND port_hi AND port_hi <= 65535),
 	CHECK (end_at IS NULL OR end_at >= start_at)
 ) STRICT;
@@ -170,6 +172,14 @@ CREATE TABLE watermark (
 ) STRICT;
 INSERT INTO watermark (one, seq) VALUES (1, 0)`
 )
+
+// sessionIndexUpgrades[v] brings an index file of version v+1 to version
+// v+2, in one transaction.
+var sessionIndexUpgrades = []string{
+	// 1 → 2: ends the control server inferred for gateways gone silent,
+	// which a reported end replaces.
+	`ALTER TABLE sessions ADD COLUMN inferred_end_seq INTEGER`,
+}
 
 // sessionCopyCols are the columns a session row has in both databases.
 const sessionCopyCols = `id, gateway, public_key, device_id, user_name, tunnel_ipv4, tunnel_ipv6, endpoint_index,
@@ -223,6 +233,19 @@ func (db *DB) openSessionIndex(ctx context.Context, file string) error {
 		}
 	case version > sessionIndexVersion:
 		return fmt.Errorf("session index %s is of a newer Meridian (version %d)", file, version)
+	case version < sessionIndexVersion:
+		err := db.indexTx(ctx, func(tx *sql.Tx) error {
+			for _, stmt := range sessionIndexUpgrades[version-1:] {
+				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+					return err
+				}
+			}
+			_, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, sessionIndexVersion))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("session index %s: upgrading from version %d: %w", file, version, err)
+		}
 	}
 	if err := db.moveSessionRows(ctx, file); err != nil {
 		return fmt.Errorf("moving session rows to %s: %w", file, err)

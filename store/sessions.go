@@ -59,11 +59,18 @@ type SessionEntry struct {
 }
 
 // SessionEnd says that a stored open session ended. It is also the body of
-// the ledger entry that records it.
+// the ledger entry that records it (a durable format: fields are only ever
+// added, with omitempty, so that entries written before them read the same).
 type SessionEnd struct {
 	ID    string         `json:"id"`
 	End   time.Time      `json:"end"`
 	Clock *api.ClockSync `json:"clock,omitempty"` // the gateway's clock when it saw the end
+	// Inferred says that the gateway did not report this end: it went
+	// silent, and the control server ended its open sessions as of the
+	// last time it heard from it (EndOpenSessions). An end the gateway
+	// reports later replaces it, in a later entry. Entries from before
+	// inferred ends existed lack the field: reported.
+	Inferred bool `json:"inferred,omitempty"`
 }
 
 // GatewaySessions is a batch of session records sent by a gateway, and
@@ -140,7 +147,7 @@ func (db *DB) SaveSessions(ctx context.Context, batches []GatewaySessions, hook 
 			case !ok:
 				starts = append(starts, SessionEntry{r, b.Gateway})
 				known[r.ID] = storedSession{gateway: b.Gateway, ended: !r.End.IsZero(), start: r.Start.UnixNano()}
-			case k.gateway == b.Gateway && !k.ended && !r.End.IsZero():
+			case k.gateway == b.Gateway && !k.ended && !r.End.IsZero(): // an inferred end is not ended: the reported one replaces it
 				if r.End.UnixNano() < k.start {
 					return nil, fmt.Errorf("%w: session record %s ends before the session it closes started", ErrBadSessionRecord, r.ID)
 				}
@@ -238,14 +245,17 @@ func (db *DB) prepareSessions(ctx context.Context) error {
 	}
 	// The ends of many sessions in one statement: a statement per end
 	// cost as much as the writing.
-	if db.endRows, err = PrepareValues(ctx, db.index.DB, `UPDATE OR FAIL sessions SET end_at = v.column2, end_seq = v.column3 FROM (VALUES `, 3,
+	if db.endRows, err = PrepareValues(ctx, db.index.DB, `UPDATE OR FAIL sessions SET end_at = v.column2, end_seq = v.column3,
+			inferred_end_seq = coalesce(v.column4, inferred_end_seq) FROM (VALUES `, 4,
 		`) AS v WHERE sessions.id = v.column1`); err != nil {
 		return err
 	}
 	if db.owners, err = db.PrepareContext(ctx, `SELECT d.public_key, d.id, u.name, u.kind FROM devices d JOIN users u ON u.id = d.user_id WHERE d.public_key`+InList); err != nil {
 		return err
 	}
-	db.known, err = db.index.PrepareContext(ctx, `SELECT id, gateway, end_at IS NOT NULL, start_at FROM sessions WHERE id`+InList)
+	// An end the control server inferred does not count as ended: the
+	// gateway's own end replaces it.
+	db.known, err = db.index.PrepareContext(ctx, `SELECT id, gateway, end_at IS NOT NULL AND end_seq IS NOT inferred_end_seq, start_at FROM sessions WHERE id`+InList)
 	return err
 }
 
@@ -304,7 +314,7 @@ func (db *DB) ownersOf(query queryFunc, keys []wg.Key) (map[wg.Key]SessionOwner,
 // storedSession is what SaveSessions needs to know of a stored record.
 type storedSession struct {
 	gateway string
-	ended   bool
+	ended   bool  // with an end the gateway reported
 	start   int64 // Unix nanoseconds
 }
 
@@ -358,9 +368,13 @@ func sessionRows(starts []SessionEntry, owners map[wg.Key]SessionOwner, index fu
 // endRows returns the ends, whose ledger entries are seqs, as the values
 // of endRows.
 func endRows(ends []SessionEnd, seqs []int64) []any {
-	args := make([]any, 0, 3*len(ends))
+	args := make([]any, 0, 4*len(ends))
 	for i, e := range ends {
-		args = append(args, e.ID, e.End.UnixNano(), seqs[i])
+		var inferred any // the seq of an inferred end, kept when a reported one replaces it
+		if e.Inferred {
+			inferred = seqs[i]
+		}
+		args = append(args, e.ID, e.End.UnixNano(), seqs[i], inferred)
 	}
 	return args
 }
@@ -421,7 +435,8 @@ func (db *DB) SessionSeqs(ctx context.Context, user string) ([]int64, error) {
 	}
 	rows, err := db.index.QueryContext(ctx, `SELECT seq FROM sessions WHERE user_name = ? AND seq IS NOT NULL
 		UNION ALL SELECT end_seq FROM sessions WHERE user_name = ? AND end_seq IS NOT NULL
-		ORDER BY 1`, user, user)
+		UNION ALL SELECT inferred_end_seq FROM sessions WHERE user_name = ? AND inferred_end_seq IS NOT end_seq AND inferred_end_seq IS NOT NULL
+		ORDER BY 1`, user, user, user)
 	if err != nil {
 		return nil, err
 	}

@@ -267,6 +267,9 @@ func runComplianceLookup(ctx context.Context, args []string) error {
 		if !x.End.IsZero() {
 			end += clockNote(x.EndClock)
 		}
+		if x.EndSource == api.EndInferred {
+			end += " (ended, inferred from the gateway's last report)"
+		}
 		fmt.Printf("  %s  user %q device %d  gateway %s  from %s  tunnel %s %s  exit %s %s ports %d-%d  %s%s .. %s\n",
 			x.ID, x.User, x.DeviceID, x.Gateway, x.Endpoint, x.TunnelIPv4, x.TunnelIPv6, x.ExitIPv4, x.ExitIPv6, x.PortLo, x.PortHi, x.Start.Format(time.RFC3339), clockNote(x.Clock), end)
 	}

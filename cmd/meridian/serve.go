@@ -56,6 +56,7 @@ type controlFlags struct {
 	signupsPerSource, signupsPerEmail  int
 	signupMailsPerDay                  int
 	signupExpiry                       time.Duration
+	sessionSilence                     time.Duration
 }
 
 func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
@@ -81,6 +82,7 @@ func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
 	fs.DurationVar(&c.signupExpiry, "signup-expiry", control.DefaultSignupExpiry, "a sign-up with neither a verified email nor a device after this long is withdrawn and its record purged; -1s: never")
 	c.clock.register(fs)
 	fs.StringVar(&c.incidentWebhook, "incident-webhook", "", "URL to POST deadline alerts of incidents and CERT-In orders to (1 hour left, overdue)")
+	fs.DurationVar(&c.sessionSilence, "session-silence", 15*time.Minute, "end the open sessions of a gateway silent this long, as of the last time it was heard from (an inferred end); negative: never")
 	fs.StringVar(&c.ictLogLocation, "ict-log-location", "", "country (ISO code) where the ICT logs are kept, shown by 'meridian logs status'; they live in the control database")
 	fs.StringVar(&c.casePattern, "case-pattern", "", "regular expression every case reference of a compliance read must match as a whole (e.g. 'FIR-[0-9]{4}/[0-9]+'), on top of the built-in checks")
 }
@@ -114,7 +116,8 @@ func (c *controlFlags) config() (control.Config, error) {
 	}
 	cfg := control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,
 		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TwoPersonRule: c.twoPerson, TrustedProxies: c.trusted, IncidentWebhook: c.incidentWebhook,
-		ICTLogLocation: c.ictLogLocation, CasePattern: c.casePattern}
+		ICTLogLocation: c.ictLogLocation, CasePattern: c.casePattern,
+		SessionSilence: c.sessionSilence}
 	cfg.SignupsPerSource, cfg.SignupsPerEmail, cfg.SignupMailsPerDay, cfg.SignupExpiry = c.signupsPerSource, c.signupsPerEmail, c.signupMailsPerDay, c.signupExpiry
 	if cfg.Clock, err = c.clock.monitor(log, api.ControlNode); err != nil {
 		return cfg, err
@@ -201,6 +204,7 @@ type gatewayFlags struct {
 	exit6      string
 	blocks     string
 	tcpIdle    time.Duration
+	stopFlush  time.Duration
 }
 
 func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
@@ -212,6 +216,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
 	fs.StringVar(&g.exit6, "exit-ipv6", "", "the host's public IPv6 address traffic leaves from (as --exit-ipv4)")
 	fs.StringVar(&g.blocks, "port-blocks", portblock.Default.String(), "source ports of the exit addresses carved into blocks, FIRST-LAST/SIZE: each recorded session holds one block, so the number of blocks bounds concurrent recorded sessions (keep them below the kernel's ephemeral ports)")
 	fs.DurationVar(&g.tcpIdle, "tcp-idle", exit.DefaultTCPIdle, "userspace mode: reset a TCP flow after this long without data in either direction (RFC 5382 wants at least 2h4m)")
+	fs.DurationVar(&g.stopFlush, "stop-flush", 5*time.Second, "how long a stopping gateway tries to deliver its spooled session records (the ends of the sessions it closes among them); 0: not at all")
 	if withTUN {
 		fs.StringVar(&g.mode, "mode", "userspace", "userspace (rootless, gVisor netstack) or tun (kernel TUN + nftables NAT, needs root)")
 		fs.StringVar(&g.tunName, "tun-name", "mrd0", "TUN interface name (tun mode)")
@@ -224,7 +229,7 @@ func (g *gatewayFlags) config() (gateway.Config, error) {
 	cfg := gateway.Config{
 		StateDir: g.state, Name: g.name, ListenPort: g.listenPort, Endpoint: g.endpoint,
 		Mode: api.GatewayMode(g.mode), EgressAllow: g.allow, TUNName: g.tunName,
-		TCPIdle: g.tcpIdle,
+		TCPIdle: g.tcpIdle, StopFlush: g.stopFlush,
 	}
 	if g.tcpIdle <= 0 {
 		return cfg, usageError{fmt.Errorf("--tcp-idle: %v is not a positive duration", g.tcpIdle)}
@@ -245,6 +250,9 @@ func (g *gatewayFlags) config() (gateway.Config, error) {
 		}
 	default:
 		return cfg, usageError{fmt.Errorf("--mode %q: want userspace or tun", g.mode)}
+	}
+	if cfg.StopFlush == 0 {
+		cfg.StopFlush = -1 // not at all
 	}
 	var err error
 	if cfg.PortBlocks, err = portblock.ParseLayout(g.blocks); err != nil {

@@ -70,6 +70,8 @@ type Config struct {
 	// ICTLogLocation is the country (ISO 3166-1 code) where the operator
 	// keeps the ICT logs; "" when not configured (ictlog.go).
 	ICTLogLocation string
+	// Limits bound API connections and request bodies (limits.go).
+	Limits Limits
 }
 
 // Defaults for the tunnel address pools.
@@ -109,6 +111,10 @@ type Server struct {
 	// are valid while it stays the same.
 	adminWrites atomic.Uint64
 	ict         *ictState // ICT log and incident detectors (ictlog.go, candidates.go)
+
+	conns        *connLimiter  // open API connections (limits.go)
+	authFails    *authLimiter  // failed credentials by source (limits.go)
+	limitMetrics *limitMetrics // what the limits refused
 }
 
 type gatewayStatus struct {
@@ -137,6 +143,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	if err := checkWebhook(cfg.IncidentWebhook); err != nil {
 		return nil, err
 	}
@@ -170,6 +177,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = newMetrics(s)
+	s.conns = &connLimiter{max: cfg.Limits.MaxConns, perSource: cfg.Limits.MaxConnsPerSource, exempt: s.trusted, bySource: map[netip.Addr]int{}}
+	s.authFails = newAuthLimiter()
+	s.limitMetrics = newLimitMetrics(s.metrics.reg, s.conns.openConns)
 	s.sessions.setUp(s.metrics.reg)
 	if err := s.openICT(ctx); err != nil { // ICT log (ictlog.go)
 		db.Close()
@@ -242,9 +252,10 @@ func (s *Server) CAFingerprint() string { return s.ca.Fingerprint() }
 // Serve answers API requests on l until ctx ends. Listeners on loopback
 // addresses serve plain HTTP; all others serve HTTPS with a certificate
 // from the control CA covering hosts (plus the listener's own address).
+// Connections and request bodies are bounded by Config.Limits.
 func (s *Server) Serve(ctx context.Context, l net.Listener, hosts []string) error {
 	srv := &http.Server{
-		Handler:           s.Handler(),
+		Handler:           s.limitBodies(s.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -252,6 +263,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, hosts []string) erro
 		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	addr := l.Addr().(*net.TCPAddr)
+	l = &limitListener{Listener: l, lim: s.conns, refused: s.limitMetrics.refused}
 	if !addr.IP.IsLoopback() {
 		cert, err := s.ca.serverCert(append(hosts, addr.IP.String(), "localhost", "127.0.0.1", "::1"))
 		if err != nil {
@@ -456,6 +468,8 @@ func decodeUpTo(w http.ResponseWriter, r *http.Request, v any, limit int64) bool
 	switch {
 	case errors.As(err, &mbe):
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", limit))
+	case errors.Is(err, errSlowBody):
+		writeError(w, http.StatusRequestTimeout, err.Error())
 	case errors.Is(err, io.EOF):
 		writeError(w, http.StatusBadRequest, "empty request body; a JSON object is required")
 	default:

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/internal/slowbody"
 )
 
 // serveTestServer runs a control server with cfg through Serve (the real
@@ -46,49 +47,6 @@ func serveTestServer(t *testing.T, cfg Config) (*Server, string) {
 func dialFrom(src, addr string) (net.Conn, error) {
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
 	return d.Dial("tcp", addr)
-}
-
-// slowBody is a connection that sent a request's headers and now trickles
-// its body, a byte at a time; closed is closed when the server closes it.
-type slowBody struct {
-	c      net.Conn
-	closed chan struct{}
-}
-
-// startSlowBody opens one, bounded: it stops trickling after maxTime.
-func startSlowBody(src, addr, path string, every, maxTime time.Duration) (*slowBody, error) {
-	c, err := dialFrom(src, addr)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", path); err != nil {
-		c.Close()
-		return nil, err
-	}
-	sb := &slowBody{c: c, closed: make(chan struct{})}
-	go func() { // the server's side: whatever it answers, until it closes
-		defer close(sb.closed)
-		c.SetReadDeadline(time.Now().Add(maxTime))
-		io.Copy(io.Discard, c)
-	}()
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		stop := time.After(maxTime)
-		for {
-			select {
-			case <-sb.closed:
-				return
-			case <-stop:
-				return
-			case <-t.C:
-				if _, err := c.Write([]byte(" ")); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	return sb, nil
 }
 
 // refused reports whether the server closed c without answering a request.
@@ -145,16 +103,16 @@ func TestSlowBodyFlood(t *testing.T) {
 	addr := strings.TrimPrefix(url, "http://")
 
 	start := time.Now()
-	var flood []*slowBody
+	var flood []*slowbody.Conn
 	t.Cleanup(func() {
 		for _, sb := range flood {
-			sb.c.Close()
+			sb.Close()
 		}
 	})
 	for i := 0; i < sources; i++ {
 		src := fmt.Sprintf("127.0.0.%d", 2+i)
 		for j := 0; j < perSource; j++ {
-			sb, err := startSlowBody(src, addr, "/api/v1/gateways/join", 250*time.Millisecond, 30*time.Second)
+			sb, err := slowbody.Open(src, addr, "/api/v1/gateways/join", 250*time.Millisecond, 30*time.Second)
 			if err != nil {
 				t.Fatalf("slow connection %d from %s: %v", j, src, err)
 			}
@@ -192,7 +150,7 @@ func TestSlowBodyFlood(t *testing.T) {
 		open := len(flood)
 		for _, sb := range flood {
 			select {
-			case <-sb.closed:
+			case <-sb.Closed():
 				open--
 			case <-timeout:
 				t.Fatalf("%d of %d slow connections still open %s after they began", open, len(flood), time.Since(start).Round(time.Second))

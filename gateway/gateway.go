@@ -42,6 +42,9 @@ type Config struct {
 	Mode       api.GatewayMode
 
 	EgressAllow []netip.Prefix
+	// ExitMaxConns caps the flows the userspace exit relays at once (each
+	// holds a socket); 0: the exit's default.
+	ExitMaxConns int
 
 	// ExitIPv4 and ExitIPv6 are the addresses traffic leaves from: in TUN
 	// mode the SNAT source (default: masquerade), in userspace mode the
@@ -276,7 +279,8 @@ func (g *Gateway) startDevice() error {
 	switch g.cfg.Mode {
 	case api.Userspace:
 		g.exit, err = exit.New(exit.Config{Addresses: g.st.Addresses, Allow: g.cfg.EgressAllow, HostAddrs: hostAddrs(g.log),
-			ExitIPv4: g.cfg.ExitIPv4, ExitIPv6: g.cfg.ExitIPv6, SourcePorts: g.sessions.sourcePorts, Logger: g.log})
+			ExitIPv4: g.cfg.ExitIPv4, ExitIPv6: g.cfg.ExitIPv6, SourcePorts: g.sessions.sourcePorts, Logger: g.log,
+			MaxConns: g.cfg.ExitMaxConns})
 		if err == nil {
 			g.plane = g.exit
 			g.sessions.cfg.plane = userspaceAttribution{g.exit}

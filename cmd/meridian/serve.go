@@ -21,6 +21,7 @@ import (
 	"github.com/meridian-vpn/meridian/gateway"
 	"github.com/meridian-vpn/meridian/internal/atomicfile"
 	"github.com/meridian-vpn/meridian/portblock"
+	"golang.org/x/net/netutil"
 )
 
 // Files in a data directory that the admin commands read.
@@ -46,6 +47,7 @@ type controlFlags struct {
 	clock                              clockFlags
 	incidentWebhook                    string
 	ictLogLocation                     string
+	limits                             limitFlags
 }
 
 func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
@@ -68,11 +70,13 @@ func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
 	c.clock.register(fs)
 	fs.StringVar(&c.incidentWebhook, "incident-webhook", "", "URL to POST deadline alerts of incidents and CERT-In orders to (1 hour left, overdue)")
 	fs.StringVar(&c.ictLogLocation, "ict-log-location", "", "country (ISO code) where the ICT logs are kept, shown by 'meridian logs status'; they live in the control database")
+	c.limits.register(fs)
 }
 
 // start opens the control server, makes the first admin token if there is
-// none, and starts serving. It returns the server and its URL.
-func (c *controlFlags) start(ctx context.Context, errc chan<- error) (*control.Server, string, error) {
+// none, and starts serving with at most maxConns API connections. It
+// returns the server and its URL.
+func (c *controlFlags) start(ctx context.Context, errc chan<- error, maxConns int) (*control.Server, string, error) {
 	log, err := newLogger(c.logLevel)
 	if err != nil {
 		return nil, "", err
@@ -85,10 +89,14 @@ func (c *controlFlags) start(ctx context.Context, errc chan<- error) (*control.S
 	if err != nil {
 		return nil, "", fmt.Errorf("--ipv6-pool: %v", err)
 	}
+	limits, err := c.limits.limits(maxConns)
+	if err != nil {
+		return nil, "", err
+	}
 	if err := os.MkdirAll(c.data, 0o700); err != nil {
 		return nil, "", err
 	}
-	cfg := control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,
+	cfg := control.Config{Limits: limits, DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,
 		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TwoPersonRule: c.twoPerson, TrustedProxies: c.trusted, IncidentWebhook: c.incidentWebhook,
 		ICTLogLocation: c.ictLogLocation}
 	if cfg.Clock, err = c.clock.monitor(log, api.ControlNode); err != nil {
@@ -121,7 +129,7 @@ func (c *controlFlags) start(ctx context.Context, errc chan<- error) (*control.S
 		hosts = strings.Split(c.hosts, ",")
 	}
 	go func() { errc <- srv.Serve(ctx, l, hosts) }()
-	log.Info("control server listening", "url", url, "ca_sha256", srv.CAFingerprint())
+	log.Info("control server listening", "url", url, "ca_sha256", srv.CAFingerprint(), "max_conns", limits.MaxConns, "max_conns_per_source", limits.MaxConnsPerSource)
 	return srv, url, nil
 }
 
@@ -147,6 +155,7 @@ type gatewayFlags struct {
 	exit4      string
 	exit6      string
 	blocks     string
+	exitConns  int
 }
 
 func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
@@ -157,6 +166,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
 	fs.StringVar(&g.exit4, "exit-ipv4", "", "the host's public IPv4 address traffic leaves from (tun mode: SNAT to it, default masquerade); required for session records")
 	fs.StringVar(&g.exit6, "exit-ipv6", "", "the host's public IPv6 address traffic leaves from (as --exit-ipv4)")
 	fs.StringVar(&g.blocks, "port-blocks", portblock.Default.String(), "source ports of the exit addresses carved into blocks, FIRST-LAST/SIZE: each recorded session holds one block, so the number of blocks bounds concurrent recorded sessions (keep them below the kernel's ephemeral ports)")
+	fs.IntVar(&g.exitConns, "exit-max-conns", 0, fmt.Sprintf("flows the userspace exit relays at once at most (default %d, or a share of the open files limit when that is smaller)", defaultExitMaxConns))
 	if withTUN {
 		fs.StringVar(&g.mode, "mode", "userspace", "userspace (rootless, gVisor netstack) or tun (kernel TUN + nftables NAT, needs root)")
 		fs.StringVar(&g.tunName, "tun-name", "mrd0", "TUN interface name (tun mode)")
@@ -166,7 +176,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
 func (g *gatewayFlags) config() (gateway.Config, error) {
 	cfg := gateway.Config{
 		StateDir: g.state, Name: g.name, ListenPort: g.listenPort, Endpoint: g.endpoint,
-		Mode: api.GatewayMode(g.mode), EgressAllow: g.allow, TUNName: g.tunName,
+		Mode: api.GatewayMode(g.mode), EgressAllow: g.allow, TUNName: g.tunName, ExitMaxConns: g.exitConns,
 	}
 	var err error
 	if cfg.PortBlocks, err = portblock.ParseLayout(g.blocks); err != nil {
@@ -200,10 +210,17 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	gf.mode = string(api.Userspace)
+	// One process: the API and the exit each get their own share of the
+	// file descriptors.
+	apiConns, exitConns, err := fdBudget(raiseFileLimit(), cf.limits.maxConns, gf.exitConns, true, true)
+	if err != nil {
+		return err
+	}
+	gf.exitConns = exitConns
 	errc := make(chan error, 1)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srv, url, err := cf.start(ctx, errc)
+	srv, url, err := cf.start(ctx, errc, apiConns)
 	if err != nil {
 		return err
 	}
@@ -267,8 +284,12 @@ func runControl(ctx context.Context, args []string) error {
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
+	apiConns, _, err := fdBudget(raiseFileLimit(), cf.limits.maxConns, 0, true, false)
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
-	srv, url, err := cf.start(ctx, errc)
+	srv, url, err := cf.start(ctx, errc, apiConns)
 	if err != nil {
 		return err
 	}
@@ -314,6 +335,12 @@ func runGateway(ctx context.Context, args []string) error {
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
+	if gf.mode == string(api.Userspace) {
+		var err error
+		if _, gf.exitConns, err = fdBudget(raiseFileLimit(), 0, gf.exitConns, false, true); err != nil {
+			return err
+		}
+	}
 	cfg, err := gf.config()
 	if err != nil {
 		return err
@@ -349,12 +376,18 @@ func runGateway(ctx context.Context, args []string) error {
 func serveMetrics(ctx context.Context, addr string, gw *gateway.Gateway) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", gw.MetricsHandler())
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// A scrape is a GET: the whole request has ReadTimeout, and at most
+	// metricsMaxConns are served at once (more wait to be accepted).
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics %s: %w", addr, err)
+	}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
 	}()
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(netutil.LimitListener(l, metricsMaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("--metrics %s: %w", addr, err)
 	}
 	return nil

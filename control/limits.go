@@ -18,8 +18,10 @@ import (
 // connections, all together and from one source address, and the time a
 // request body may take to arrive. Zero values get the defaults below.
 type Limits struct {
-	// MaxConns caps open API connections; one more is closed as soon as
-	// it is accepted. Default DefaultMaxConns.
+	// MaxConns caps open API connections. At the cap, a connection from a
+	// source holding fewer than the heaviest source takes the place of that
+	// source's oldest connection; otherwise it is closed as soon as it is
+	// accepted. Default DefaultMaxConns.
 	MaxConns int
 	// MaxConnsPerSource caps open API connections from one address (an
 	// IPv6 /64 counts as one address). Trusted proxies are exempt: their
@@ -73,7 +75,7 @@ func sourceOf(a netip.Addr) netip.Addr {
 // limitMetrics count what the limits refused; they carry no addresses.
 type limitMetrics struct {
 	open        prometheus.GaugeFunc
-	refused     *prometheus.CounterVec // by reason: max_conns, per_source
+	refused     *prometheus.CounterVec // by reason: max_conns, per_source, evicted
 	slowBodies  prometheus.Counter
 	authBackoff prometheus.Counter
 }
@@ -82,7 +84,7 @@ func newLimitMetrics(reg *prometheus.Registry, open func() float64) *limitMetric
 	m := &limitMetrics{
 		open: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_control_api_connections_open", Help: "Open API connections."}, open),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meridian_control_api_connections_refused_total", Help: "API connections closed on accept because a connection cap was reached, by cap (max_conns, per_source).",
+			Name: "meridian_control_api_connections_refused_total", Help: "API connections closed because a connection cap was reached: on accept (max_conns, per_source), or to make room for a lighter source at max_conns (evicted).",
 		}, []string{"reason"}),
 		slowBodies:  prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_control_api_slow_bodies_total", Help: "Requests whose body arrived too slowly; their connections were closed."}),
 		authBackoff: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_control_auth_backoff_total", Help: "Failed credentials answered 429 because their source failed too often."}),
@@ -91,14 +93,28 @@ func newLimitMetrics(reg *prometheus.Registry, open func() float64) *limitMetric
 	return m
 }
 
-// connLimiter counts open API connections, in total and by source.
+// connLimiter counts open API connections, in total and by source. At the
+// global cap a newcomer from a source holding fewer connections than the
+// heaviest source takes the heaviest source's oldest connection, so that a
+// flood from many addresses shares the cap with everyone else instead of
+// locking them out; trusted proxies are neither capped nor evicted.
 type connLimiter struct {
 	max, perSource int
-	exempt         func(netip.Addr) bool // sources without a per-source cap
+	exempt         func(netip.Addr) bool // trusted proxies
 
 	mu       sync.Mutex
 	open     int
-	bySource map[netip.Addr]int
+	bySource map[netip.Addr]*sourceConns
+}
+
+type sourceConns struct {
+	src    netip.Addr
+	exempt bool
+	conns  []*limitedConn // oldest first
+}
+
+func newConnLimiter(l Limits, exempt func(netip.Addr) bool) *connLimiter {
+	return &connLimiter{max: l.MaxConns, perSource: l.MaxConnsPerSource, exempt: exempt, bySource: map[netip.Addr]*sourceConns{}}
 }
 
 func (c *connLimiter) openConns() float64 {
@@ -107,34 +123,71 @@ func (c *connLimiter) openConns() float64 {
 	return float64(c.open)
 }
 
-// take counts a new connection from the address peer, or says which cap
-// refuses it. The connection's release gives its place back.
-func (c *connLimiter) take(peer netip.Addr) (release func(), refused string) {
-	src, capped := sourceOf(peer), !c.exempt(peer.Unmap())
+// admit counts a new connection from the address peer, or says which cap
+// refuses it. At the global cap it may instead evict the oldest connection
+// of the heaviest source, which the caller closes.
+func (c *connLimiter) admit(peer netip.Addr, conn net.Conn) (lc *limitedConn, evicted *limitedConn, refused string) {
+	key, exempt := sourceOf(peer), c.exempt(peer.Unmap())
+	if exempt {
+		key = peer.Unmap() // a proxy is itself, not its /64
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	sc := c.bySource[key]
+	mine := 0
+	if sc != nil {
+		mine = len(sc.conns)
+	}
+	if !exempt && mine >= c.perSource {
+		return nil, nil, "per_source"
+	}
 	if c.open >= c.max {
-		return nil, "max_conns"
+		if evicted = c.heaviest(mine); evicted == nil {
+			return nil, nil, "max_conns"
+		}
+		c.remove(evicted)
 	}
-	if capped && c.bySource[src] >= c.perSource {
-		return nil, "per_source"
+	if sc == nil {
+		sc = &sourceConns{src: key, exempt: exempt}
+		c.bySource[key] = sc
 	}
+	lc = &limitedConn{Conn: conn, lim: c, sc: sc}
+	sc.conns = append(sc.conns, lc)
 	c.open++
-	if capped {
-		c.bySource[src]++
-	}
-	return sync.OnceFunc(func() { c.give(src, capped) }), ""
+	return lc, evicted, ""
 }
 
-func (c *connLimiter) give(src netip.Addr, capped bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.open--
-	if !capped {
+// heaviest is the oldest connection of the source that holds the most, if
+// it holds at least two more than mine.
+func (c *connLimiter) heaviest(mine int) *limitedConn {
+	var top *sourceConns
+	for _, sc := range c.bySource {
+		if !sc.exempt && (top == nil || len(sc.conns) > len(top.conns)) {
+			top = sc
+		}
+	}
+	if top == nil || len(top.conns) < mine+2 {
+		return nil
+	}
+	return top.conns[0]
+}
+
+// remove forgets lc, once; c.mu is held.
+func (c *connLimiter) remove(lc *limitedConn) {
+	if lc.gone {
 		return
 	}
-	if c.bySource[src]--; c.bySource[src] <= 0 {
-		delete(c.bySource, src)
+	lc.gone = true
+	c.open--
+	sc := lc.sc
+	for i, x := range sc.conns {
+		if x == lc {
+			sc.conns = append(sc.conns[:i], sc.conns[i+1:]...)
+			break
+		}
+	}
+	if len(sc.conns) == 0 && c.bySource[sc.src] == sc {
+		delete(c.bySource, sc.src)
 	}
 }
 
@@ -156,26 +209,39 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 			peer = ap.Addr()
 		}
-		release, why := l.lim.take(peer)
+		lc, evicted, why := l.lim.admit(peer, c)
 		if why != "" {
 			l.refused.WithLabelValues(why).Inc()
-			if tc, ok := c.(*net.TCPConn); ok {
-				tc.SetLinger(0) // a reset: nothing lingers in TIME_WAIT
-			}
-			c.Close()
+			reset(c)
 			continue
 		}
-		return &limitedConn{Conn: c, release: release}, nil
+		if evicted != nil {
+			l.refused.WithLabelValues("evicted").Inc()
+			reset(evicted.Conn)
+		}
+		return lc, nil
 	}
+}
+
+// reset closes c at once, with a reset: nothing lingers in TIME_WAIT.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
 }
 
 type limitedConn struct {
 	net.Conn
-	release func()
+	lim  *connLimiter
+	sc   *sourceConns
+	gone bool // no longer counted; under lim.mu
 }
 
 func (c *limitedConn) Close() error {
-	c.release()
+	c.lim.mu.Lock()
+	c.lim.remove(c)
+	c.lim.mu.Unlock()
 	return c.Conn.Close()
 }
 

@@ -16,6 +16,8 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/internal/slowbody"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // serveTestServer runs a control server with cfg through Serve (the real
@@ -203,10 +205,11 @@ func eventually(t *testing.T, f func() error) {
 	t.Fatal(err)
 }
 
-// The global cap holds across sources; trusted proxies have no per-source
-// cap.
+// At the global cap a connection from a light source takes the place of
+// the heaviest source's oldest; when no source is heavier it is refused.
+// Trusted proxies have no per-source cap and are not evicted.
 func TestConnCaps(t *testing.T) {
-	_, url := serveTestServer(t, Config{
+	s, url := serveTestServer(t, Config{
 		Limits:         Limits{MaxConns: 20, MaxConnsPerSource: 5},
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.9/32")},
 	})
@@ -222,33 +225,85 @@ func TestConnCaps(t *testing.T) {
 		held = append(held, c)
 		return c
 	}
-	// 10 from a trusted proxy (over its per-source cap of 5, which it does
-	// not have); each answers, so each has been accepted.
-	for i := 0; i < 10; i++ {
-		c := hold("127.0.0.9")
+	health := func(c net.Conn) error {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		fmt.Fprint(c, "GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
-			t.Fatalf("trusted proxy's connection %d: %v", i+1, err)
+			return err
 		}
 		resp.Body.Close()
+		return nil
 	}
-	for i := 0; i < 2; i++ {
-		for j := 0; j < 5; j++ {
-			hold(fmt.Sprintf("127.0.0.%d", 10+i))
+	// 10 from a trusted proxy, over the per-source cap it does not have;
+	// each answers, so each has been accepted.
+	for i := 0; i < 10; i++ {
+		if err := health(hold("127.0.0.9")); err != nil {
+			t.Fatalf("trusted proxy's connection %d: %v", i+1, err)
 		}
 	}
-	if err := refused(mustDial(t, "127.0.0.12", addr)); err != nil {
-		t.Fatalf("connection 21, from a fresh source: %v", err)
+	heavy := map[net.Conn]bool{}
+	for i := 0; i < 5; i++ {
+		heavy[hold("127.0.0.10")] = true
 	}
-	held[0].Close() // /metrics needs a connection of its own
+	for i := 0; i < 4; i++ {
+		hold("127.0.0.11")
+	}
 	eventually(t, func() error {
-		if got, err := getMetric(url, `meridian_control_api_connections_refused_total{reason="max_conns"}`); got == "" {
-			return fmt.Errorf("metric: %q %v", got, err)
+		if n := s.conns.openConns(); n != 19 {
+			return fmt.Errorf("%v connections open, want 19", n)
 		}
 		return nil
 	})
+	hold("127.0.0.11") // the 20th: the cap
+	if err := health(hold("127.0.0.12")); err != nil {
+		t.Fatalf("a fresh source at the cap: %v", err)
+	}
+	if n := counterValue(s.limitMetrics.refused.WithLabelValues("evicted")); n != 1 {
+		t.Fatalf("%v connections evicted, want 1", n)
+	}
+	closed := 0
+	for c := range heavy {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != nil && !isTimeout(err) {
+			closed++
+		}
+	}
+	if closed != 1 {
+		t.Fatalf("%d connections of the heaviest source closed, want its oldest", closed)
+	}
+	if n := s.conns.openConns(); n != 20 {
+		t.Fatalf("%v connections counted, want 20", n)
+	}
+
+	// Three sources with one connection each fill a cap of 3: nobody is
+	// heavier than a newcomer, so it is refused.
+	s2, url2 := serveTestServer(t, Config{Limits: Limits{MaxConns: 3, MaxConnsPerSource: 5}})
+	addr = strings.TrimPrefix(url2, "http://")
+	for i := 0; i < 3; i++ {
+		if err := health(hold(fmt.Sprintf("127.0.0.%d", 20+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, src := range []string{"127.0.0.23", "127.0.0.20"} {
+		if err := refused(mustDial(t, src, addr)); err != nil {
+			t.Fatalf("a connection from %s over the cap of 3: %v", src, err)
+		}
+	}
+	if n := counterValue(s2.limitMetrics.refused.WithLabelValues("max_conns")); n != 2 {
+		t.Fatalf("%v connections refused at the cap, want 2", n)
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	c.Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // A request body that arrives in time is not cut off, and once it has been

@@ -177,7 +177,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = newMetrics(s)
-	s.conns = &connLimiter{max: cfg.Limits.MaxConns, perSource: cfg.Limits.MaxConnsPerSource, exempt: s.trusted, bySource: map[netip.Addr]int{}}
+	s.conns = newConnLimiter(cfg.Limits, s.trusted)
 	s.authFails = newAuthLimiter()
 	s.limitMetrics = newLimitMetrics(s.metrics.reg, s.conns.openConns)
 	s.sessions.setUp(s.metrics.reg)

@@ -83,7 +83,7 @@ type limitFlags struct {
 func (f *limitFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxConns, "api-max-conns", 0, fmt.Sprintf("open API connections at most (default %d, or a share of the open files limit when that is smaller)", control.DefaultMaxConns))
 	fs.IntVar(&f.perSource, "api-max-conns-per-source", control.DefaultMaxConnsPerSource, "open API connections from one address (IPv6: one /64) at most; trusted proxies are exempt")
-	fs.DurationVar(&f.bodyTimeout, "api-body-timeout", control.DefaultBodyTimeout, "time a request body may take, plus 1 s per --api-body-min-rate bytes received; slower ones get 408 and are closed")
+	fs.DurationVar(&f.bodyTimeout, "api-body-timeout", control.DefaultBodyTimeout, "time a request body may take, plus 1 s per --api-body-min-rate bytes received; a slower one is cut off and its connection closed")
 	fs.IntVar(&f.bodyMinRate, "api-body-min-rate", control.DefaultBodyMinRate, "bytes per second a request body must average past --api-body-timeout")
 }
 

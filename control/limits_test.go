@@ -100,8 +100,8 @@ func getMetric(url, prefix string) (string, error) {
 // once its body falls behind, a source's connections beyond its cap are
 // refused, and /health answers meanwhile.
 func TestSlowBodyFlood(t *testing.T) {
-	const sources, perSource = 6, 100
-	s, url := serveTestServer(t, Config{Limits: Limits{MaxConns: 1000, MaxConnsPerSource: perSource, BodyTimeout: 3 * time.Second, BodyMinRate: 1024}})
+	const sources, perSource = 12, 100
+	s, url := serveTestServer(t, Config{Limits: Limits{MaxConns: sources*perSource + 100, MaxConnsPerSource: perSource, BodyTimeout: 3 * time.Second, BodyMinRate: 1024}})
 	addr := strings.TrimPrefix(url, "http://")
 
 	start := time.Now()
@@ -255,7 +255,7 @@ func TestConnCaps(t *testing.T) {
 		}
 		return nil
 	})
-	hold("127.0.0.11") // the 20th: the cap
+	hold("127.0.0.13") // the 20th: the cap; 127.0.0.10 is the heaviest source
 	if err := health(hold("127.0.0.12")); err != nil {
 		t.Fatalf("a fresh source at the cap: %v", err)
 	}

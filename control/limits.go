@@ -295,7 +295,8 @@ type deadlineBody struct {
 }
 
 func (b *deadlineBody) extend() error {
-	return b.rc.SetReadDeadline(b.start.Add(b.grace + time.Duration(b.read)*time.Second/time.Duration(b.rate)))
+	earned := time.Duration(float64(b.read) / float64(b.rate) * float64(time.Second))
+	return b.rc.SetReadDeadline(b.start.Add(b.grace + earned))
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {

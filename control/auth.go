@@ -116,6 +116,11 @@ func (s *Server) require(want role, h http.HandlerFunc) http.HandlerFunc {
 		if errors.Is(err, store.ErrNotFound) {
 			s.metrics.authFailures.Inc()
 			s.ictAuthFailed(r, want, principal{}, "invalid or revoked token") // ICT log, failed-login detector
+
+			// A source that keeps failing gets 429 (limits.go).
+			if s.backOff(w, r) {
+				return
+			}
 			writeError(w, http.StatusUnauthorized, "invalid, expired or revoked token")
 			return
 		}

@@ -92,6 +92,8 @@ type Config struct {
 	// from it (an inferred end; silent.go). Default 15 min; negative:
 	// never.
 	SessionSilence time.Duration
+	// Limits bound API connections and request bodies (limits.go).
+	Limits Limits
 }
 
 // Defaults for the tunnel address pools.
@@ -137,6 +139,10 @@ type Server struct {
 	casePattern *regexp.Regexp
 
 	signup signupState // sign-up limiters (signuplimits.go)
+
+	conns        *connLimiter  // open API connections (limits.go)
+	authFails    *authLimiter  // failed credentials by source (limits.go)
+	limitMetrics *limitMetrics // what the limits refused
 }
 
 type gatewayStatus struct {
@@ -161,6 +167,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	if err := datadir.Prepare(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -192,6 +199,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = newMetrics(s)
+	s.conns = newConnLimiter(cfg.Limits, s.trusted)
+	s.authFails = newAuthLimiter()
+	s.limitMetrics = newLimitMetrics(s.metrics.reg, s.conns.openConns)
 	s.sessions.setUp(s.metrics.reg)
 	if err := s.openICT(ctx); err != nil { // ICT log (ictlog.go)
 		db.Close()
@@ -264,9 +274,10 @@ func (s *Server) CAFingerprint() string { return s.ca.Fingerprint() }
 // Serve answers API requests on l until ctx ends. Listeners on loopback
 // addresses serve plain HTTP; all others serve HTTPS with a certificate
 // from the control CA covering hosts (plus the listener's own address).
+// Connections and request bodies are bounded by Config.Limits.
 func (s *Server) Serve(ctx context.Context, l net.Listener, hosts []string) error {
 	srv := &http.Server{
-		Handler:           s.Handler(),
+		Handler:           s.limitBodies(s.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -274,6 +285,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, hosts []string) erro
 		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	addr := l.Addr().(*net.TCPAddr)
+	l = &limitListener{Listener: l, lim: s.conns, refused: s.limitMetrics.refused}
 	if !addr.IP.IsLoopback() {
 		cert, err := s.ca.serverCert(append(hosts, addr.IP.String(), "localhost", "127.0.0.1", "::1"))
 		if err != nil {
@@ -488,6 +500,8 @@ func decodeUpTo(w http.ResponseWriter, r *http.Request, v any, limit int64) bool
 	switch {
 	case errors.As(err, &mbe):
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", limit))
+	case errors.Is(err, errSlowBody):
+		writeError(w, http.StatusRequestTimeout, err.Error())
 	case errors.Is(err, io.EOF):
 		writeError(w, http.StatusBadRequest, "empty request body; a JSON object is required")
 	default:

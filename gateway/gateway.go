@@ -44,6 +44,9 @@ type Config struct {
 	Mode       api.GatewayMode
 
 	EgressAllow []netip.Prefix
+	// ExitMaxConns caps the flows the userspace exit relays at once (each
+	// holds a socket); 0: the exit's default.
+	ExitMaxConns int
 
 	// TCPIdle resets a TCP flow of the userspace exit after this long
 	// without data; default exit.DefaultTCPIdle. (TUN mode: the kernel's
@@ -327,7 +330,7 @@ func (g *Gateway) startDevice() error {
 	case api.Userspace:
 		g.exit, err = exit.New(exit.Config{Addresses: g.st.Addresses, Allow: g.cfg.EgressAllow,
 			ExitIPv4: g.cfg.ExitIPv4, ExitIPv6: g.cfg.ExitIPv6, SourcePorts: g.sessions.sourcePorts, Logger: g.log,
-			TCPIdle: g.cfg.TCPIdle})
+			TCPIdle: g.cfg.TCPIdle, MaxConns: g.cfg.ExitMaxConns})
 		if err == nil {
 			g.plane = g.exit
 			g.sessions.cfg.plane = userspaceAttribution{g.exit}

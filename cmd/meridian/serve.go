@@ -27,6 +27,7 @@ import (
 	"github.com/meridian-vpn/meridian/internal/check"
 	"github.com/meridian-vpn/meridian/internal/datadir"
 	"github.com/meridian-vpn/meridian/portblock"
+	"golang.org/x/net/netutil"
 )
 
 // Files in a data directory that the admin commands read.
@@ -57,6 +58,7 @@ type controlFlags struct {
 	signupMailsPerDay                  int
 	signupExpiry                       time.Duration
 	sessionSilence                     time.Duration
+	limits                             limitFlags
 }
 
 func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
@@ -84,13 +86,16 @@ func (c *controlFlags) register(fs *flag.FlagSet, defaultListen string) {
 	fs.StringVar(&c.incidentWebhook, "incident-webhook", "", "URL to POST deadline alerts of incidents and CERT-In orders to (1 hour left, overdue)")
 	fs.DurationVar(&c.sessionSilence, "session-silence", 15*time.Minute, "end the open sessions of a gateway silent this long, as of the last time it was heard from (an inferred end); negative: never")
 	fs.StringVar(&c.ictLogLocation, "ict-log-location", "", "country (ISO code) where the ICT logs are kept, shown by 'meridian logs status'; they live in the control database")
+	c.limits.register(fs)
 	fs.StringVar(&c.casePattern, "case-pattern", "", "regular expression every case reference of a compliance read must match as a whole (e.g. 'FIR-[0-9]{4}/[0-9]+'), on top of the built-in checks")
 }
 
 // config checks every control flag and builds the server's configuration,
 // opening and creating nothing: bad flags are refused before anything
 // starts.
-func (c *controlFlags) config() (control.Config, error) {
+//
+// maxConns is the API's share of the open files limit (fdBudget).
+func (c *controlFlags) config(maxConns int) (control.Config, error) {
 	log, err := newLogger(c.logLevel)
 	if err != nil {
 		return control.Config{}, err
@@ -114,7 +119,11 @@ func (c *controlFlags) config() (control.Config, error) {
 	if c.hosts != "" && slices.Contains(strings.Split(c.hosts, ","), "") {
 		return control.Config{}, usageError{errors.New("--hosts: an empty name in the list")}
 	}
-	cfg := control.Config{DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,
+	limits, err := c.limits.limits(maxConns)
+	if err != nil {
+		return control.Config{}, usageError{err}
+	}
+	cfg := control.Config{Limits: limits, DataDir: filepath.Join(c.data, "control"), IPv4Pool: p4, IPv6Pool: p6, DNS: c.dns, Logger: log,
 		Keys: c.keys, Signup: c.signup, CollectAll: c.collectAll, TwoPersonRule: c.twoPerson, TrustedProxies: c.trusted, IncidentWebhook: c.incidentWebhook,
 		ICTLogLocation: c.ictLogLocation, CasePattern: c.casePattern,
 		SessionSilence: c.sessionSilence}
@@ -177,7 +186,7 @@ func (c *controlFlags) start(ctx context.Context, cfg control.Config, errc chan<
 		hosts = strings.Split(c.hosts, ",")
 	}
 	go func() { errc <- srv.Serve(ctx, l, hosts) }()
-	log.Info("control server listening", "url", url, "ca_sha256", srv.CAFingerprint())
+	log.Info("control server listening", "url", url, "ca_sha256", srv.CAFingerprint(), "max_conns", cfg.Limits.MaxConns, "max_conns_per_source", cfg.Limits.MaxConnsPerSource)
 	return srv, url, nil
 }
 
@@ -205,6 +214,7 @@ type gatewayFlags struct {
 	blocks     string
 	tcpIdle    time.Duration
 	stopFlush  time.Duration
+	exitConns  int
 }
 
 func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
@@ -217,6 +227,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, withTUN bool) {
 	fs.StringVar(&g.blocks, "port-blocks", portblock.Default.String(), "source ports of the exit addresses carved into blocks, FIRST-LAST/SIZE: each recorded session holds one block, so the number of blocks bounds concurrent recorded sessions (keep them below the kernel's ephemeral ports)")
 	fs.DurationVar(&g.tcpIdle, "tcp-idle", exit.DefaultTCPIdle, "userspace mode: reset a TCP flow after this long without data in either direction (RFC 5382 wants at least 2h4m)")
 	fs.DurationVar(&g.stopFlush, "stop-flush", 5*time.Second, "how long a stopping gateway tries to deliver its spooled session records (the ends of the sessions it closes among them); 0: not at all")
+	fs.IntVar(&g.exitConns, "exit-max-conns", 0, fmt.Sprintf("flows the userspace exit relays at once at most (default %d, or a share of the open files limit when that is smaller)", defaultExitMaxConns))
 	if withTUN {
 		fs.StringVar(&g.mode, "mode", "userspace", "userspace (rootless, gVisor netstack) or tun (kernel TUN + nftables NAT, needs root)")
 		fs.StringVar(&g.tunName, "tun-name", "mrd0", "TUN interface name (tun mode)")
@@ -229,7 +240,7 @@ func (g *gatewayFlags) config() (gateway.Config, error) {
 	cfg := gateway.Config{
 		StateDir: g.state, Name: g.name, ListenPort: g.listenPort, Endpoint: g.endpoint,
 		Mode: api.GatewayMode(g.mode), EgressAllow: g.allow, TUNName: g.tunName,
-		TCPIdle: g.tcpIdle, StopFlush: g.stopFlush,
+		TCPIdle: g.tcpIdle, StopFlush: g.stopFlush, ExitMaxConns: g.exitConns,
 	}
 	if g.tcpIdle <= 0 {
 		return cfg, usageError{fmt.Errorf("--tcp-idle: %v is not a positive duration", g.tcpIdle)}
@@ -321,8 +332,14 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	gf.mode = string(api.Userspace)
-	// Every flag is checked before anything is opened.
-	cfg, err := cf.config()
+	// One process: the API and the exit each get their own share of the
+	// file descriptors. Every flag is checked before anything is opened.
+	apiConns, exitConns, err := fdBudget(raiseFileLimit(), cf.limits.maxConns, gf.exitConns, true, true)
+	if err != nil {
+		return err
+	}
+	gf.exitConns = exitConns
+	cfg, err := cf.config(apiConns)
 	if err != nil {
 		return err
 	}
@@ -399,7 +416,11 @@ func runControl(ctx context.Context, args []string) error {
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := cf.config()
+	apiConns, _, err := fdBudget(raiseFileLimit(), cf.limits.maxConns, 0, true, false)
+	if err != nil {
+		return err
+	}
+	cfg, err := cf.config(apiConns)
 	if err != nil {
 		return err
 	}
@@ -455,6 +476,12 @@ func runGateway(ctx context.Context, args []string) error {
 		return err
 	}
 	// Every flag is checked before anything is opened.
+	if gf.mode == string(api.Userspace) {
+		var err error
+		if _, gf.exitConns, err = fdBudget(raiseFileLimit(), 0, gf.exitConns, false, true); err != nil {
+			return err
+		}
+	}
 	cfg, err := gf.config()
 	if err != nil {
 		return err
@@ -501,12 +528,18 @@ func runGateway(ctx context.Context, args []string) error {
 func serveMetrics(ctx context.Context, addr string, gw *gateway.Gateway) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", gw.MetricsHandler())
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// A scrape is a GET: the whole request has ReadTimeout, and at most
+	// metricsMaxConns are served at once (more wait to be accepted).
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics %s: %w", addr, err)
+	}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
 	}()
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(netutil.LimitListener(l, metricsMaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("--metrics %s: %w", addr, err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -34,6 +35,7 @@ func (g *Gateway) syncLoop(ctx context.Context) {
 	since := int64(api.FullNetmap)
 	backoff := 250 * time.Millisecond
 	var refused time.Time // since when the credential has been refused
+	var refusal error     // and the first answer that refused it
 	for ctx.Err() == nil {
 		rctx, cancel := context.WithTimeout(ctx, pollWait+15*time.Second)
 		nm, err := g.client.Netmap(rctx, since, pollWait)
@@ -48,15 +50,18 @@ func (g *Gateway) syncLoop(ctx context.Context) {
 			if g.connected.Swap(false) {
 				g.log.Warn("control server unreachable; forwarding with the last netmap", "err", err)
 			}
+			// 401, or 429: the control server backs off a source whose
+			// credentials keep failing, and answers its further failures
+			// so (a valid credential is never answered 429).
 			var se *api.StatusError
-			if errors.As(err, &se) && se.Code == 401 {
+			if errors.As(err, &se) && (se.Code == http.StatusUnauthorized || se.Code == http.StatusTooManyRequests) {
 				if refused.IsZero() {
-					refused = time.Now()
+					refused, refusal = time.Now(), err // the first answer says why
 				}
 				if g.credentialRenewed() {
 					refused = time.Time{}
 				} else if time.Since(refused) >= refusedGrace {
-					g.fail(fmt.Errorf("the control server refuses this gateway's credential: the gateway was removed, or its credential rotated and the new one is not in %s; to serve again, join anew with an empty state directory and a join token: %w", g.cfg.StateDir, err))
+					g.fail(fmt.Errorf("the control server refuses this gateway's credential: the gateway was removed, or its credential rotated and the new one is not in %s; to serve again, join anew with an empty state directory and a join token: %w", g.cfg.StateDir, refusal))
 					return
 				}
 			} else {

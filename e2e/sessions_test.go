@@ -88,6 +88,28 @@ func openStoreAt(t *testing.T, dir string) *store.DB {
 	return db
 }
 
+// aliceInIndia places gw in India (cert-in-2022 by default: session
+// records owed), adds the account alice with one device, and waits until
+// gw holds it.
+func aliceInIndia(t *testing.T, admin *api.Client, gw *gateway.Gateway) (api.CreateDeviceResponse, wg.Key) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.SetPlace(ctx, "in1", place("IN")); err != nil {
+		t.Fatal(err)
+	}
+	dev, priv := newDevice(t, admin, "alice", "laptop", "")
+	eventually(t, 5*time.Second, "the gateway holds the device", func() error {
+		if gw.Peers() != 1 {
+			return fmt.Errorf("%d peers", gw.Peers())
+		}
+		return nil
+	})
+	return dev, priv
+}
+
 func newDevice(t *testing.T, admin *api.Client, user, name, location string) (api.CreateDeviceResponse, wg.Key) {
 	t.Helper()
 	priv, err := wg.NewPrivateKey()
@@ -303,20 +325,8 @@ func TestSessionRecordsSpooledWhileControlIsAway(t *testing.T) {
 	web := sourceServer(t)
 	ctl := startControlWith(t, filepath.Join(dir, "control"), "127.0.0.1:0", time.Second)
 	admin := ctl.admin(t)
-	if _, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"}); err != nil {
-		t.Fatal(err)
-	}
 	gw := startExitGateway(t, ctl, admin, dir, "in1")
-	if _, err := admin.SetPlace(ctx, "in1", place("IN")); err != nil { // IN defaults to cert-in-2022
-		t.Fatal(err)
-	}
-	dev, priv := newDevice(t, admin, "alice", "laptop", "")
-	eventually(t, 5*time.Second, "the gateway holds the device", func() error {
-		if gw.Peers() != 1 {
-			return fmt.Errorf("%d peers", gw.Peers())
-		}
-		return nil
-	})
+	dev, priv := aliceInIndia(t, admin, gw)
 
 	ctl.stop()
 	eventually(t, 10*time.Second, "the gateway notices the outage", func() error {

@@ -29,20 +29,8 @@ func TestGatewayStopDeliversSessionEnds(t *testing.T) {
 	web := sourceServer(t)
 	ctl := startControlWith(t, filepath.Join(dir, "control"), "127.0.0.1:0", time.Second)
 	admin := ctl.admin(t)
-	if _, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"}); err != nil {
-		t.Fatal(err)
-	}
 	gw := startExitGateway(t, ctl, admin, dir, "in1")
-	if _, err := admin.SetPlace(ctx, "in1", place("IN")); err != nil {
-		t.Fatal(err)
-	}
-	dev, priv := newDevice(t, admin, "alice", "laptop", "")
-	eventually(t, 5*time.Second, "the gateway holds the device", func() error {
-		if gw.Peers() != 1 {
-			return fmt.Errorf("%d peers", gw.Peers())
-		}
-		return nil
-	})
+	dev, priv := aliceInIndia(t, admin, gw)
 	tun := connect(t, dev.Config(priv))
 	from := fetchSource(t, tun, web)
 	at := time.Now()
@@ -103,20 +91,8 @@ func TestSessionEndpointsSealedOnGatewayDisk(t *testing.T) {
 	web := sourceServer(t)
 	ctl := startControlWith(t, filepath.Join(dir, "control"), "127.0.0.1:0", time.Second)
 	admin := ctl.admin(t)
-	if _, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"}); err != nil {
-		t.Fatal(err)
-	}
 	gw := startExitGateway(t, ctl, admin, dir, "in1")
-	if _, err := admin.SetPlace(ctx, "in1", place("IN")); err != nil {
-		t.Fatal(err)
-	}
-	dev, priv := newDevice(t, admin, "alice", "laptop", "")
-	eventually(t, 5*time.Second, "the gateway holds the device", func() error {
-		if gw.Peers() != 1 {
-			return fmt.Errorf("%d peers", gw.Peers())
-		}
-		return nil
-	})
+	dev, priv := aliceInIndia(t, admin, gw)
 	ctl.stop()
 	eventually(t, 10*time.Second, "the gateway notices the outage", func() error {
 		if gw.Connected() {
@@ -241,9 +217,6 @@ func TestSilentGatewaySessionsEndInferred(t *testing.T) {
 	const silence = time.Second
 	ctl := startControlWith(t, filepath.Join(dir, "control"), "127.0.0.1:0", time.Second, func(c *control.Config) { c.SessionSilence = silence })
 	admin := ctl.admin(t)
-	if _, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"}); err != nil {
-		t.Fatal(err)
-	}
 	tok, err := admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -258,16 +231,7 @@ func TestSilentGatewaySessionsEndInferred(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gw.Close() })
-	if _, err := admin.SetPlace(ctx, "in1", place("IN")); err != nil {
-		t.Fatal(err)
-	}
-	dev, priv := newDevice(t, admin, "alice", "laptop", "")
-	eventually(t, 5*time.Second, "the gateway holds the device", func() error {
-		if gw.Peers() != 1 {
-			return fmt.Errorf("%d peers", gw.Peers())
-		}
-		return nil
-	})
+	dev, priv := aliceInIndia(t, admin, gw)
 	tun := connect(t, dev.Config(priv))
 	from := fetchSource(t, tun, web)
 	at := time.Now()

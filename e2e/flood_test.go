@@ -3,17 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/control"
-	"github.com/meridian-vpn/meridian/gateway"
 	"github.com/meridian-vpn/meridian/internal/slowbody"
 )
 
@@ -23,49 +20,16 @@ import (
 // keeps working, and the flood's connections are cut off.
 func TestSlowBodyFloodKeepsTunnel(t *testing.T) {
 	const sources, perSource, attempts = 12, 100, 120
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx := context.Background()
 	dir := t.TempDir()
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello") }))
 	defer web.Close()
 
-	srv, err := control.New(ctx, control.Config{
-		DataDir:  filepath.Join(dir, "control"),
-		IPv4Pool: netip.MustParsePrefix("10.200.0.0/24"), IPv6Pool: netip.MustParsePrefix("2001:db8:200::/64"),
-		Logger: testLogger(t),
-		Limits: control.Limits{MaxConns: sources*perSource + 100, MaxConnsPerSource: perSource, BodyTimeout: 3 * time.Second},
+	ctl := startControlWith(t, filepath.Join(dir, "control"), "127.0.0.1:0", 0, func(c *control.Config) {
+		c.Limits = control.Limits{MaxConns: sources*perSource + 100, MaxConnsPerSource: perSource, BodyTimeout: 3 * time.Second}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l, nil) }()
-	defer func() { cancel(); <-done; srv.Close() }()
-	url := control.URLFor(l)
-	tok, err := srv.CreateAdminToken(ctx, "ops")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := api.NewClient(url, tok, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	join, err := admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.Start(ctx, gateway.Config{
-		Control: url, JoinToken: join.Token, StateDir: filepath.Join(dir, "gateway"), Name: "gw1",
-		ListenPort: freeUDPPort(t), EgressAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
-		ReportInterval: 200 * time.Millisecond, Logger: testLogger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Close()
+	admin := ctl.admin(t)
+	startExitGateway(t, ctl, admin, dir, "gw1")
 	if _, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "alice"}); err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +45,7 @@ func TestSlowBodyFloodKeepsTunnel(t *testing.T) {
 	}()
 	for i := 0; i < sources; i++ {
 		for j := 0; j < attempts; j++ {
-			c, err := slowbody.Open(fmt.Sprintf("127.0.0.%d", 2+i), l.Addr().String(), "/api/v1/gateways/join", 250*time.Millisecond, 30*time.Second)
+			c, err := slowbody.Open(fmt.Sprintf("127.0.0.%d", 2+i), ctl.addr, "/api/v1/gateways/join", 250*time.Millisecond, 30*time.Second)
 			if err != nil {
 				continue // refused by a cap before the headers went out
 			}
@@ -89,7 +53,7 @@ func TestSlowBodyFloodKeepsTunnel(t *testing.T) {
 		}
 	}
 	hc := &http.Client{Timeout: 10 * time.Second}
-	resp, err := hc.Get(url + "/api/v1/health")
+	resp, err := hc.Get(ctl.url() + "/api/v1/health")
 	if err != nil {
 		t.Fatalf("/health during the flood: %v", err)
 	}

@@ -159,27 +159,9 @@ func (db *DB) SaveSessions(ctx context.Context, batches []GatewaySessions, hook 
 	if len(starts)+len(ends) == 0 {
 		return stored, nil
 	}
-	var ix *indexWrite
-	err = db.Tx(ctx, func(tx *sql.Tx) error {
-		next, err := hook.Next(tx)
-		if err != nil {
-			return err
-		}
-		ix = db.startIndexWrite(ctx, x.open, db.insertRows, sessionRows(starts, owners, hook.Index, seqsFrom(next, len(starts))),
-			endRows(ends, seqsFrom(next+int64(len(starts)), len(ends))), next+int64(len(starts)+len(ends))-1)
-		if err := appendSessions(tx, starts, ends, next, hook); err != nil {
-			return err
-		}
-		return ix.wait()
-	})
-	if err != nil {
-		if ix != nil {
-			ix.wait()
-		}
-		db.abandonIndexLocked()
+	if err := db.writeSessions(ctx, x, starts, owners, ends, hook); err != nil {
 		return nil, err
 	}
-	x.pending += len(starts) + len(ends)
 	if x.pending >= maxUncommittedIndex {
 		if err := db.flushIndexLocked(); err != nil {
 			return stored, err
@@ -393,6 +375,35 @@ func seqsFrom(first int64, n int) []int64 {
 type indexWrite struct {
 	err  error
 	done chan struct{}
+}
+
+// writeSessions appends the ledger entries of new sessions and of ends in
+// one transaction of the main database while their index rows are written
+// beside it (startIndexWrite); if either fails, neither stays and the
+// index is left to catch up. The caller holds the index writer (x).
+func (db *DB) writeSessions(ctx context.Context, x *sessionIndex, starts []SessionEntry, owners map[wg.Key]SessionOwner, ends []SessionEnd, hook SessionHook) error {
+	var ix *indexWrite
+	err := db.Tx(ctx, func(tx *sql.Tx) error {
+		next, err := hook.Next(tx)
+		if err != nil {
+			return err
+		}
+		ix = db.startIndexWrite(ctx, x.open, db.insertRows, sessionRows(starts, owners, hook.Index, seqsFrom(next, len(starts))),
+			endRows(ends, seqsFrom(next+int64(len(starts)), len(ends))), next+int64(len(starts)+len(ends))-1)
+		if err := appendSessions(tx, starts, ends, next, hook); err != nil {
+			return err
+		}
+		return ix.wait()
+	})
+	if err != nil {
+		if ix != nil {
+			ix.wait()
+		}
+		db.abandonIndexLocked()
+		return err
+	}
+	x.pending += len(starts) + len(ends)
+	return nil
 }
 
 // startIndexWrite inserts rows (sessionRows) with insert, sets the ends

@@ -119,25 +119,8 @@ func (db *DB) EndOpenSessions(ctx context.Context, gw string, at time.Time, hook
 	if len(ends) == 0 {
 		return 0, nil
 	}
-	var ix *indexWrite
-	err = db.Tx(ctx, func(tx *sql.Tx) error {
-		next, err := hook.Next(tx)
-		if err != nil {
-			return err
-		}
-		ix = db.startIndexWrite(ctx, x.open, db.insertRows, nil, endRows(ends, seqsFrom(next, len(ends))), next+int64(len(ends))-1)
-		if err := appendSessions(tx, nil, ends, next, hook); err != nil {
-			return err
-		}
-		return ix.wait()
-	})
-	if err != nil {
-		if ix != nil {
-			ix.wait()
-		}
-		db.abandonIndexLocked()
+	if err := db.writeSessions(ctx, x, nil, nil, ends, hook); err != nil {
 		return 0, err
 	}
-	x.pending += len(ends)
 	return len(ends), db.flushIndexLocked()
 }

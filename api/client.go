@@ -53,6 +53,9 @@ func NewClient(baseURL, token, caHash string) (*Client, error) {
 		if caHash == "" {
 			return nil, fmt.Errorf("control server URL %q: https needs the control CA fingerprint (from the join token or --ca-sha256)", baseURL)
 		}
+		if b, err := hex.DecodeString(caHash); err != nil || len(b) != sha256.Size {
+			return nil, errors.New("control CA fingerprint is not a SHA-256 fingerprint: want its 64 hex digits, without colons (as a join token carries it)")
+		}
 		tr.TLSClientConfig = PinnedTLS(caHash)
 	default:
 		return nil, fmt.Errorf("control server URL %q: scheme must be http or https", baseURL)

@@ -65,7 +65,12 @@ func (b Bundle) Verify() (Manifest, error) {
 	if len(m.Files) != len(b.Files) {
 		return m, fmt.Errorf("bundle: %d files, but the manifest lists %d", len(b.Files), len(m.Files))
 	}
+	listed := map[string]bool{}
 	for _, f := range m.Files {
+		if listed[f.Name] {
+			return m, fmt.Errorf("bundle: the manifest lists %s twice", f.Name)
+		}
+		listed[f.Name] = true
 		content, ok := b.Files[f.Name]
 		sum := sha256.Sum256(content)
 		if !ok || hex.EncodeToString(sum[:]) != f.SHA256 || len(content) != f.Bytes {

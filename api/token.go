@@ -35,8 +35,17 @@ func ParseJoinToken(s string) (JoinTokenParts, error) {
 	if p.ID == "" || len(p.Secret) < 16 {
 		return JoinTokenParts{}, fmt.Errorf("malformed join token: id or secret too short")
 	}
+	if strings.ContainsFunc(p.ID+p.Secret, func(r rune) bool { return !isBase64URL(r) }) {
+		return JoinTokenParts{}, fmt.Errorf("malformed join token: it has characters that do not belong (was it wrapped or cut when copied?)")
+	}
 	if b, err := hex.DecodeString(p.CAHash); err != nil || len(b) != 32 {
 		return JoinTokenParts{}, fmt.Errorf("malformed join token: CA fingerprint is not 64 hex digits")
 	}
 	return p, nil
+}
+
+// isBase64URL reports whether r is of the alphabet the control server
+// writes a token's id and secret in (unpadded base64url).
+func isBase64URL(r rune) bool {
+	return r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_'
 }

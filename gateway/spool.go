@@ -288,21 +288,25 @@ func (s *spool) compactLocked() error {
 	if err := atomicfile.Write(tmp, rest, 0o600); err != nil {
 		return fmt.Errorf("session spool: %w", err)
 	}
+	// Opened before it takes the old file's place: once it has, records
+	// must go to it, not to the old file, which no restart reads.
+	f, err := s.open(tmp, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("session spool: %w", err)
+	}
 	if err := os.Remove(s.headPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		f.Close()
 		return fmt.Errorf("session spool: %w", err)
 	}
 	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("session spool: %w", err)
-	}
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
-		return fmt.Errorf("session spool: %w", err)
-	}
-	f, err := s.open(s.path, os.O_RDWR, 0)
-	if err != nil {
+		f.Close()
 		return fmt.Errorf("session spool: %w", err)
 	}
 	s.f.Close()
 	s.f, s.size, s.head = f, int64(len(rest)), 0
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		return fmt.Errorf("session spool: %w", err)
+	}
 	return nil
 }
 

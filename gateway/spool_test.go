@@ -368,9 +368,13 @@ func TestSpoolDamagedHeadFile(t *testing.T) {
 type fileFaults struct {
 	calls   []string
 	syncErr error // every Sync fails with it while set
+	openErr error // every open fails with it while set
 }
 
 func (ff *fileFaults) open(name string, flag int, perm os.FileMode) (diskFile, error) {
+	if ff.openErr != nil {
+		return nil, ff.openErr
+	}
 	f, err := openOSFile(name, flag, perm)
 	if err != nil {
 		return nil, err
@@ -547,4 +551,49 @@ func TestSpoolSyncErrorWhileEmptying(t *testing.T) {
 	if skipped != 0 || ids(recs) != "0000 0001 " {
 		t.Fatalf("after a failed emptying and a restart: %q, %d skipped; want records 0 and 1 whole", ids(recs), skipped)
 	}
+}
+
+// TestSpoolCompactionOpenFails: compaction replaces the spool file; if the
+// new one cannot be opened (no descriptor left, say), the records appended
+// next must still land in the file a restart reads, not in the replaced one.
+func TestSpoolCompactionOpenFails(t *testing.T) {
+	dir := t.TempDir()
+	ff := &fileFaults{}
+	sp := faultySpool(t, dir, ff)
+	sp.limit = 64 << 20
+	n := int(spoolCompactAt/recLen(t)) + 10
+	for i := 0; i < n; i += 100 {
+		if err := sp.append(compactRecords(t, i, min(i+100, n)), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, next, _, _ := sp.peek(n-5, 1<<30) // past spoolCompactAt: ack compacts
+	ff.openErr = errors.New("too many open files")
+	if err := sp.ack(next); err == nil {
+		t.Fatal("compaction that could not open the new file returned no error")
+	}
+	ff.openErr = nil
+	if err := sp.append([]api.SessionRecord{testRecord(t, 99)}, false); err != nil {
+		t.Fatal(err)
+	}
+	sp.close()
+	sp, err := openSpool(dir, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	recs, _, skipped, err := sp.peek(1<<20, 1<<30)
+	if err != nil || skipped != 0 || len(recs) < 6 || ids(recs[len(recs)-6:]) != ids(append(compactRecords(t, n-5, n), testRecord(t, 99))) {
+		t.Fatalf("after a failed compaction and a restart: %d records, last %q, %d skipped, %v; want the 5 not acknowledged and the one appended after", len(recs), ids(recs[max(len(recs)-6, 0):]), skipped, err)
+	}
+}
+
+// compactRecords is test records i..j-1 (numbered modulo 60, so that all
+// have the same length).
+func compactRecords(t *testing.T, i, j int) []api.SessionRecord {
+	var out []api.SessionRecord
+	for k := i; k < j; k++ {
+		out = append(out, testRecord(t, k%60))
+	}
+	return out
 }

@@ -50,6 +50,7 @@ type spool struct {
 	mu   sync.Mutex
 	f    diskFile // nil until the first record
 	size int64    // bytes of whole records in f
+	tail bool     // f may hold bytes of a failed append past size
 	head int64    // offset of the first record not acknowledged
 	wake chan struct{}
 }
@@ -188,12 +189,20 @@ func (s *spool) append(recs []api.SessionRecord, force bool) error {
 		}
 		s.f = f
 	}
+	if s.tail {
+		if err := s.f.Truncate(s.size); err != nil {
+			return fmt.Errorf("session spool: %w", err)
+		}
+		s.tail = false
+	}
 	_, err := s.f.WriteAt(buf.Bytes(), s.size)
 	if err == nil {
 		err = s.f.Sync()
 	}
 	if err != nil {
-		s.f.Truncate(s.size) // best effort: the records were not written
+		// The records are not spooled: cut them off now, or before the
+		// next records, lest they follow those and a restart send them.
+		s.tail = s.f.Truncate(s.size) != nil
 		return fmt.Errorf("session spool: %w", err)
 	}
 	s.size += int64(buf.Len())
@@ -265,7 +274,7 @@ func (s *spool) ack(next int64) error {
 		}
 		// The file is empty now, synced or not: the next record goes at
 		// its start, not after a hole.
-		s.size, s.head = 0, 0
+		s.size, s.head, s.tail = 0, 0, false
 		if err := s.f.Sync(); err != nil {
 			return fmt.Errorf("session spool: %w", err)
 		}
@@ -303,7 +312,7 @@ func (s *spool) compactLocked() error {
 		return fmt.Errorf("session spool: %w", err)
 	}
 	s.f.Close()
-	s.f, s.size, s.head = f, int64(len(rest)), 0
+	s.f, s.size, s.head, s.tail = f, int64(len(rest)), 0, false
 	if err := syncDir(filepath.Dir(s.path)); err != nil {
 		return fmt.Errorf("session spool: %w", err)
 	}

@@ -366,9 +366,10 @@ func TestSpoolDamagedHeadFile(t *testing.T) {
 // returns: a record written but not synced reads back the same until the
 // machine loses power, which a test cannot do.
 type fileFaults struct {
-	calls   []string
-	syncErr error // every Sync fails with it while set
-	openErr error // every open fails with it while set
+	calls    []string
+	syncErr  error // every Sync fails with it while set
+	openErr  error // every open fails with it while set
+	truncErr error // every Truncate fails with it while set
 }
 
 func (ff *fileFaults) open(name string, flag int, perm os.FileMode) (diskFile, error) {
@@ -394,6 +395,9 @@ func (f *faultFile) WriteAt(p []byte, off int64) (int, error) {
 
 func (f *faultFile) Truncate(size int64) error {
 	f.ff.calls = append(f.ff.calls, "truncate")
+	if f.ff.truncErr != nil {
+		return f.ff.truncErr
+	}
 	return f.diskFile.Truncate(size)
 }
 
@@ -596,4 +600,31 @@ func compactRecords(t *testing.T, i, j int) []api.SessionRecord {
 		out = append(out, testRecord(t, k%60))
 	}
 	return out
+}
+
+// TestSpoolFailedAppendLeavesNoRecord: an append whose fsync failed, and
+// whose written bytes could not be cut off either, must not leave records
+// that a restart delivers: they describe sessions that were refused.
+func TestSpoolFailedAppendLeavesNoRecord(t *testing.T) {
+	dir := t.TempDir()
+	ff := &fileFaults{}
+	sp := faultySpool(t, dir, ff)
+	fillSpool(t, sp, 1)
+	ff.syncErr, ff.truncErr = errors.New("input/output error"), errors.New("input/output error")
+	if err := sp.append([]api.SessionRecord{testRecord(t, 1), testRecord(t, 2)}, false); err == nil {
+		t.Fatal("append with a failing fsync returned no error")
+	}
+	ff.syncErr, ff.truncErr = nil, nil
+	if err := sp.append([]api.SessionRecord{testRecord(t, 3)}, false); err != nil {
+		t.Fatal(err)
+	}
+	sp.close()
+	sp, err := openSpool(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	if recs, _, skipped, _ := sp.peek(100, 1<<20); ids(recs) != "0000 0003 " || skipped != 0 {
+		t.Fatalf("after a failed append and a restart: %q, %d skipped; want records 0 and 3 only", ids(recs), skipped)
+	}
 }

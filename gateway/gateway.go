@@ -90,6 +90,16 @@ type dataplane interface {
 	Close() error
 }
 
+// wgDevice is what the gateway uses of its WireGuard device, a
+// *device.Device; tests wrap one to see and fail the UAPI texts set on it.
+type wgDevice interface {
+	IpcSet(uapi string) error
+	IpcGet() (string, error)
+	IsUnderLoad() bool
+	Up() error
+	Close()
+}
+
 // Gateway is a running gateway.
 type Gateway struct {
 	cfg    Config
@@ -98,7 +108,7 @@ type Gateway struct {
 	client *api.Client
 	plane  dataplane
 	exit   *exit.Exit // nil in TUN mode
-	dev    *device.Device
+	dev    wgDevice
 
 	sessions    *sessionTracker
 	attr        *attributedTUN
@@ -110,8 +120,14 @@ type Gateway struct {
 
 	mu        sync.Mutex
 	installed map[wg.Key]api.Peer // as applied to dev
-	version   int64
-	dirty     chan struct{}
+	// unsure holds the peers a failed IpcSet touched: wireguard-go applies
+	// a UAPI text up to the line that fails, so their state in the device
+	// is unknown. The next netmap that has them sets them again, and the
+	// next one that removes them, or a full one without them, removes them,
+	// whatever installed says.
+	unsure  map[wg.Key]bool
+	version int64
+	dirty   chan struct{}
 
 	failed    chan struct{} // closed when the gateway stops for good (credential.go)
 	failure   error         // why, set before failed is closed

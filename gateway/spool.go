@@ -45,19 +45,43 @@ var errSpoolFull = errors.New("session record spool is full: the control server 
 type spool struct {
 	path, headPath string
 	limit          int64 // bytes not yet acknowledged; records closing a session may exceed it
+	open           func(name string, flag int, perm os.FileMode) (diskFile, error)
 
 	mu   sync.Mutex
-	f    *os.File // nil until the first record
+	f    diskFile // nil until the first record
 	size int64    // bytes of whole records in f
+	tail bool     // f may hold bytes of a failed append past size
 	head int64    // offset of the first record not acknowledged
 	wake chan struct{}
+}
+
+// diskFile is what the spool needs of its file; *os.File is one. It is a
+// seam for tests, which put a file in its place that records or fails its
+// calls: that a record is fsynced before append returns, and that a failed
+// fsync is the caller's error, can only be seen from there (a crash test
+// cannot tell a synced write from one still in the page cache).
+type diskFile interface {
+	io.ReaderAt
+	io.WriterAt
+	io.Seeker
+	Sync() error
+	Truncate(size int64) error
+	Close() error
+}
+
+func openOSFile(name string, flag int, perm os.FileMode) (diskFile, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 // openSpool opens the spool in dir, if there is one, dropping a record
 // torn by a crash: its append never returned, so no session relied on it.
 func openSpool(dir string, limit int64) (*spool, error) {
-	s := &spool{path: filepath.Join(dir, spoolFile), headPath: filepath.Join(dir, spoolHeadFile), limit: limit, wake: make(chan struct{}, 1)}
-	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
+	s := &spool{path: filepath.Join(dir, spoolFile), headPath: filepath.Join(dir, spoolHeadFile), limit: limit, open: openOSFile, wake: make(chan struct{}, 1)}
+	f, err := s.open(s.path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
 	}
@@ -73,10 +97,9 @@ func openSpool(dir string, limit int64) (*spool, error) {
 		return nil, fmt.Errorf("session spool %s: %w", s.path, err)
 	}
 	s.f, s.size = f, size
-	if b, err := os.ReadFile(s.headPath); err == nil {
-		if h, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && h >= 0 && h <= size {
-			s.head = h // else: emptied after the head was written; resend from the start
-		}
+	if err := s.readHead(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("session spool %s: %w", s.headPath, err)
 	}
 	if s.head < s.size {
 		s.wake <- struct{}{}
@@ -84,8 +107,37 @@ func openSpool(dir string, limit int64) (*spool, error) {
 	return s, nil
 }
 
+// readHead takes the offset in the head file if it is the start of a
+// record in the file. Else the file was emptied after the offset was
+// written (a crash in ack), or the offset is damaged: the records are sent
+// again from the start, and the offset is removed for good before anything
+// is appended, lest the file grow past it and a later start trust it.
+func (s *spool) readHead() error {
+	b, err := os.ReadFile(s.headPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		h, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if perr == nil && h == 0 {
+			return nil
+		}
+		if perr == nil && h > 0 && h <= s.size {
+			var before [1]byte
+			if _, err = s.f.ReadAt(before[:], h-1); err == nil && before[0] == '\n' {
+				s.head = h
+				return nil
+			}
+		}
+	}
+	if err := os.Remove(s.headPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return syncDir(filepath.Dir(s.headPath))
+}
+
 // wholeLines returns the length of f up to and including its last newline.
-func wholeLines(f *os.File) (int64, error) {
+func wholeLines(f diskFile) (int64, error) {
 	end, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
 		return 0, err
@@ -127,7 +179,7 @@ func (s *spool) append(recs []api.SessionRecord, force bool) error {
 		return errSpoolFull
 	}
 	if s.f == nil {
-		f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE, 0o600)
+		f, err := s.open(s.path, os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			return fmt.Errorf("session spool: %w", err)
 		}
@@ -137,12 +189,20 @@ func (s *spool) append(recs []api.SessionRecord, force bool) error {
 		}
 		s.f = f
 	}
+	if s.tail {
+		if err := s.f.Truncate(s.size); err != nil {
+			return fmt.Errorf("session spool: %w", err)
+		}
+		s.tail = false
+	}
 	_, err := s.f.WriteAt(buf.Bytes(), s.size)
 	if err == nil {
 		err = s.f.Sync()
 	}
 	if err != nil {
-		s.f.Truncate(s.size) // best effort: the records were not written
+		// The records are not spooled: cut them off now, or before the
+		// next records, lest they follow those and a restart send them.
+		s.tail = s.f.Truncate(s.size) != nil
 		return fmt.Errorf("session spool: %w", err)
 	}
 	s.size += int64(buf.Len())
@@ -198,16 +258,24 @@ func (s *spool) ack(next int64) error {
 	s.head = min(next, s.size)
 	switch {
 	case s.head == s.size:
-		// All delivered: empty the file, then forget the offset (a crash
-		// in between leaves an offset past the end, read as 0).
+		// All delivered: forget the offset for good, then empty the file.
+		// A crash in between resends what was delivered; the other order
+		// would leave an offset that the records spooled next outgrow.
+		if err := os.Remove(s.headPath); err == nil {
+			err = syncDir(filepath.Dir(s.headPath))
+			if err != nil {
+				return fmt.Errorf("session spool: %w", err)
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("session spool: %w", err)
+		}
 		if err := s.f.Truncate(0); err != nil {
 			return fmt.Errorf("session spool: %w", err)
 		}
+		// The file is empty now, synced or not: the next record goes at
+		// its start, not after a hole.
+		s.size, s.head, s.tail = 0, 0, false
 		if err := s.f.Sync(); err != nil {
-			return fmt.Errorf("session spool: %w", err)
-		}
-		s.size, s.head = 0, 0
-		if err := os.Remove(s.headPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("session spool: %w", err)
 		}
 		return nil
@@ -229,21 +297,25 @@ func (s *spool) compactLocked() error {
 	if err := atomicfile.Write(tmp, rest, 0o600); err != nil {
 		return fmt.Errorf("session spool: %w", err)
 	}
-	if err := os.Remove(s.headPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("session spool: %w", err)
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("session spool: %w", err)
-	}
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
-		return fmt.Errorf("session spool: %w", err)
-	}
-	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
+	// Opened before it takes the old file's place: once it has, records
+	// must go to it, not to the old file, which no restart reads.
+	f, err := s.open(tmp, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("session spool: %w", err)
 	}
+	if err := os.Remove(s.headPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		f.Close()
+		return fmt.Errorf("session spool: %w", err)
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		f.Close()
+		return fmt.Errorf("session spool: %w", err)
+	}
 	s.f.Close()
-	s.f, s.size, s.head = f, int64(len(rest)), 0
+	s.f, s.size, s.head, s.tail = f, int64(len(rest)), 0, false
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		return fmt.Errorf("session spool: %w", err)
+	}
 	return nil
 }
 

@@ -88,6 +88,9 @@ func (g *Gateway) syncLoop(ctx context.Context) {
 // apply installs a netmap into the WireGuard device, touching only the peers
 // that change: one IpcSet carries exactly the additions, updates and
 // removals. The session tracker then follows the peers that owe records.
+// If the set fails, nothing of the netmap counts as installed, and the
+// peers it touched are set again, or removed, by the next netmap
+// (Gateway.unsure).
 // Then the flows of tunnel addresses that no peer holds any more are ended
 // in the data plane: a revoked device keeps no connection open.
 func (g *Gateway) apply(nm api.Netmap) error {
@@ -108,15 +111,17 @@ func (g *Gateway) install(nm api.Netmap) (ended []netip.Addr, err error) {
 	upserts := make(map[wg.Key]api.Peer, len(nm.Peers))
 	removes := map[wg.Key]bool{}
 	var changed []api.Peer // for the session tracker
+	var set []wg.Key       // the peers b sets
 	upsert := func(p api.Peer) {
 		upserts[p.PublicKey] = p
 		cur, ok := g.installed[p.PublicKey]
 		if !ok || cur.Record != p.Record || !slices.Equal(cur.AllowedIPs, p.AllowedIPs) {
 			changed = append(changed, p)
 		}
-		if ok && slices.Equal(cur.AllowedIPs, p.AllowedIPs) {
+		if ok && slices.Equal(cur.AllowedIPs, p.AllowedIPs) && !g.unsure[p.PublicKey] {
 			return
 		}
+		set = append(set, p.PublicKey)
 		if ok {
 			for _, a := range hostAddrsOf(cur.AllowedIPs) {
 				if !slices.Contains(hostAddrsOf(p.AllowedIPs), a) {
@@ -131,7 +136,8 @@ func (g *Gateway) install(nm api.Netmap) (ended []netip.Addr, err error) {
 	}
 	remove := func(k wg.Key) {
 		removes[k] = true
-		if _, ok := g.installed[k]; ok {
+		if _, ok := g.installed[k]; ok || g.unsure[k] {
+			set = append(set, k)
 			fmt.Fprintf(&b, "public_key=%s\nremove=true\n", k.Hex())
 		}
 	}
@@ -143,16 +149,25 @@ func (g *Gateway) install(nm api.Netmap) (ended []netip.Addr, err error) {
 		}
 	}
 	if nm.Full {
-		for k := range g.installed {
-			if _, ok := upserts[k]; !ok {
+		for _, k := range slices.Concat(slices.Collect(maps.Keys(g.installed)), slices.Collect(maps.Keys(g.unsure))) {
+			if _, ok := upserts[k]; !ok && !removes[k] {
 				remove(k)
 			}
 		}
 	}
 	if b.Len() > 0 {
 		if err := g.dev.IpcSet(b.String()); err != nil {
+			if g.unsure == nil {
+				g.unsure = map[wg.Key]bool{}
+			}
+			for _, k := range set {
+				g.unsure[k] = true
+			}
 			return nil, fmt.Errorf("applying netmap %d: %w", nm.Version, err)
 		}
+	}
+	for _, k := range set {
+		delete(g.unsure, k)
 	}
 	var gone []wg.Key
 	for k := range removes {

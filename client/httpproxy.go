@@ -100,8 +100,8 @@ func (p *httpProxy) connect(w http.ResponseWriter, r *http.Request) {
 	if target == "" {
 		target = r.Host
 	}
-	_, port, err := net.SplitHostPort(target)
-	if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n == 0 {
+	host, port, err := net.SplitHostPort(target)
+	if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n == 0 || host == "" {
 		p.t.stats.protoErrors.Add(1)
 		http.Error(w, "meridian proxy: CONNECT needs host:port", http.StatusBadRequest)
 		return

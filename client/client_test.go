@@ -623,11 +623,25 @@ func TestSOCKS5UDPAssociate(t *testing.T) {
 	if n, err := uc.Read(make([]byte, 64)); err == nil {
 		t.Fatalf("fragment relayed (%d bytes back)", n)
 	}
-	// Closing the TCP connection ends the association.
-	c.Close()
-	time.Sleep(100 * time.Millisecond)
 	if s := e.tun.Stats(); s.SOCKS5UDPAssociations != 1 {
 		t.Errorf("stats %+v", s)
+	}
+	// Closing the TCP connection ends the association: its relay socket
+	// closes, so a datagram to it is answered with ICMP port unreachable
+	// (ECONNREFUSED on the client's connected socket), not relayed.
+	c.Close()
+	dgram := append(appendSOCKSUDP(nil, ipDst(serverIP4, echoPort)), "after close"...)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatal("the association still relays 10 s after its TCP connection closed")
+		}
+		if _, err := uc.Write(dgram); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatal(err)
+		}
+		_ = uc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := uc.Read(make([]byte, 2048)); errors.Is(err, syscall.ECONNREFUSED) {
+			break
+		}
 	}
 }
 

@@ -726,6 +726,7 @@ func TestTCPIdleTimeout(t *testing.T) {
 	// The busy flow sends a byte every idle/4, in both directions in turn.
 	stop := make(chan struct{})
 	busyErr := make(chan error, 1)
+	var exchanged atomic.Int64 // bytes the busy flow carried
 	go func() {
 		tick := time.NewTicker(idle / 4)
 		defer tick.Stop()
@@ -749,6 +750,7 @@ func TestTCPIdleTimeout(t *testing.T) {
 				busyErr <- fmt.Errorf("busy flow, byte %d: %w", i, err)
 				return
 			}
+			exchanged.Add(1)
 		}
 	}()
 
@@ -764,8 +766,18 @@ func TestTCPIdleTimeout(t *testing.T) {
 	if _, err := idleCli.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("idle flow still open at the client: %v", err)
 	}
-	// Keep the busy flow going for several idle timeouts.
-	time.Sleep(4 * idle)
+	// Keep the busy flow going for several idle timeouts: sixteen bytes,
+	// one per idle/4 at most, however long they take to pass.
+	for deadline := time.Now().Add(30 * time.Second); exchanged.Load() < 16; {
+		select {
+		case err := <-busyErr:
+			t.Fatalf("flow with traffic was closed after %d bytes: %v", exchanged.Load(), err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the busy flow carried %d bytes in 30 s", exchanged.Load())
+		}
+	}
 	close(stop)
 	if err := <-busyErr; err != nil {
 		t.Fatalf("flow with traffic was closed: %v", err)

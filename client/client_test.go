@@ -615,19 +615,42 @@ func TestSOCKS5UDPAssociate(t *testing.T) {
 			t.Errorf("reply source %v:%d", src.IP, src.Port)
 		}
 	}
-	// Fragments are dropped.
+	// Fragments are dropped: once the relay has counted the fragment as a
+	// protocol error, nothing of it has gone into the tunnel.
+	before := e.tun.Stats()
 	if _, err := uc.Write(append([]byte{0, 0, 1}, append(ipDst(serverIP4, echoPort).appendTo(nil), 'x')...)); err != nil {
 		t.Fatal(err)
 	}
-	_ = uc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if n, err := uc.Read(make([]byte, 64)); err == nil {
-		t.Fatalf("fragment relayed (%d bytes back)", n)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if s := e.tun.Stats(); s.ProtocolErrors != before.ProtocolErrors || s.BytesOut != before.BytesOut {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the relay did not take the fragment in 10 s")
+		}
 	}
-	// Closing the TCP connection ends the association.
-	c.Close()
-	time.Sleep(100 * time.Millisecond)
+	if s := e.tun.Stats(); s.BytesOut != before.BytesOut || s.ProtocolErrors != before.ProtocolErrors+1 {
+		t.Fatalf("fragment relayed: stats before %+v, after %+v", before, s)
+	}
 	if s := e.tun.Stats(); s.SOCKS5UDPAssociations != 1 {
 		t.Errorf("stats %+v", s)
+	}
+	// Closing the TCP connection ends the association: its relay socket
+	// closes, so a datagram to it is answered with ICMP port unreachable
+	// (ECONNREFUSED on the client's connected socket), not relayed.
+	c.Close()
+	dgram := append(appendSOCKSUDP(nil, ipDst(serverIP4, echoPort)), "after close"...)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatal("the association still relays 10 s after its TCP connection closed")
+		}
+		if _, err := uc.Write(dgram); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatal(err)
+		}
+		_ = uc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := uc.Read(make([]byte, 2048)); errors.Is(err, syscall.ECONNREFUSED) {
+			break
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"time"
 )
@@ -66,7 +67,7 @@ func (p *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodConnect:
 		p.connect(w, r)
-	case r.URL.IsAbs() && r.URL.Scheme == "http" && r.URL.Host != "":
+	case r.URL.IsAbs() && r.URL.Scheme == "http" && dialable(urlAuthority(r.URL)):
 		p.t.stats.httpForward.Add(1)
 		p.rp.ServeHTTP(w, r)
 	case r.URL.IsAbs():
@@ -76,6 +77,24 @@ func (p *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.t.stats.protoErrors.Add(1)
 		http.Error(w, "meridian proxy: this is an HTTP proxy; send CONNECT or an absolute-form http:// request", http.StatusBadRequest)
 	}
+}
+
+// dialable reports whether authority is a host and a port 1-65535, the
+// only destinations the proxy dials.
+func dialable(authority string) bool {
+	host, port, err := net.SplitHostPort(authority)
+	n, perr := strconv.ParseUint(port, 10, 16)
+	return err == nil && perr == nil && n != 0 && host != ""
+}
+
+// urlAuthority is the host:port an absolute-form http:// URL is fetched
+// from, port 80 unless it names one.
+func urlAuthority(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 // forwardError answers a failed forwarded request.
@@ -100,8 +119,7 @@ func (p *httpProxy) connect(w http.ResponseWriter, r *http.Request) {
 	if target == "" {
 		target = r.Host
 	}
-	_, port, err := net.SplitHostPort(target)
-	if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n == 0 {
+	if !dialable(target) {
 		p.t.stats.protoErrors.Add(1)
 		http.Error(w, "meridian proxy: CONNECT needs host:port", http.StatusBadRequest)
 		return

@@ -126,3 +126,41 @@ func FuzzSOCKS5UDPHeader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSOCKS5Greeting: readSOCKSGreeting never panics, reads exactly the
+// greeting (VER NMETHODS METHODS) and nothing past it, returns the offered
+// methods as sent, and refuses any version but 5 after its first byte.
+func FuzzSOCKS5Greeting(f *testing.F) {
+	f.Add([]byte{5, 1, 0})                      // curl: no authentication
+	f.Add([]byte{5, 2, 0, 2})                   // no authentication or username/password
+	f.Add([]byte{5, 1, 0, 5, 1, 0, 1, 1, 2, 3}) // greeting with the request behind it
+	f.Add([]byte{5, 0})
+	f.Add([]byte{5, 255, 0})
+	f.Add([]byte{4, 1, 0, 80, 127, 0, 0, 1, 0}) // SOCKS4
+	f.Add([]byte("GET / HTTP/1.1\r\n"))
+	f.Add([]byte{5})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bytes.NewReader(data)
+		methods, err := readSOCKSGreeting(r)
+		consumed := len(data) - r.Len()
+		var ve versionError
+		switch {
+		case err == nil:
+			if data[0] != socksVersion || len(methods) != int(data[1]) || consumed != 2+len(methods) ||
+				!bytes.Equal(methods, data[2:consumed]) {
+				t.Fatalf("greeting %x read as %x, %d bytes consumed", data, methods, consumed)
+			}
+		case errors.As(err, &ve):
+			if len(data) == 0 || data[0] == socksVersion || byte(ve) != data[0] || consumed != 1 {
+				t.Fatalf("version error %v for %x after %d bytes", err, data, consumed)
+			}
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+			if r.Len() != 0 || (len(data) >= 2 && data[0] == socksVersion && len(data) >= 2+int(data[1])) {
+				t.Fatalf("EOF for %x with %d bytes left", data, r.Len())
+			}
+		default:
+			t.Fatalf("unexpected error %T: %v", err, err)
+		}
+	})
+}

@@ -329,13 +329,25 @@ func TestNetmapDeltas(t *testing.T) {
 	if err != nil || !full.Full || len(full.Peers) != 0 || len(full.Addresses) != 2 {
 		t.Fatalf("empty full netmap: %+v %v", full, err)
 	}
-	// A long poll returns as soon as a device is added.
+	// A long poll returns as soon as a device is added: added once the
+	// server has the poll (it marks the gateway seen as the poll begins).
 	got := make(chan api.Netmap, 1)
+	before := time.Now()
 	go func() {
 		nm, _ := gc.Netmap(ctx, full.Version, 10*time.Second)
 		got <- nm
 	}()
-	time.Sleep(100 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		ts.mu.Lock()
+		polling := ts.status["gw"].lastSeen.After(before)
+		ts.mu.Unlock()
+		if polling {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the long poll did not reach the server in 10 s")
+		}
+	}
 	d1, err := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "u", Name: "a", PublicKey: newKey(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -141,18 +141,20 @@ func checkDetails(d *api.SubscriberDetails) (missing []string, err error) {
 }
 
 // clientIP is the address a request came from: the connection's peer, or
-// the last address in X-Forwarded-For that a trusted proxy added.
+// the last address in X-Forwarded-For that a trusted proxy added. It is a
+// plain address: a link-local peer's zone (this host's interface name) is
+// dropped, and a hop with a zone is malformed.
 func (s *Server) clientIP(r *http.Request) netip.Addr {
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
 	ip, _ := netip.ParseAddr(host)
-	ip = ip.Unmap()
+	ip = ip.Unmap().WithZone("")
 	if !s.trusted(ip) {
 		return ip
 	}
 	hops := strings.Split(r.Header.Get("X-Forwarded-For"), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
 		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
+		if err != nil || a.Zone() != "" {
 			return ip // a malformed hop: trust no further
 		}
 		a = a.Unmap()

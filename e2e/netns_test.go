@@ -39,6 +39,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -317,7 +318,37 @@ add rule inet e2e_guard forward oifname %q counter drop`, mgmt))
 	// nothing the system wrote: database (with WAL), gateway state, logs,
 	// metrics. Nor may the device's key appear in logs or metrics.
 	t.Run("no duty, no data", func(t *testing.T) {
-		time.Sleep(1500 * time.Millisecond) // let the gateway's state and a load report be written
+		// Wait until what could hold the address has been written: a load
+		// report made after the client's handshake has reached the control
+		// server, and the gateway has run a whole session round since now.
+		gwRounds := func() int {
+			out, err := gw.Output("curl", "-sS", "http://127.0.0.1:9586/metrics")
+			if err != nil {
+				t.Fatalf("gateway metrics: %v", err)
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if v, ok := strings.CutPrefix(line, "meridian_gateway_session_rounds_total "); ok {
+					n, _ := strconv.ParseFloat(v, 64)
+					return int(n)
+				}
+			}
+			t.Fatalf("gateway metrics without meridian_gateway_session_rounds_total:\n%s", out)
+			return 0
+		}
+		wantRounds := gwRounds() + 2
+		eventually(t, 30*time.Second, "a load report with the client and a whole session round", func() error {
+			var gws []api.Gateway
+			nsDecode(t, admin("gateway", "list", "--json"), &gws)
+			for _, g := range gws {
+				if g.Name == gwName && g.Load.ActivePeers < 1 {
+					return fmt.Errorf("the last load report has %d active peers", g.Load.ActivePeers)
+				}
+			}
+			if n := gwRounds(); n < wantRounds {
+				return fmt.Errorf("%d session rounds, want %d", n, wantRounds)
+			}
+			return nil
+		})
 		var pub string
 		for _, line := range strings.Split(confText, "\n") {
 			if k, v, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "PrivateKey" {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,8 +138,8 @@ func TestSessionRecordsWhereADutyRequiresThem(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	startExitGateway(t, ctl, admin, dir, "in1")
-	startExitGateway(t, ctl, admin, dir, "de1")
+	in1 := startExitGateway(t, ctl, admin, dir, "in1")
+	de1 := startExitGateway(t, ctl, admin, dir, "de1")
 	if _, err := admin.SetJurisdiction(ctx, api.Jurisdiction{Country: "IN", Profile: "cert-in-2022", Stance: "comply"}); err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +251,7 @@ func TestSessionRecordsWhereADutyRequiresThem(t *testing.T) {
 		if _, inBlock := layout.Index(from.Port()); inBlock {
 			t.Fatalf("DE request came from port %d, inside the session blocks", from.Port())
 		}
-		time.Sleep(time.Second) // several session intervals and reports
+		awaitSessionRound(t, de1) // a session record would be in its spool or the database now
 		noRows(t, db, "de1")
 		noSessionFiles(t, filepath.Join(dir, "de1"))
 	})
@@ -262,7 +263,8 @@ func TestSessionRecordsWhereADutyRequiresThem(t *testing.T) {
 		if _, inBlock := layout.Index(from.Port()); inBlock {
 			t.Fatalf("enterprise request came from port %d, inside the session blocks", from.Port())
 		}
-		time.Sleep(time.Second)
+		awaitSessionRound(t, in1)
+		noSessionFilesOf(t, filepath.Join(dir, "in1"), staff.Device.PublicKey)
 		got, err := db.SessionsOfUser(ctx, "acme-staff", time.Now().Add(-time.Hour), time.Now())
 		if err != nil || len(got) != 0 {
 			t.Fatalf("sessions of an enterprise tenant: %+v %v", got, err)
@@ -300,6 +302,50 @@ func noRows(t *testing.T, db *store.DB, gw string) {
 	}
 	if n != 0 {
 		t.Fatalf("%d session rows of %s, a gateway without the duty", n, gw)
+	}
+}
+
+// awaitSessionRound returns once gw's session loop has run a whole round
+// that began after the call: a session it would record is then in its
+// spool or, delivered, in the control server's database.
+func awaitSessionRound(t *testing.T, gw *gateway.Gateway) {
+	t.Helper()
+	rounds := func() int {
+		rec := httptest.NewRecorder()
+		gw.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		for _, line := range strings.Split(rec.Body.String(), "\n") {
+			if v, ok := strings.CutPrefix(line, "meridian_gateway_session_rounds_total "); ok {
+				n, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("metric line %q", line)
+				}
+				return int(n)
+			}
+		}
+		t.Fatal("the gateway has no meridian_gateway_session_rounds_total metric")
+		return 0
+	}
+	want := rounds() + 2 // the next round starts after now; it has ended when the one after starts
+	eventually(t, 10*time.Second, "the gateway's session loop runs a round", func() error {
+		if n := rounds(); n < want {
+			return fmt.Errorf("%d rounds, want %d", n, want)
+		}
+		return nil
+	})
+}
+
+// noSessionFilesOf fails if a gateway's session files hold a record of the
+// device with key pub.
+func noSessionFilesOf(t *testing.T, dir string, pub wg.Key) {
+	t.Helper()
+	for _, f := range []string{"sessions.spool", "sessions-open.json", "sessions.refused"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), pub.String()) {
+			t.Errorf("%s holds a record of a device without the duty", f)
+		}
 	}
 }
 

@@ -114,6 +114,10 @@ type Gateway struct {
 	attr        *attributedTUN
 	spool       *spool
 	recordsSent atomic.Uint64
+	// sessionRounds counts the session loop's rounds as they start, so
+	// that a test can tell the gateway has looked for sessions since some
+	// moment.
+	sessionRounds atomic.Uint64
 	// recordsRefused counts records the control server refused as wrong,
 	// set aside (refusedFile) instead of blocking the spool.
 	recordsRefused atomic.Uint64

@@ -143,6 +143,7 @@ func newMetrics(g *Gateway) *metrics {
 		g.sessions.refused,
 		gauge("meridian_gateway_sessions_open", "Open sessions of peers owing session records.", func() float64 { return float64(g.sessions.openCount()) }),
 		gauge("meridian_gateway_session_blocks_free", "Source port blocks that no session holds.", func() float64 { return float64(g.sessions.freeBlocks()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_session_rounds_total", Help: "Rounds of the session loop (each reads the device for handshakes when a peer owes records)."}, func() float64 { return float64(g.sessionRounds.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_sessions_opened_total", Help: "Sessions opened (each with a port block and a record)."}, func() float64 { return float64(g.sessions.opened.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_session_packets_dropped_total", Help: "Packets of peers owing session records dropped because their session had no port block."}, func() float64 { return float64(g.attr.dropped.Load()) }),
 		gauge("meridian_gateway_session_spool_bytes", "Bytes of session records not yet taken by the control server.", func() float64 { return float64(g.spool.pending()) }),

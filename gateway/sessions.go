@@ -681,6 +681,7 @@ func (g *Gateway) sessionLoop(ctx context.Context) {
 		case <-t.C:
 		case <-g.attr.kick:
 		}
+		g.sessionRounds.Add(1) // round n has ended once the count reaches n+1
 		if !g.sessions.active() {
 			g.attr.flush(g.attr.seq())
 			continue

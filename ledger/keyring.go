@@ -57,6 +57,9 @@ func LoadKeyring(spec string) (*Keyring, error) {
 
 func parseKeyring(text string) (*Keyring, error) {
 	k := &Keyring{keys: map[string]cipher.AEAD{}}
+	// Errors name lines, never ids: a line written the wrong way round with
+	// a key in unpadded base64 has a key where the id should be.
+	lineOf := map[string]int{}
 	for i, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -72,13 +75,14 @@ func parseKeyring(text string) (*Keyring, error) {
 			// would put the key there.
 			return nil, fmt.Errorf("line %d: a key id is 1 to 64 letters, digits, '.', '_' or '-'", i+1)
 		}
-		if _, dup := k.keys[id]; dup {
-			return nil, fmt.Errorf("line %d: key id %q appears twice", i+1, id)
+		if first, dup := lineOf[id]; dup {
+			return nil, fmt.Errorf("line %d: the key id of line %d appears again", i+1, first)
 		}
 		key, err := base64.StdEncoding.DecodeString(encoded)
 		if err != nil || len(key) != 32 {
-			return nil, fmt.Errorf("line %d: key %q is not 32 bytes of base64", i+1, id)
+			return nil, fmt.Errorf("line %d: the key is not 32 bytes of base64", i+1)
 		}
+		lineOf[id] = i + 1
 		k.keys[id] = newAEAD(key)
 		k.active = id
 	}

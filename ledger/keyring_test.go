@@ -111,9 +111,9 @@ func TestLoadKeyring(t *testing.T) {
 		"no keys":         {write("# nothing\n\n"), "no keys"},
 		"one field":       {write(k1 + "\n"), "line 1: want"},
 		"swapped fields":  {write("k1 " + k1 + "\n" + k2 + " k2\n"), "line 2: a key id is"},
-		"duplicate id":    {write("k1 " + k1 + "\nk1 " + k2 + "\n"), `line 2: key id "k1" appears twice`},
-		"short key":       {write("k1 " + k1[:20] + "\n"), `line 1: key "k1" is not 32 bytes`},
-		"not base64":      {write("k1 " + strings.Repeat("*", 44) + "\n"), `line 1: key "k1" is not 32 bytes`},
+		"duplicate id":    {write("k1 " + k1 + "\nk1 " + k2 + "\n"), "line 2: the key id of line 1 appears again"},
+		"short key":       {write("k1 " + k1[:20] + "\n"), "line 1: the key is not 32 bytes"},
+		"not base64":      {write("k1 " + strings.Repeat("*", 44) + "\n"), "line 1: the key is not 32 bytes"},
 		"id with a colon": {write("k:1 " + k1 + "\n"), "line 1: a key id is"},
 	} {
 		_, err := LoadKeyring(tc.spec)

@@ -41,6 +41,15 @@ func (l *logBuffer) String() string {
 // start runs a monitor with a fast interval until the test ends.
 func start(t *testing.T, cfg timesync.Config, plan api.TimePlan) (*timesync.Monitor, *logBuffer) {
 	t.Helper()
+	m, logs, _ := startCounting(t, cfg, plan)
+	return m, logs
+}
+
+// startCounting is start, also counting the monitor's rounds: each asks for
+// the plan first, so once plans reads n+1, round n has ended.
+func startCounting(t *testing.T, cfg timesync.Config, plan api.TimePlan) (*timesync.Monitor, *logBuffer, *atomic.Int64) {
+	t.Helper()
+	plans := new(atomic.Int64)
 	logs := &logBuffer{}
 	if cfg.Interval == 0 {
 		cfg.Interval = 50 * time.Millisecond
@@ -58,7 +67,7 @@ func start(t *testing.T, cfg timesync.Config, plan api.TimePlan) (*timesync.Moni
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		m.Run(ctx, func(context.Context) (api.TimePlan, error) { return plan, nil })
+		m.Run(ctx, func(context.Context) (api.TimePlan, error) { plans.Add(1); return plan, nil })
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -67,7 +76,7 @@ func start(t *testing.T, cfg timesync.Config, plan api.TimePlan) (*timesync.Moni
 			t.Logf("monitor log:\n%s", logs)
 		}
 	})
-	return m, logs
+	return m, logs, plans
 }
 
 // await returns the monitor's state once ok accepts it, failing the test
@@ -223,12 +232,17 @@ func TestMonitorUnsynchronised(t *testing.T) {
 // TestMonitorKissOfDeath: a server that answers RATE is left alone.
 func TestMonitorKissOfDeath(t *testing.T) {
 	r := ntptest.Respond(t, func(int) []ntptest.Reply { return []ntptest.Reply{{Kiss: "RATE"}} })
-	m, logs := start(t, timesync.Config{KissBackoff: time.Hour}, certIn(r.Addr))
+	m, logs, plans := startCounting(t, timesync.Config{KissBackoff: time.Hour}, certIn(r.Addr))
 	st := await(t, m, "the kiss-o'-death", func(st timesync.State) bool { return len(st.Sources) == 1 && st.Sources[0].LastError != "" })
 	if src := st.Sources[0]; src.LastError != "kiss RATE" || src.HoldUntil.Before(time.Now().Add(50*time.Minute)) {
 		t.Fatalf("source %+v: want held back for an hour", src)
 	}
-	time.Sleep(20 * 50 * time.Millisecond) // twenty rounds
+	// Twenty whole rounds after the kiss, however long they take.
+	for want, deadline := plans.Load()+21, time.Now().Add(30*time.Second); plans.Load() < want; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d rounds in 30 s", plans.Load()-want+21)
+		}
+	}
 	if n := r.Requests(); n != 1 {
 		t.Fatalf("%d requests after a RATE kiss-o'-death, want 1", n)
 	}

@@ -35,8 +35,8 @@ func fuzzSpoolLine(i int) string {
 // FuzzSpoolOpen: a spool file and head offset with any content, as a disk
 // error, a crash or a hand edit can leave them, open without panicking or
 // failing; draining the spool then delivers, in order, exactly the records
-// of the whole lines from the head (from the start when the head is not an
-// offset within the file) that decode, skips and counts the rest, never
+// of the whole lines from the head (from the start when the head is not the
+// start of a record in the file) that decode, skips and counts the rest, never
 // delivers the torn bytes after the last newline, and leaves nothing
 // pending, also after the spool is opened again.
 func FuzzSpoolOpen(f *testing.F) {
@@ -78,7 +78,8 @@ func FuzzSpoolOpen(f *testing.F) {
 		// The model: the whole lines from the head.
 		whole := content[:bytes.LastIndexByte(content, '\n')+1]
 		start := 0
-		if h, err := strconv.ParseInt(strings.TrimSpace(string(head)), 10, 64); err == nil && h >= 0 && h <= int64(len(whole)) {
+		// A head is taken only at the start of a record (readHead).
+		if h, err := strconv.ParseInt(strings.TrimSpace(string(head)), 10, 64); err == nil && h > 0 && h <= int64(len(whole)) && whole[h-1] == '\n' {
 			start = int(h)
 		}
 		var want []api.SessionRecord

@@ -37,10 +37,13 @@ type fakePlane struct {
 	mapped map[netip.Addr]portblock.Block
 	cuts   []netip.Addr
 	fail   bool
+	// failUnmap fails every request that removes a mapping, as nft does
+	// when the table cannot be changed.
+	failUnmap bool
 }
 
 func (p *fakePlane) attribute(add, remove []tunnet.Attribution) error {
-	if p.fail {
+	if p.fail || p.failUnmap && len(remove) > 0 {
 		return errors.New("nft: exit status 1")
 	}
 	for _, a := range remove {
@@ -370,6 +373,67 @@ func TestSessionRefusedWhenPlaneFails(t *testing.T) {
 	if recs := tt.records(); len(recs) != 0 || tt.tr.freeBlocks() != portblock.Default.Count() {
 		t.Fatalf("data plane failed, yet records %+v, %d free blocks", recs, tt.tr.freeBlocks())
 	}
+}
+
+// A block whose unmapping failed is still mapped to its session's tunnel
+// addresses in the data plane: it must not go back to the free pool, or the
+// next session would take ports the closed one can still send from, and
+// an exit address, port and time would lead to two records.
+func TestBlockNotFreedWhenUnmappingFails(t *testing.T) {
+	one := portblock.Layout{First: 1024, Last: 1279, Size: 256}
+	t.Run("closing", func(t *testing.T) {
+		tt := newTrackerTest(t, sessionConfig{blocks: one})
+		a, b := recordedPeer(t, 2), recordedPeer(t, 3)
+		tt.tr.update([]api.Peer{a, b}, nil)
+		tt.tr.observe(map[wg.Key]peerStatus{a.PublicKey: {handshake: tt.now, endpoint: ep1}})
+		if recs := tt.records(); len(recs) != 1 || tt.tr.freeBlocks() != 0 {
+			t.Fatalf("a's session: %+v, %d free blocks", recs, tt.tr.freeBlocks())
+		}
+		tt.plane.failUnmap = true
+		tt.now = tt.now.Add(time.Minute)
+		tt.tr.update(nil, []wg.Key{a.PublicKey}) // a's session closes; unmapping its block fails
+		recs := tt.records()
+		if len(recs) != 1 || !recs[0].End.Equal(tt.now) {
+			t.Fatalf("closing record of a: %+v", recs)
+		}
+		if n := tt.tr.freeBlocks(); n != 0 {
+			t.Fatalf("%d free blocks after unmapping the only block failed, want 0", n)
+		}
+		if got := tt.plane.mapped[tunnelAddr(a, 0)]; got.Lo != 1024 {
+			t.Fatalf("the fake plane lost a's mapping: %v", tt.plane.mapped)
+		}
+		// b wants a session: there is no block for it.
+		tt.plane.failUnmap = false
+		tt.tr.observe(map[wg.Key]peerStatus{b.PublicKey: {handshake: tt.now, endpoint: ep2}})
+		if recs := tt.records(); len(recs) != 0 {
+			t.Fatalf("b's session opened on a block still mapped to a: %+v", recs)
+		}
+		if got := counterValue(tt.tr.refused.WithLabelValues(refusedNoBlock)); got != 1 {
+			t.Fatalf("refused (no free block) = %v, want 1", got)
+		}
+		if lo, _, _ := tt.tr.sourcePorts(tunnelAddr(b, 0)); lo != 0 {
+			t.Fatalf("b got ports from %d", lo)
+		}
+	})
+	t.Run("opening", func(t *testing.T) {
+		// The opening record cannot be saved (the spool is full), and
+		// undoing the mapping fails too.
+		tt := newTrackerTest(t, sessionConfig{blocks: one})
+		a := recordedPeer(t, 2)
+		tt.tr.update([]api.Peer{a}, nil)
+		tt.spool.limit = 0
+		tt.plane.failUnmap = true
+		tt.tr.observe(map[wg.Key]peerStatus{a.PublicKey: {handshake: tt.now, endpoint: ep1}})
+		if recs := tt.records(); len(recs) != 0 || tt.tr.openCount() != 0 {
+			t.Fatalf("a session opened without its record: %+v", recs)
+		}
+		if n := tt.tr.freeBlocks(); n != 0 {
+			t.Fatalf("%d free blocks after unmapping the only block failed, want 0", n)
+		}
+		if !tt.tr.peers[a.PublicKey].refused.Load() || counterValue(tt.tr.refused.WithLabelValues(refusedSpool)) != 1 {
+			t.Fatal("the session that could not open is not refused")
+		}
+	})
 }
 
 func TestSessionsLeftOpenAreClosedAtStart(t *testing.T) {

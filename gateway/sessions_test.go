@@ -654,3 +654,31 @@ func TestLeftSessionsInClearAreSealed(t *testing.T) {
 		t.Fatalf("the spool holds the endpoint in clear: %s", raw)
 	}
 }
+
+// Port blocks that share a port with the kernel's ephemeral range are
+// refused, to the port: a socket given that port would leave from a
+// session's block. Ports after the last whole block are in no block.
+func TestEphemeralOverlapEdges(t *testing.T) {
+	odd := portblock.Layout{First: 1024, Last: 32767, Size: 1000} // blocks 1024-32023; 32024-32767 in none
+	for _, c := range []struct {
+		kernel  string
+		l       portblock.Layout
+		refused bool
+	}{
+		{"32768\t60999\n", portblock.Default, false}, // Linux's default
+		{"32767\t60999\n", portblock.Default, true},  // the last port of the last block
+		{"1024\t1024\n", portblock.Default, true},    // the first port of the first block
+		{"1000\t1023\n", portblock.Default, false},   // just below
+		{"1000\t1024\n", portblock.Default, true},
+		{"500\t65535\n", portblock.Default, true}, // around the blocks
+		{"2000\t3000\n", portblock.Default, true}, // inside them
+		{"32024\t60999\n", odd, false},            // after the last whole block
+		{"32023\t60999\n", odd, true},
+		{"bogus\n", portblock.Default, false}, // unreadable: nothing to compare
+	} {
+		why := rangeOverlap(c.kernel, c.l)
+		if (why != "") != c.refused {
+			t.Errorf("ephemeral %q, blocks %s: refusal %q, want refused %v", strings.TrimSpace(c.kernel), c.l, why, c.refused)
+		}
+	}
+}

@@ -140,3 +140,37 @@ func TestRetentionPurgeBoundaries(t *testing.T) {
 		t.Fatalf("a second later: kept %v, want %v", kept(t, ts, all), want)
 	}
 }
+
+// Session records are kept for their own duty's retention: a profile whose
+// session-record duty is longer than its subscriber-record duty (or that
+// has no subscriber-record duty at all) keeps the sessions, and with them
+// the account they belong to, for the longer period.
+func TestRetentionFollowsSessionRecordDuty(t *testing.T) {
+	ts, _ := complianceServer(t, Config{})
+	ctx := context.Background()
+	body := []byte(`{"name": "long-sessions", "title": "Session records for seven years",
+		"session_records": {"retention_years": 7, "consumer_only": false, "cite": "test"}}`)
+	if err := ts.admin.SetProfile(ctx, "long-sessions", body); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2034, 6, 1, 0, 0, 0, 0, time.UTC)
+	seven := now.AddDate(-7, 0, 0)
+	all := cancelledAccounts(t, ts, api.Consumer, 100, map[string]time.Time{
+		"six-years":  now.AddDate(-6, 0, 0),   // past the 5-year subscriber duty, within the 7-year session duty
+		"day-short":  seven.AddDate(0, 0, 1),  // kept
+		"over-seven": seven.Add(-time.Second), // purged
+	})
+	all = append(all, cancelledAccounts(t, ts, api.Enterprise, 200, map[string]time.Time{
+		"ent-six-years": now.AddDate(-6, 0, 0),
+	})...)
+	res, err := ts.purgeExpired(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"day-short", "ent-six-years", "six-years"}; !slices.Equal(kept(t, ts, all), want) {
+		t.Fatalf("purge (%+v): kept %v, want %v", res, kept(t, ts, all), want)
+	}
+	if res.Years != 7 || res.Accounts != 1 {
+		t.Fatalf("purge: %+v", res)
+	}
+}

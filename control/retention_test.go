@@ -3,10 +3,12 @@ package control
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/ictlog"
 	"github.com/meridian-vpn/meridian/store"
 )
 
@@ -172,5 +174,84 @@ func TestRetentionFollowsSessionRecordDuty(t *testing.T) {
 	}
 	if res.Years != 7 || res.Accounts != 1 {
 		t.Fatalf("purge: %+v", res)
+	}
+}
+
+// An account cancelled on 29 February is kept through 28 February five
+// years later, whichever day one takes its anniversary to be, and purged
+// once 1 March has passed the hour of its cancellation.
+func TestRetentionFromALeapDay(t *testing.T) {
+	ts, _ := complianceServer(t, Config{})
+	ctx := context.Background()
+	cancelled := time.Date(2028, 2, 29, 12, 0, 0, 0, time.UTC)
+	all := cancelledAccounts(t, ts, api.Consumer, 100, map[string]time.Time{"leap": cancelled})
+	for _, c := range []struct {
+		at   time.Time
+		kept bool
+	}{
+		{time.Date(2033, 2, 28, 23, 59, 59, 0, time.UTC), true},
+		{time.Date(2033, 3, 1, 12, 0, 1, 0, time.UTC), false},
+	} {
+		if _, err := ts.purgeExpired(ctx, c.at); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(kept(t, ts, all)) == 1; got != c.kept {
+			t.Fatalf("purge at %s: kept %v, want %v", c.at, got, c.kept)
+		}
+	}
+}
+
+// The control server's ICT log under cert-in-2022 keeps each entry a
+// rolling 180 days, to the nanosecond, and purges it after: the daily
+// purge (purgeICT) at 179, 180 and 181 days.
+func TestICTLogPurgeBoundaries(t *testing.T) {
+	t0 := time.Date(2027, 1, 10, 8, 0, 0, 0, time.UTC)
+	clock := &fakeClock{t: t0}
+	ts, stop := startTestServer(t, Config{DataDir: t.TempDir(), ictNow: clock.Now})
+	t.Cleanup(stop)
+	ctx := context.Background()
+	if _, err := ts.admin.SetPlace(ctx, api.ControlNode, api.Place{PhysicalCountry: "IN", Ownership: api.Rented}); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"day 0", "day 1"} {
+		ts.ict.record(api.ControlNode, api.ICTLogEntry{At: t0.AddDate(0, 0, i), Category: ictlog.Admin, Event: name, Outcome: ictlog.Info}, 0)
+	}
+	if err := ts.ict.log.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	left := func(at time.Time) []string {
+		t.Helper()
+		clock.t = at
+		ts.purgeICT(ctx)
+		rows, err := ts.db.Query(`SELECT event, keep_days FROM ict_log WHERE event LIKE 'day %' ORDER BY at`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var e string
+			var keep int
+			rows.Scan(&e, &keep)
+			if keep != 180 {
+				t.Fatalf("%q is kept %d days, want 180", e, keep)
+			}
+			out = append(out, e)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		at   time.Time
+		want string
+	}{
+		{t0.AddDate(0, 0, 179), "day 0,day 1"},
+		{t0.AddDate(0, 0, 180), "day 0,day 1"}, // day 0 is exactly 180 days old
+		{t0.AddDate(0, 0, 180).Add(time.Nanosecond), "day 1"},
+		{t0.AddDate(0, 0, 181), "day 1"},
+		{t0.AddDate(0, 0, 182), ""},
+	} {
+		if got := strings.Join(left(c.at), ","); got != c.want {
+			t.Fatalf("after the purge %s after day 0: %q left, want %q", c.at.Sub(t0), got, c.want)
+		}
 	}
 }

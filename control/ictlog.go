@@ -41,7 +41,11 @@ type ictState struct {
 // openICT checks where the operator keeps the ICT log, and reads the
 // duties.
 func (s *Server) openICT(ctx context.Context) error {
-	s.ict = &ictState{log: ictlog.New(s.db, time.Now), counters: map[string]api.GatewayCounters{}, heard: map[string]time.Time{}}
+	now := s.cfg.ictNow
+	if now == nil {
+		now = time.Now
+	}
+	s.ict = &ictState{log: ictlog.New(s.db, now), counters: map[string]api.GatewayCounters{}, heard: map[string]time.Time{}}
 	if s.cfg.ICTLogLocation != "" {
 		c, err := jurisdiction.ParseCountry(s.cfg.ICTLogLocation)
 		if err != nil {

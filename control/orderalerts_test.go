@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -138,5 +139,70 @@ func TestOrderAlerts(t *testing.T) {
 	check()
 	if !strings.Contains(logs.String(), `msg="order alert webhook failed" order=`+strconv.FormatInt(late.ID, 10)) || strings.Contains(logs.String(), "secret-token") {
 		t.Errorf("webhook failure log:\n%s", logs)
+	}
+}
+
+// The deadline edges through the server: an incident noticed in India is
+// due exactly 6 hours after it was noticed; its alert and that of an order
+// due at the same instant fire at exactly one hour left (not a second
+// before), and "overdue" not at the deadline, when a report is still in
+// time, but a second after.
+func TestDeadlineEdgesThroughTheServer(t *testing.T) {
+	ts, _ := incidentServer(t, "", true)
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Second)
+	noticed := now.Add(-5 * time.Hour)
+	inc, err := ts.admin.CreateIncident(ctx, api.IncidentRequest{Type: 5, NoticedAt: inZone(noticed)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inc.Noticed.Equal(noticed) || inc.Deadline.Sub(inc.Noticed) != 6*time.Hour || !strings.Contains(inc.DeadlineWhy, "control") {
+		t.Fatalf("noticed %s, deadline %s (%s), want 6 h after noticing", inc.Noticed, inc.Deadline, inc.DeadlineWhy)
+	}
+	deadline := inc.Deadline
+	o, err := ts.admin.CreateOrder(ctx, api.OrderRequest{Reference: "CERT-In/2026/0099", ReceivedAt: inZone(now.Add(-time.Hour)), DueAt: inZone(deadline), Request: "logs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{}
+	a, err := ts.newIncidentAlerts(clock, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fired := func(left time.Duration) (incKinds, orderKinds []incident.AlertKind) {
+		t.Helper()
+		clock.t = deadline.Add(-left)
+		if err := a.check(ctx); err != nil {
+			t.Fatal(err)
+		}
+		i, err := ts.admin.Incident(ctx, inc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ord, err := ts.admin.Order(ctx, o.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, al := range i.Alerts {
+			incKinds = append(incKinds, al.Kind)
+		}
+		for _, al := range ord.Alerts {
+			orderKinds = append(orderKinds, al.Kind)
+		}
+		return
+	}
+	for _, c := range []struct {
+		left time.Duration
+		want []incident.AlertKind
+	}{
+		{time.Hour + time.Second, nil},
+		{time.Hour, []incident.AlertKind{incident.OneHourLeft}},
+		{0, []incident.AlertKind{incident.OneHourLeft}},
+		{-time.Second, []incident.AlertKind{incident.OneHourLeft, incident.Overdue}},
+	} {
+		ik, ok := fired(c.left)
+		if !slices.Equal(ik, c.want) || !slices.Equal(ok, c.want) {
+			t.Fatalf("%s before the deadline: the incident's alerts %v, the order's %v; want %v", c.left, ik, ok, c.want)
+		}
 	}
 }

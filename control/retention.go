@@ -12,11 +12,13 @@ import (
 	"github.com/meridian-vpn/meridian/store"
 )
 
-// retentionYears is how long subscriber records are kept after the account
-// is cancelled: the longest retention of any known duty profile's
-// subscriber-record duty (never shorter than a year), so a record is never
-// purged early because the operator has since left the country whose
-// duty required it.
+// retentionYears is how long an account's subscriber and session records
+// are kept after the account is cancelled: the longest retention of any
+// known duty profile's subscriber-record or session-record duty (never
+// shorter than a year), so a record is never purged early because the
+// operator has since left the country whose duty required it. The two kinds
+// go together, with the account, so a session duty longer than the
+// subscriber duty keeps the subscriber record as long.
 func (s *Server) retentionYears(ctx context.Context) (int, error) {
 	profiles, err := s.profiles(ctx)
 	if err != nil {
@@ -26,6 +28,9 @@ func (s *Server) retentionYears(ctx context.Context) (int, error) {
 	for _, p := range profiles {
 		if p.SubscriberRecords != nil {
 			years = max(years, p.SubscriberRecords.RetentionYears)
+		}
+		if p.SessionRecords != nil {
+			years = max(years, p.SessionRecords.RetentionYears)
 		}
 	}
 	return years, nil

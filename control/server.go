@@ -94,6 +94,9 @@ type Config struct {
 	SessionSilence time.Duration
 	// Limits bound API connections and request bodies (limits.go).
 	Limits Limits
+
+	// ictNow is the ICT log's clock: time.Now unless a test sets it.
+	ictNow func() time.Time
 }
 
 // Defaults for the tunnel address pools.

@@ -652,7 +652,13 @@ func ephemeralOverlap(l portblock.Layout) string {
 	if err != nil {
 		return "" // not Linux, or no procfs: nothing to compare
 	}
-	f := strings.Fields(string(b))
+	return rangeOverlap(string(b), l)
+}
+
+// rangeOverlap is ephemeralOverlap of the kernel's range as
+// ip_local_port_range writes it ("32768\t60999\n").
+func rangeOverlap(portRange string, l portblock.Layout) string {
+	f := strings.Fields(portRange)
 	if len(f) != 2 {
 		return ""
 	}

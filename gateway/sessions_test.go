@@ -37,10 +37,13 @@ type fakePlane struct {
 	mapped map[netip.Addr]portblock.Block
 	cuts   []netip.Addr
 	fail   bool
+	// failUnmap fails every request that removes a mapping, as nft does
+	// when the table cannot be changed.
+	failUnmap bool
 }
 
 func (p *fakePlane) attribute(add, remove []tunnet.Attribution) error {
-	if p.fail {
+	if p.fail || p.failUnmap && len(remove) > 0 {
 		return errors.New("nft: exit status 1")
 	}
 	for _, a := range remove {
@@ -372,6 +375,67 @@ func TestSessionRefusedWhenPlaneFails(t *testing.T) {
 	}
 }
 
+// A block whose unmapping failed is still mapped to its session's tunnel
+// addresses in the data plane: it must not go back to the free pool, or the
+// next session would take ports the closed one can still send from, and
+// an exit address, port and time would lead to two records.
+func TestBlockNotFreedWhenUnmappingFails(t *testing.T) {
+	one := portblock.Layout{First: 1024, Last: 1279, Size: 256}
+	t.Run("closing", func(t *testing.T) {
+		tt := newTrackerTest(t, sessionConfig{blocks: one})
+		a, b := recordedPeer(t, 2), recordedPeer(t, 3)
+		tt.tr.update([]api.Peer{a, b}, nil)
+		tt.tr.observe(map[wg.Key]peerStatus{a.PublicKey: {handshake: tt.now, endpoint: ep1}})
+		if recs := tt.records(); len(recs) != 1 || tt.tr.freeBlocks() != 0 {
+			t.Fatalf("a's session: %+v, %d free blocks", recs, tt.tr.freeBlocks())
+		}
+		tt.plane.failUnmap = true
+		tt.now = tt.now.Add(time.Minute)
+		tt.tr.update(nil, []wg.Key{a.PublicKey}) // a's session closes; unmapping its block fails
+		recs := tt.records()
+		if len(recs) != 1 || !recs[0].End.Equal(tt.now) {
+			t.Fatalf("closing record of a: %+v", recs)
+		}
+		if n := tt.tr.freeBlocks(); n != 0 {
+			t.Fatalf("%d free blocks after unmapping the only block failed, want 0", n)
+		}
+		if got := tt.plane.mapped[tunnelAddr(a, 0)]; got.Lo != 1024 {
+			t.Fatalf("the fake plane lost a's mapping: %v", tt.plane.mapped)
+		}
+		// b wants a session: there is no block for it.
+		tt.plane.failUnmap = false
+		tt.tr.observe(map[wg.Key]peerStatus{b.PublicKey: {handshake: tt.now, endpoint: ep2}})
+		if recs := tt.records(); len(recs) != 0 {
+			t.Fatalf("b's session opened on a block still mapped to a: %+v", recs)
+		}
+		if got := counterValue(tt.tr.refused.WithLabelValues(refusedNoBlock)); got != 1 {
+			t.Fatalf("refused (no free block) = %v, want 1", got)
+		}
+		if lo, _, _ := tt.tr.sourcePorts(tunnelAddr(b, 0)); lo != 0 {
+			t.Fatalf("b got ports from %d", lo)
+		}
+	})
+	t.Run("opening", func(t *testing.T) {
+		// The opening record cannot be saved (the spool is full), and
+		// undoing the mapping fails too.
+		tt := newTrackerTest(t, sessionConfig{blocks: one})
+		a := recordedPeer(t, 2)
+		tt.tr.update([]api.Peer{a}, nil)
+		tt.spool.limit = 0
+		tt.plane.failUnmap = true
+		tt.tr.observe(map[wg.Key]peerStatus{a.PublicKey: {handshake: tt.now, endpoint: ep1}})
+		if recs := tt.records(); len(recs) != 0 || tt.tr.openCount() != 0 {
+			t.Fatalf("a session opened without its record: %+v", recs)
+		}
+		if n := tt.tr.freeBlocks(); n != 0 {
+			t.Fatalf("%d free blocks after unmapping the only block failed, want 0", n)
+		}
+		if !tt.tr.peers[a.PublicKey].refused.Load() || counterValue(tt.tr.refused.WithLabelValues(refusedSpool)) != 1 {
+			t.Fatal("the session that could not open is not refused")
+		}
+	})
+}
+
 func TestSessionsLeftOpenAreClosedAtStart(t *testing.T) {
 	tt := newTrackerTest(t, sessionConfig{})
 	p := recordedPeer(t, 2)
@@ -588,5 +652,33 @@ func TestLeftSessionsInClearAreSealed(t *testing.T) {
 	raw, _ := os.ReadFile(filepath.Join(tt.dir, spoolFile))
 	if strings.Contains(string(raw), ep1.Addr().String()) {
 		t.Fatalf("the spool holds the endpoint in clear: %s", raw)
+	}
+}
+
+// Port blocks that share a port with the kernel's ephemeral range are
+// refused, to the port: a socket given that port would leave from a
+// session's block. Ports after the last whole block are in no block.
+func TestEphemeralOverlapEdges(t *testing.T) {
+	odd := portblock.Layout{First: 1024, Last: 32767, Size: 1000} // blocks 1024-32023; 32024-32767 in none
+	for _, c := range []struct {
+		kernel  string
+		l       portblock.Layout
+		refused bool
+	}{
+		{"32768\t60999\n", portblock.Default, false}, // Linux's default
+		{"32767\t60999\n", portblock.Default, true},  // the last port of the last block
+		{"1024\t1024\n", portblock.Default, true},    // the first port of the first block
+		{"1000\t1023\n", portblock.Default, false},   // just below
+		{"1000\t1024\n", portblock.Default, true},
+		{"500\t65535\n", portblock.Default, true}, // around the blocks
+		{"2000\t3000\n", portblock.Default, true}, // inside them
+		{"32024\t60999\n", odd, false},            // after the last whole block
+		{"32023\t60999\n", odd, true},
+		{"bogus\n", portblock.Default, false}, // unreadable: nothing to compare
+	} {
+		why := rangeOverlap(c.kernel, c.l)
+		if (why != "") != c.refused {
+			t.Errorf("ephemeral %q, blocks %s: refusal %q, want refused %v", strings.TrimSpace(c.kernel), c.l, why, c.refused)
+		}
 	}
 }

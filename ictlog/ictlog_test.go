@@ -179,3 +179,36 @@ func TestFailedFlushKeepsEvents(t *testing.T) {
 		t.Fatalf("after a failed flush: %q", got)
 	}
 }
+
+// Each entry keeps the retention it was recorded under to the nanosecond,
+// whatever the duties now: none, a shorter one, or the same.
+func TestPurgeEdgesOfTheRecordedRetention(t *testing.T) {
+	for _, keepNow := range []int{0, 90, 180} {
+		l, c, _ := newLog(t)
+		ctx := context.Background()
+		start := c.t
+		l.Add(event(start, "day 0", 180))
+		l.Add(event(start.Add(24*time.Hour), "day 1", 180))
+		if err := l.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range []struct {
+			at   time.Duration
+			want string
+		}{
+			{179 * 24 * time.Hour, "day 0,day 1"},
+			{180 * 24 * time.Hour, "day 0,day 1"},
+			{180*24*time.Hour + time.Nanosecond, "day 1"},
+			{181 * 24 * time.Hour, "day 1"},
+			{181*24*time.Hour + time.Nanosecond, ""},
+		} {
+			c.t = start.Add(step.at)
+			if _, err := l.Purge(ctx, keepNow); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(export(t, l, start, start.Add(400*24*time.Hour)), ","); got != step.want {
+				t.Fatalf("duty of %d days now, purged %s after day 0: %q left, want %q", keepNow, step.at, got, step.want)
+			}
+		}
+	}
+}

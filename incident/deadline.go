@@ -33,10 +33,11 @@ func (i Incident) TimeLeft(now time.Time) time.Duration { return i.Deadline.Sub(
 
 // FormatLeft writes time left for people: "5h12m left", "overdue by 3m".
 // Time left is rounded down and time overdue up, to the minute, so the
-// words never promise more time than there is.
+// words never promise more time than there is. At the deadline itself
+// (d == 0) a report is still in time, so it is not yet overdue.
 func FormatLeft(d time.Duration) string {
 	switch {
-	case d <= 0:
+	case d < 0:
 		return "overdue by " + FormatDuration(-d)
 	case d < time.Minute:
 		return "under a minute left"
@@ -97,7 +98,8 @@ type Alert struct {
 }
 
 // Due returns the alerts due at now: for each incident still waiting for
-// its initial report, "overdue" once the deadline has passed, or
+// its initial report, "overdue" once the deadline has passed (a report
+// sent at the deadline is in time: "within 6 hours"), or
 // "one-hour-left" within the last hour, unless that kind has fired
 // already. An incident first seen overdue gets only "overdue": an hour-left
 // warning after the fact would be noise.
@@ -123,7 +125,7 @@ func Due(incs []Incident, now time.Time) []Alert {
 func alertDue(left time.Duration, fired []FiredAlert) (AlertKind, bool) {
 	var kind AlertKind
 	switch {
-	case left <= 0:
+	case left < 0:
 		kind = Overdue
 	case left <= alertBefore:
 		kind = OneHourLeft

@@ -121,10 +121,14 @@ func TestDeadlineAndAlertsWithFakeClock(t *testing.T) {
 		t.Fatalf("status %q", got)
 	}
 	clock.Advance(30 * time.Minute)
-	if k := fire(); len(k) != 1 || k[0] != Overdue {
-		t.Fatalf("at the deadline: %v", k)
+	if k := fire(); k != nil {
+		t.Fatalf("at the deadline, when a report is still in time: %v", k)
 	}
-	clock.Advance(90*time.Minute + time.Second)
+	clock.Advance(time.Nanosecond)
+	if k := fire(); len(k) != 1 || k[0] != Overdue {
+		t.Fatalf("just after the deadline: %v", k)
+	}
+	clock.Advance(90*time.Minute + time.Second - time.Nanosecond)
 	if k := fire(); k != nil {
 		t.Fatalf("overdue fired again: %v", k)
 	}
@@ -160,7 +164,7 @@ func TestFormatLeft(t *testing.T) {
 		6 * time.Hour: "6h left",
 		5*time.Hour + 59*time.Minute + 59*time.Second: "5h59m left",
 		30 * time.Second:              "under a minute left",
-		0:                             "overdue by 0m",
+		0:                             "under a minute left", // a report sent now is in time
 		-time.Second:                  "overdue by 1m",
 		-(26*time.Hour + time.Minute): "overdue by 1d2h1m",
 	} {
@@ -372,5 +376,75 @@ func TestOrders(t *testing.T) {
 		if _, err := NewOrder(tc.ref, tc.rec, tc.due, tc.req); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("NewOrder(%q, %q, %q) = %v, want %q", tc.ref, tc.rec, tc.due, err, tc.want)
 		}
+	}
+}
+
+// The deadline's edges, to the nanosecond. The report is due "within 6
+// hours of noticing": noticed + 6 h exactly, and a report sent at that
+// instant is in time, so "overdue" fires only once it has passed. The
+// one-hour alert fires at exactly one hour left, not a moment before. An
+// order's due time has the same edges.
+func TestDeadlineEdges(t *testing.T) {
+	noticed := time.Date(2028, 2, 29, 21, 30, 15, 123456789, time.FixedZone("IST", 5*3600+1800))
+	deadline := Deadline(noticed, 6*time.Hour)
+	if want := time.Date(2028, 3, 1, 3, 30, 15, 123456789, noticed.Location()); !deadline.Equal(want) || deadline.Sub(noticed) != 6*time.Hour {
+		t.Fatalf("deadline %s, want %s", deadline, want)
+	}
+	inc := Incident{ID: 1, Type: 8, State: Noticed, Noticed: noticed, Deadline: deadline}
+	order := Order{ID: 2, State: OrderOpen, Received: noticed.Add(-time.Hour), Due: deadline}
+	for _, c := range []struct {
+		left     time.Duration
+		fired    []AlertKind
+		want     AlertKind // "": none
+		timeLeft string
+	}{
+		{6 * time.Hour, nil, "", ""},
+		{time.Hour + time.Second, nil, "", ""},
+		{time.Hour + time.Nanosecond, nil, "", ""},
+		{time.Hour, nil, OneHourLeft, "1h left"},
+		{time.Hour, []AlertKind{OneHourLeft}, "", ""},
+		{time.Nanosecond, []AlertKind{OneHourLeft}, "", ""},
+		// At the deadline the report is still in time.
+		{0, []AlertKind{OneHourLeft}, "", ""},
+		{0, nil, OneHourLeft, "under a minute left"},
+		{-time.Nanosecond, []AlertKind{OneHourLeft}, Overdue, "overdue by 1m"},
+		{-time.Nanosecond, nil, Overdue, "overdue by 1m"}, // first seen overdue: no hour-left alert
+		{-time.Hour, []AlertKind{OneHourLeft, Overdue}, "", ""},
+	} {
+		now := deadline.Add(-c.left)
+		var fired []FiredAlert
+		for _, k := range c.fired {
+			fired = append(fired, FiredAlert{Kind: k, At: noticed})
+		}
+		inc.Alerts, order.Alerts = fired, fired
+		got := Due([]Incident{inc}, now)
+		gotOrders := DueOrders([]Order{order}, now)
+		if c.want == "" {
+			if len(got) != 0 || len(gotOrders) != 0 {
+				t.Errorf("%s left, fired %v: alerts %+v %+v, want none", c.left, c.fired, got, gotOrders)
+			}
+			continue
+		}
+		if len(got) != 1 || got[0].Kind != c.want || got[0].TimeLeft != c.timeLeft || got[0].SecondsLeft != int64(c.left/time.Second) {
+			t.Errorf("%s left, fired %v: incident alerts %+v, want %s (%q)", c.left, c.fired, got, c.want, c.timeLeft)
+		}
+		if len(gotOrders) != 1 || gotOrders[0].Kind != c.want || gotOrders[0].TimeLeft != c.timeLeft {
+			t.Errorf("%s left, fired %v: order alerts %+v, want %s (%q)", c.left, c.fired, gotOrders, c.want, c.timeLeft)
+		}
+	}
+	// What the alerts say agrees with how a report is judged: sent at the
+	// deadline, in time; a nanosecond later, late.
+	for _, c := range []struct {
+		at   time.Duration
+		want string
+	}{{0, "initial report sent 6h after noticing, in time"}, {time.Nanosecond, "initial report sent 6h1m after noticing, 1m late"}} {
+		r := inc
+		r.State, r.Reported = Reported, deadline.Add(c.at)
+		if s := r.AsOf(deadline.Add(time.Hour)).Status; s != c.want {
+			t.Errorf("reported %s after the deadline: %q, want %q", c.at, s, c.want)
+		}
+	}
+	if s := inc.AsOf(deadline).Status; s != "under a minute left" {
+		t.Errorf("status at the deadline: %q", s)
 	}
 }

@@ -150,3 +150,83 @@ func FuzzParseLayout(f *testing.F) {
 		}
 	})
 }
+
+// The edges of a layout: the first and last port of the first and last
+// block map to that block and back, the ports just outside them to the
+// neighbour or to none, in layouts whose range is a whole number of blocks,
+// is not (the ports after the last whole block belong to none), and holds
+// the most blocks a layout can.
+func TestLayoutEdges(t *testing.T) {
+	for _, c := range []struct {
+		l              Layout
+		count          int
+		lastLo, lastHi uint16 // the last block
+		spanHi         uint16
+	}{
+		{Default, 124, 32512, 32767, 32767},
+		{Layout{First: 1024, Last: 32767, Size: 1000}, 31, 31024, 32023, 32023}, // 744 ports after the last block
+		{Layout{First: 1, Last: 65535, Size: 1}, 65535, 65535, 65535, 65535},    // the most blocks
+		{Layout{First: 1, Last: 65535, Size: 65535}, 1, 1, 65535, 65535},        // the largest block
+		{Layout{First: 65535, Last: 65535, Size: 1}, 1, 65535, 65535, 65535},
+		{Layout{First: 2, Last: 65535, Size: 2}, 32767, 65534, 65535, 65535}, // 65534 ports, all in blocks
+		{Layout{First: 1, Last: 65535, Size: 2}, 32767, 65533, 65534, 65534}, // port 65535 is in no block
+	} {
+		l := c.l
+		if err := l.Validate(); err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		n := l.Count()
+		if n != c.count {
+			t.Fatalf("%s holds %d blocks, want %d", l, n, c.count)
+		}
+		first, last := l.Block(0), l.Block(n-1)
+		if first.Index != 0 || first.Lo != l.First || int(first.Hi) != int(l.First)+int(l.Size)-1 {
+			t.Errorf("%s: first block %+v", l, first)
+		}
+		if last.Index != n-1 || last.Lo != c.lastLo || last.Hi != c.lastHi {
+			t.Errorf("%s: last block %+v, want %d-%d", l, last, c.lastLo, c.lastHi)
+		}
+		if lo, hi := l.Span(); lo != l.First || hi != c.spanHi || hi != last.Hi {
+			t.Errorf("%s: span %d-%d, want %d-%d", l, lo, hi, l.First, c.spanHi)
+		}
+		// Every block holds Size ports, and the next starts right after it.
+		for _, i := range []int{0, 1, n - 2, n - 1} {
+			if i < 0 || i >= n {
+				continue
+			}
+			b := l.Block(i)
+			if int(b.Hi)-int(b.Lo)+1 != int(l.Size) {
+				t.Errorf("%s: block %d is %d-%d, not %d ports", l, i, b.Lo, b.Hi, l.Size)
+			}
+			if i+1 < n && int(l.Block(i+1).Lo) != int(b.Hi)+1 {
+				t.Errorf("%s: block %d ends at %d, block %d starts at %d", l, i, b.Hi, i+1, l.Block(i+1).Lo)
+			}
+			// Round trips: the block's edges map back to it, the ports
+			// just outside to the neighbour or to no block.
+			for _, p := range []struct {
+				port int
+				want int // -1: no block
+			}{{int(b.Lo), i}, {int(b.Hi), i}, {int(b.Lo) - 1, i - 1}, {int(b.Hi) + 1, i + 1}} {
+				if p.port < 0 || p.port > 65535 {
+					continue
+				}
+				if p.want >= n {
+					p.want = -1
+				}
+				got, ok := l.Index(uint16(p.port))
+				if !ok {
+					got = -1
+				}
+				if got != p.want {
+					t.Errorf("%s: Index(%d) = %d, want %d (block %d is %d-%d)", l, p.port, got, p.want, i, b.Lo, b.Hi)
+				}
+			}
+		}
+		// Ports after the last whole block, up to Last, are in no block.
+		for p := int(last.Hi) + 1; p <= int(l.Last); p++ {
+			if i, ok := l.Index(uint16(p)); ok {
+				t.Fatalf("%s: port %d after the last block maps to block %d", l, p, i)
+			}
+		}
+	}
+}

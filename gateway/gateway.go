@@ -35,17 +35,18 @@ import (
 
 // Config configures a gateway.
 type Config struct {
-	Control string // control server URL; needed to join, remembered after
+	Control    string // control server URL; needed to join, remembered after
+	JoinToken  string // needed only until the gateway has joined
+	StateDir   string
+	Name       string // default: the host name
+	ListenPort int    // WireGuard UDP port, default 51820
+	Endpoint   string // host:port clients dial; default 127.0.0.1:ListenPort when the control server is on loopback
+	Mode       api.GatewayMode
+
 	// ControlInProcess: the control server at Control is the one this
 	// gateway joined, in the same process and data directory ('meridian
 	// up'), so a changed URL (another --listen) is followed, not refused.
 	ControlInProcess bool
-	JoinToken        string // needed only until the gateway has joined
-	StateDir         string
-	Name             string // default: the host name
-	ListenPort       int    // WireGuard UDP port, default 51820
-	Endpoint         string // host:port clients dial; default 127.0.0.1:ListenPort when the control server is on loopback
-	Mode             api.GatewayMode
 
 	EgressAllow []netip.Prefix
 	// ExitMaxConns caps the flows the userspace exit relays at once (each

@@ -1,7 +1,7 @@
 package main
 
 // Tests of the meridian binary as a user runs it: built once per test run
-// (TestMain), started as a subprocess in a temporary directory, talking only
+// (meridianBin), started as a subprocess in a temporary directory, talking only
 // to loopback.
 //
 // Coverage of the subprocesses: with MERIDIAN_CLI_COVERDIR=DIR set, the
@@ -35,30 +35,48 @@ import (
 	"github.com/meridian-vpn/meridian/api"
 )
 
-// meridianBin is the binary built by TestMain.
-var meridianBin string
+// binDir holds the binary, built by the first test that runs it; TestMain
+// removes it.
+var (
+	binDir    string
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "meridian-cli-test")
-	if err != nil {
+	var err error
+	if binDir, err = os.MkdirTemp("", "meridian-cli-test"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	meridianBin = filepath.Join(dir, "meridian")
-	args := []string{"build", "-o", meridianBin}
-	if os.Getenv("MERIDIAN_CLI_COVERDIR") != "" {
-		args = append(args, "-cover")
-	}
-	build := exec.Command(goTool(), append(args, ".")...)
-	build.Env = os.Environ() // GOTOOLCHAIN and the caches, as for this test
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building meridian: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	os.RemoveAll(binDir)
 	os.Exit(code)
+}
+
+// meridianBin builds the meridian binary once per test run, with the
+// toolchain and environment of this test (GOTOOLCHAIN among them).
+func meridianBin(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		bin := filepath.Join(binDir, "meridian")
+		args := []string{"build", "-o", bin}
+		if os.Getenv("MERIDIAN_CLI_COVERDIR") != "" {
+			args = append(args, "-cover")
+		}
+		build := exec.Command(goTool(), append(args, ".")...)
+		build.Env = os.Environ()
+		if out, err := build.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building meridian: %v\n%s", err, out)
+			return
+		}
+		binPath = bin
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
 }
 
 // goTool is the go command of the toolchain running this test.
@@ -100,7 +118,7 @@ func meridian(t *testing.T, dir string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, meridianBin, args...)
+	cmd := exec.CommandContext(ctx, meridianBin(t), args...)
 	cmd.Dir, cmd.Env = dir, cliEnv()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -140,7 +158,7 @@ type daemon struct {
 
 func startDaemon(t *testing.T, dir string, args ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(meridianBin, args...)
+	cmd := exec.Command(meridianBin(t), args...)
 	cmd.Dir, cmd.Env = dir, cliEnv()
 	d := &daemon{cmd: cmd, stderr: &syncBuffer{}, lines: make(chan string, 100), done: make(chan struct{})}
 	cmd.Stderr = d.stderr

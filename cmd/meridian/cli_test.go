@@ -116,10 +116,16 @@ type result struct {
 // meridian runs the binary in dir with args and waits at most 20 s.
 func meridian(t *testing.T, dir string, args ...string) result {
 	t.Helper()
+	return meridianEnv(t, dir, nil, args...)
+}
+
+// meridianEnv is meridian with env added to the environment.
+func meridianEnv(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, meridianBin(t), args...)
-	cmd.Dir, cmd.Env = dir, cliEnv()
+	cmd.Dir, cmd.Env = dir, append(cliEnv(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -386,6 +392,24 @@ func TestUpUserDeviceRestartConnect(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustRun(t, dir, "user", "list", "--json")), &users); err != nil || len(users) != 1 || users[0].Name != "alice" {
 		t.Fatalf("users after the restart: %+v (%v)", users, err)
 	}
+	// From elsewhere, the admin commands find the server and the token
+	// through --data, or through MERIDIAN_SERVER and MERIDIAN_TOKEN.
+	data := filepath.Join(dir, "meridian-data")
+	elsewhere := t.TempDir()
+	if out := mustRun(t, elsewhere, "user", "list", "--data", data); !strings.Contains(out, "alice") {
+		t.Errorf("user list --data %s: %q", data, out)
+	}
+	srvURL, _ := os.ReadFile(filepath.Join(data, "control.url"))
+	tok, _ := os.ReadFile(filepath.Join(data, "admin-token"))
+	env := []string{"MERIDIAN_SERVER=" + strings.TrimSpace(string(srvURL)), "MERIDIAN_TOKEN=" + strings.TrimSpace(string(tok))}
+	if r := meridianEnv(t, elsewhere, env, "user", "list"); r.code != 0 || !strings.Contains(r.stdout, "alice") {
+		t.Errorf("user list with MERIDIAN_SERVER and MERIDIAN_TOKEN: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	// A wrong token is refused, and the refusal does not echo it.
+	r := meridianEnv(t, elsewhere, []string{env[0], "MERIDIAN_TOKEN=wrong-token-4711"}, "user", "list")
+	if r.code != 1 || strings.Contains(r.stderr+r.stdout, "wrong-token-4711") || r.stderr == "" {
+		t.Errorf("user list with a wrong token: exit %d (want 1), stderr %q", r.code, r.stderr)
+	}
 
 	// A page only this test's server knows.
 	secret := make([]byte, 16)
@@ -478,4 +502,60 @@ func devices(t *testing.T, dir string) []api.Device {
 		t.Fatalf("device list --json: %v\n%s", err, out)
 	}
 	return devs
+}
+
+// TestExitStatus: what a script sees of the binary: usage errors exit 2,
+// help exits 0 and prints the usage on stdout, failures exit 1 with the
+// message on stderr.
+func TestExitStatus(t *testing.T) {
+	dir := t.TempDir()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedURL := "http://" + closed.Addr().String()
+	closed.Close() // nothing listens there now
+	for _, tc := range []struct {
+		args       []string
+		code       int
+		stdout     string
+		stderr     string
+		wantNoData bool
+	}{
+		{nil, 2, "usage: meridian <command>", "a command is required", true},
+		{[]string{"nope"}, 2, "", `unknown command "nope"`, true},
+		{[]string{"user", "nope"}, 2, "", `unknown command "user" "nope"`, true},
+		{[]string{"help"}, 0, "compliance lookup", "", true},
+		{[]string{"user", "help"}, 0, "user add", "", true},
+		{[]string{"user", "add", "-h"}, 0, "", "-kind", true},
+		{[]string{"version"}, 0, "dev", "", true},
+		{[]string{"user", "add"}, 2, "", "want NAME, got 0", true},
+		{[]string{"user", "add", "alice", "--kind"}, 2, "", "flag needs an argument: -kind", true},
+		{[]string{"device", "add", "--user", "alice"}, 2, "", "--user and --name are required", true},
+		{[]string{"device", "revoke", "x1"}, 2, "", `"x1" is not an id`, true},
+		{[]string{"user", "list", "--bogus"}, 2, "", "flag provided but not defined: -bogus", true},
+		{[]string{"up", "--listen-port", "abc"}, 2, "", "invalid value \"abc\" for flag -listen-port", true},
+		{[]string{"user", "list"}, 1, "", "no control server", true},
+		{[]string{"user", "list", "--server", closedURL}, 1, "", "no admin token", true},
+		{[]string{"user", "list", "--server", closedURL, "--token", "t0ken-x"}, 1, "", "connection refused", true},
+		{[]string{"connect"}, 2, "", "--config FILE is required", true},
+		{[]string{"connect", "--config", "missing.conf", "--socks5", ""}, 2, "", "give --socks5 and/or --http", true},
+		{[]string{"connect", "--config", "missing.conf"}, 1, "", "missing.conf", true},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := meridian(t, dir, tc.args...)
+			if r.code != tc.code {
+				t.Errorf("exit status %d, want %d\nstdout: %s\nstderr: %s", r.code, tc.code, r.stdout, r.stderr)
+			}
+			if !strings.Contains(r.stdout, tc.stdout) || !strings.Contains(r.stderr, tc.stderr) {
+				t.Errorf("stdout %q (want %q), stderr %q (want %q)", r.stdout, tc.stdout, r.stderr, tc.stderr)
+			}
+			if strings.Contains(r.stderr, "t0ken-x") {
+				t.Errorf("the token is in the message: %q", r.stderr)
+			}
+			if fileExists(filepath.Join(dir, "meridian-data")) {
+				t.Fatal("a command that failed created ./meridian-data")
+			}
+		})
+	}
 }

@@ -492,6 +492,26 @@ func TestUpUserDeviceRestartConnect(t *testing.T) {
 		t.Error("the server on 127.0.0.2 saw a request through the tunnel")
 	}
 	conn.stop(t)
+
+	// A compliance officer's lookups through the binary reach the real
+	// server as it parses them: times with any zone, sent in UTC.
+	ctok := strings.TrimSpace(mustRun(t, dir, "token", "create", "--role", "compliance", "--name", "officer"))
+	now := time.Now()
+	ist := time.FixedZone("IST", 5*3600+1800)
+	for _, args := range [][]string{
+		{"--subscriber", "alice", "--from", now.Add(-time.Hour).In(ist).Format(time.RFC3339), "--to", now.Add(time.Hour).UTC().Format(time.RFC3339)},
+		{"--tunnel-ip", after[0].IPv4.String(), "--at", now.In(ist).Format(time.RFC3339Nano)},
+	} {
+		out := mustRun(t, dir, append([]string{"compliance", "lookup", "--token", ctok, "--case", "C-1", "--json"}, args...)...)
+		var res api.LookupResult
+		if err := json.Unmarshal([]byte(out), &res); err != nil || res.Case != "C-1" || res.Query == "" {
+			t.Errorf("lookup %v: %+v (%v)\n%s", args, res, err, out)
+		}
+	}
+	// The admin token is not a compliance officer's.
+	if r := meridian(t, dir, "compliance", "lookup", "--case", "C-1", "--subscriber", "alice", "--from", "2026-05-01T00:00:00Z", "--to", "2026-05-02T00:00:00Z"); r.code != 1 || !strings.Contains(r.stderr, "403") {
+		t.Errorf("lookup with the admin token: exit %d, %q", r.code, r.stderr)
+	}
 }
 
 func devices(t *testing.T, dir string) []api.Device {

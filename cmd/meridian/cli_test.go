@@ -122,9 +122,10 @@ func meridian(t *testing.T, dir string, args ...string) result {
 // meridianEnv is meridian with env added to the environment.
 func meridianEnv(t *testing.T, dir string, env []string, args ...string) result {
 	t.Helper()
+	bin := meridianBin(t) // built before the clock starts
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, meridianBin(t), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir, cmd.Env = dir, append(cliEnv(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

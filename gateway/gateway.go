@@ -43,6 +43,11 @@ type Config struct {
 	Endpoint   string // host:port clients dial; default 127.0.0.1:ListenPort when the control server is on loopback
 	Mode       api.GatewayMode
 
+	// ControlInProcess: the control server at Control is the one this
+	// gateway joined, in the same process and data directory ('meridian
+	// up'), so a changed URL (another --listen) is followed, not refused.
+	ControlInProcess bool
+
 	EgressAllow []netip.Prefix
 	// ExitMaxConns caps the flows the userspace exit relays at once (each
 	// holds a socket); 0: the exit's default.
@@ -240,6 +245,11 @@ func (g *Gateway) loadOrJoin(ctx context.Context) error {
 	g.st = st
 	if st.Credential == "" {
 		if err := g.join(ctx); err != nil {
+			return err
+		}
+	} else if g.cfg.Control != "" && g.cfg.Control != st.Control && g.cfg.ControlInProcess {
+		st.Control = g.cfg.Control
+		if err := st.save(g.cfg.StateDir); err != nil {
 			return err
 		}
 	} else if g.cfg.Control != "" && g.cfg.Control != st.Control {

@@ -62,11 +62,15 @@ func (c *clientFlags) parse(fs *flag.FlagSet, args []string, positional ...strin
 // parseID parses a command whose one argument is a numeric id and returns
 // a client for the control server with the id.
 func (c *clientFlags) parseID(fs *flag.FlagSet, args []string) (*api.Client, int64, error) {
-	cl, pos, err := c.parse(fs, args, "ID")
+	pos, err := parse(fs, args, "ID")
 	if err != nil {
 		return nil, 0, err
 	}
-	id, err := parseID(pos[0])
+	id, err := parseID(pos[0]) // a bad id is said before a missing server
+	if err != nil {
+		return nil, 0, err
+	}
+	cl, err := c.client()
 	return cl, id, err
 }
 

@@ -5,13 +5,17 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/internal/check"
 )
 
 func runSubscriberValidate(ctx context.Context, args []string) error {
@@ -75,8 +79,8 @@ func runComplianceSubscriber(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *ref == "" {
-		return usageError{errors.New("compliance subscriber: --case REF is required")}
+	if err := caseFlag(*ref); err != nil {
+		return usageError{err}
 	}
 	c, err := cf.client()
 	if err != nil {
@@ -227,8 +231,6 @@ func fetchBundle(ctx context.Context, c *api.Client, id, dir string) error {
 
 func runComplianceLookup(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("compliance lookup")
-	q := url.Values{}
-	keys := []string{"case", "exit-ip", "port", "at", "tunnel-ip", "endpoint-ip", "subscriber", "from", "to"}
 	vals := map[string]*string{}
 	help := map[string]string{
 		"case": "case reference of the lawful request (required)", "exit-ip": "exit address (with --port and --at)",
@@ -236,16 +238,21 @@ func runComplianceLookup(ctx context.Context, args []string) error {
 		"tunnel-ip": "tunnel address (with --at)", "endpoint-ip": "address the client connected from (with --from and --to)",
 		"subscriber": "account (with --from and --to)", "from": "window start (RFC 3339 with zone)", "to": "window end (RFC 3339 with zone)",
 	}
-	for _, k := range keys {
+	for _, k := range lookupFlags {
 		vals[k] = fs.String(k, "", help[k])
 	}
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	for _, k := range keys {
+	given := map[string]string{}
+	for _, k := range lookupFlags {
 		if *vals[k] != "" {
-			q.Set(strings.ReplaceAll(k, "-", "_"), *vals[k])
+			given[k] = *vals[k]
 		}
+	}
+	q, err := lookupQuery(given)
+	if err != nil {
+		return usageError{err}
 	}
 	c, err := cf.client()
 	if err != nil {
@@ -275,6 +282,128 @@ func runComplianceLookup(ctx context.Context, args []string) error {
 	}
 	for u, r := range res.Subscribers {
 		fmt.Printf("  subscriber %q: %s <%s>, registered from %s at %s%s, ownership %s\n", u, r.Name, r.Email, r.RegistrationIP, r.RegisteredAt.Format(time.RFC3339), clockNote(r.Clock), r.Ownership)
+	}
+	return nil
+}
+
+// The flags of 'compliance lookup': the case, the four kinds of lookup, and
+// what each kind takes.
+var lookupFlags = []string{"case", "exit-ip", "port", "at", "tunnel-ip", "endpoint-ip", "subscriber", "from", "to"}
+
+// lookupKinds are the kinds of lookup: the flag that names one, and the
+// flags it needs.
+var lookupKinds = []struct {
+	flag  string
+	needs []string
+}{
+	{"exit-ip", []string{"port", "at"}},
+	{"tunnel-ip", []string{"at"}},
+	{"endpoint-ip", []string{"from", "to"}},
+	{"subscriber", []string{"from", "to"}},
+}
+
+// lookupQuery checks the flags given to 'compliance lookup' (name without
+// dashes to value) and builds the query to send: exactly one kind of
+// lookup with exactly the flags it takes, addresses without zones, ports
+// from 1 to 65535, times in RFC 3339 with a zone (sent as the instant in
+// UTC), --to after --from. An error names the flag, never its value.
+func lookupQuery(given map[string]string) (url.Values, error) {
+	if err := caseFlag(given["case"]); err != nil {
+		return nil, err
+	}
+	q := url.Values{"case": {given["case"]}}
+	var kind string
+	var needs []string
+	for _, k := range lookupKinds {
+		if _, ok := given[k.flag]; ok {
+			if kind != "" {
+				kind = ""
+				break
+			}
+			kind, needs = k.flag, k.needs
+		}
+	}
+	if kind == "" {
+		return nil, errors.New("give exactly one of --exit-ip (with --port and --at), --tunnel-ip (with --at), --endpoint-ip (with --from and --to) or --subscriber (with --from and --to)")
+	}
+	for _, f := range []string{"port", "at", "from", "to"} {
+		_, ok := given[f]
+		switch takes := slices.Contains(needs, f); {
+		case ok && !takes:
+			var by []string
+			for _, k := range lookupKinds {
+				if slices.Contains(k.needs, f) {
+					by = append(by, "--"+k.flag)
+				}
+			}
+			return nil, fmt.Errorf("--%s belongs to a lookup by %s; a lookup by --%s takes --%s", f, strings.Join(by, " or "), kind, strings.Join(needs, " and --"))
+		case !ok && takes:
+			return nil, fmt.Errorf("a lookup by --%s needs --%s", kind, f)
+		}
+	}
+	v := given[kind]
+	if kind == "subscriber" {
+		if check.Text(v, false) != nil {
+			return nil, errors.New("--subscriber: want an account name on one line")
+		}
+		q.Set(kind, v)
+	} else {
+		a, err := netip.ParseAddr(v)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("--%s: want an IP address (IPv4 or IPv6, without a zone)", kind)
+		}
+		q.Set(strings.ReplaceAll(kind, "-", "_"), a.Unmap().String())
+	}
+	if p, ok := given["port"]; ok {
+		port, err := check.Port(p)
+		if err != nil {
+			return nil, errors.New("--port: want a number from 1 to 65535")
+		}
+		q.Set("port", strconv.Itoa(int(port)))
+	}
+	times := map[string]time.Time{}
+	for _, f := range needs {
+		if f == "port" {
+			continue
+		}
+		t, err := flagTime(f, given[f])
+		if err != nil {
+			return nil, err
+		}
+		times[f] = t
+		q.Set(f, t.UTC().Format(time.RFC3339Nano))
+	}
+	if from, ok := times["from"]; ok && !times["to"].After(from) {
+		return nil, errors.New("--to must be after --from")
+	}
+	return q, nil
+}
+
+// flagTime parses the time of a flag: RFC 3339 with a zone, in the years
+// check.MinYear to check.MaxYear. A time without a zone is refused: it is
+// ambiguous by hours.
+func flagTime(flagName, v string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		if _, err := time.Parse("2006-01-02T15:04:05.999999999", v); err == nil {
+			return t, fmt.Errorf("--%s has no time zone: write it as e.g. 2026-05-01T14:30:00+05:30 or 2026-05-01T09:00:00Z", flagName)
+		}
+		return t, fmt.Errorf("--%s: want an RFC 3339 time with a zone, e.g. 2026-05-01T14:30:00+05:30", flagName)
+	}
+	if check.Time(t) != nil {
+		return t, fmt.Errorf("--%s: want a time in the years %d to %d", flagName, check.MinYear, check.MaxYear)
+	}
+	return t, nil
+}
+
+// caseFlag checks --case: required, and a case reference the server can
+// accept (see check.CaseRef; the server's own pattern is checked there).
+func caseFlag(ref string) error {
+	if ref == "" {
+		return errors.New("--case REF is required: every read of compliance data is recorded under the case reference of a lawful request")
+	}
+	if err := check.CaseRef(ref, nil); err != nil {
+		return fmt.Errorf("--case: %v", err)
 	}
 	return nil
 }

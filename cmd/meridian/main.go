@@ -165,7 +165,10 @@ func parse(fs *flag.FlagSet, args []string, positional ...string) ([]string, err
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, err
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err} // exit status 2, as every usage error
 		}
 		args = fs.Args()
 		if len(args) == 0 {

@@ -367,7 +367,7 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	defer srv.Close()
-	gcfg.Control = url
+	gcfg.Control, gcfg.ControlInProcess = url, true
 	if _, err := os.Stat(filepath.Join(gf.state, "gateway.json")); err != nil {
 		tok, err := srv.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: time.Hour})
 		if err != nil {

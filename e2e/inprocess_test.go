@@ -408,19 +408,29 @@ func TestRevokeClosesFlows(t *testing.T) {
 			return err
 		})
 		t.Cleanup(func() { c.Close() })
-		srv, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Close() })
 		if _, err := c.Write([]byte("x")); err != nil {
 			t.Fatal(err)
 		}
-		srv.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(srv, make([]byte, 1)); err != nil {
-			t.Fatal(err)
+		// An attempt that timed out on a loaded machine may have reached
+		// ln before this one and been closed since: its server side reads
+		// EOF. The flow is the one whose byte arrives.
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			ln.(*net.TCPListener).SetDeadline(deadline)
+			srv, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv.SetReadDeadline(deadline)
+			if _, err := io.ReadFull(srv, make([]byte, 1)); err == io.EOF {
+				srv.Close()
+				continue
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			srv.SetReadDeadline(time.Time{})
+			t.Cleanup(func() { srv.Close() })
+			return c, srv
 		}
-		return c, srv
 	}
 	_, flow := open(connect(t, cfg))
 	otherCli, otherSrv := open(connect(t, cfgOther))

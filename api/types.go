@@ -240,9 +240,13 @@ type Location struct {
 
 // Jurisdiction is the operator's setting for one country.
 type Jurisdiction struct {
-	Country   string    `json:"country"`
-	Profile   string    `json:"profile"`
-	Stance    string    `json:"stance"` // comply or virtual-only
+	Country string `json:"country"`
+	Profile string `json:"profile"`
+	Stance  string `json:"stance"` // comply or virtual-only
+	// Triggers are the readings under which the profile applies:
+	// placement, establishment, market (jurisdiction.Trigger). Empty in a
+	// request keeps the current ones; stored ones are never empty.
+	Triggers  []string  `json:"triggers,omitempty"`
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	// OutOfService names the gateways a virtual-only stance takes out of
 	// service (in answers to a change only).

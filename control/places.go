@@ -41,15 +41,13 @@ func actor(ctx context.Context) string {
 type fleet struct {
 	gateways      []api.Gateway // with place, health, load and service state filled in
 	locations     []api.Location
-	jurisdictions map[jurisdiction.Country]jurisdiction.Jurisdiction
+	jurisdictions jurisdiction.Jurisdictions
+	established   []jurisdiction.Country // where the operator is established
 	profiles      map[string]jurisdiction.Profile
 }
 
 func (f *fleet) jurisdictionOf(c string) jurisdiction.Jurisdiction {
-	if j, ok := f.jurisdictions[jurisdiction.Country(c)]; ok {
-		return j
-	}
-	return jurisdiction.Default(jurisdiction.Country(c))
+	return f.jurisdictions.Of(jurisdiction.Country(c))
 }
 
 func (f *fleet) gateway(name string) *api.Gateway {
@@ -63,7 +61,7 @@ func (f *fleet) gateway(name string) *api.Gateway {
 
 // loadFleet reads everything that decides service, duties and choices.
 func (s *Server) loadFleet(ctx context.Context) (*fleet, error) {
-	f := &fleet{jurisdictions: map[jurisdiction.Country]jurisdiction.Jurisdiction{}}
+	f := &fleet{jurisdictions: jurisdiction.Jurisdictions{}}
 	var err error
 	if f.profiles, err = s.profiles(ctx); err != nil {
 		return nil, err
@@ -74,7 +72,14 @@ func (s *Server) loadFleet(ctx context.Context) (*fleet, error) {
 	}
 	for _, j := range js {
 		c := jurisdiction.Country(j.Country)
-		f.jurisdictions[c] = jurisdiction.Jurisdiction{Country: c, Profile: j.Profile, Stance: jurisdiction.Stance(j.Stance)}
+		f.jurisdictions[c] = jurisdiction.Jurisdiction{Country: c, Profile: j.Profile, Stance: jurisdiction.Stance(j.Stance), Triggers: triggersOf(j.Triggers)}
+	}
+	est, err := s.db.Established(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range est {
+		f.established = append(f.established, jurisdiction.Country(c))
 	}
 	if f.gateways, err = s.db.Gateways(ctx); err != nil {
 		return nil, err
@@ -496,11 +501,19 @@ func (s *Server) handleExplain(w http.ResponseWriter, r *http.Request) {
 	}
 	j := f.jurisdictionOf(place.PhysicalCountry)
 	jn := jurisdiction.Node{Name: node, Physical: jurisdiction.Country(place.PhysicalCountry)}
+	loc := strings.ToUpper(q.Get("location"))
+	if loc != "" && f.location(loc) == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no location %q", loc))
+		return
+	}
 	var duties []jurisdiction.Duty
-	if ex.TenantKind == "" {
-		duties, err = jurisdiction.NodeDuties(jn, j, f.profiles)
-	} else {
-		duties, err = jurisdiction.Effective(jn, j, f.profiles, ex.TenantKind)
+	switch {
+	case ex.TenantKind != "":
+		duties, err = jurisdiction.Effective(f.service(node, place.PhysicalCountry, loc, ex.TenantKind), f.jurisdictions, f.profiles)
+	case loc != "":
+		duties, err = jurisdiction.NodeDuties(f.service(node, place.PhysicalCountry, loc, ""), f.jurisdictions, f.profiles)
+	default:
+		duties, err = f.nodeDuties(node, place)
 	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())

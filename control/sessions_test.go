@@ -95,21 +95,26 @@ func TestNetmapMarksPeersOwingRecords(t *testing.T) {
 	}
 
 	// Placed in India: the next poll, though no peer changed, is a full
-	// netmap that marks the consumer's device (cert-in-2022 asks session
-	// records for consumer service only).
+	// netmap. cert-in-2022 asks subscriber and session records for
+	// consumer service only: alice's account, made before, has no
+	// subscriber record, so her device loses service there (left out);
+	// the staff device stays, unmarked.
 	ts.placeIn(t, "gw", "IN")
 	in, err := gc.Netmap(ctx, full.Version, 5*time.Second)
 	if err != nil || !in.Full {
 		t.Fatalf("netmap after the place changed: %+v %v", in, err)
 	}
-	if f := recordFlags(in); !f[consumer.Device.PublicKey] || f[staff.Device.PublicKey] {
-		t.Fatalf("record flags in India: %v", f)
+	if f := recordFlags(in); len(f) != 1 || f[staff.Device.PublicKey] {
+		t.Fatalf("record flags in India: %v (want the staff device only, unmarked)", f)
 	}
 
-	// A delta marks a new device of a consumer.
-	ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "alice", Name: "b", PublicKey: newKey(t)})
+	// A delta marks a new device of a consumer with a subscriber record.
+	if _, err := ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "asha", Subscriber: details()}); err != nil {
+		t.Fatal(err)
+	}
+	asha, _ := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "asha", Name: "b", PublicKey: newKey(t)})
 	delta, err := gc.Netmap(ctx, in.Version, 5*time.Second)
-	if err != nil || delta.Full || len(delta.Peers) != 1 || !delta.Peers[0].Record {
+	if err != nil || delta.Full || len(delta.Peers) != 1 || !delta.Peers[0].Record || delta.Peers[0].PublicKey != asha.Device.PublicKey {
 		t.Fatalf("delta in India: %+v %v", delta, err)
 	}
 
@@ -141,7 +146,7 @@ func TestNetmapMarksPeersOwingRecords(t *testing.T) {
 	if err != nil || !all.Full {
 		t.Fatalf("netmap under a profile for every tenant: %+v %v", all, err)
 	}
-	if f := recordFlags(all); !f[consumer.Device.PublicKey] || !f[staff.Device.PublicKey] {
+	if f := recordFlags(all); !f[asha.Device.PublicKey] || !f[staff.Device.PublicKey] || !f[consumer.Device.PublicKey] {
 		t.Fatalf("record flags under a profile for every tenant: %v", f)
 	}
 
@@ -151,14 +156,14 @@ func TestNetmapMarksPeersOwingRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	again, err := gc.Netmap(ctx, all.Version, 5*time.Second)
-	if err != nil || !again.Full || !recordFlags(again)[consumer.Device.PublicKey] {
+	if err != nil || !again.Full || !recordFlags(again)[asha.Device.PublicKey] {
 		t.Fatalf("netmap after the duty returned: %+v %v", again, err)
 	}
 	ts.sessions.mu.Lock()
 	ts.sessions.sent = nil
 	ts.sessions.mu.Unlock()
 	restart, err := gc.Netmap(ctx, again.Version, 0)
-	if err != nil || !restart.Full || !recordFlags(restart)[consumer.Device.PublicKey] {
+	if err != nil || !restart.Full || !recordFlags(restart)[asha.Device.PublicKey] {
 		t.Fatalf("first netmap after a restart: %+v %v", restart, err)
 	}
 }

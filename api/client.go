@@ -281,6 +281,30 @@ func (c *Client) RemoveLocation(ctx context.Context, code string) error {
 	return c.Do(ctx, "DELETE", "/locations/"+url.PathEscape(code), nil, nil)
 }
 
+// PreviewJurisdiction says what setting j would change, without setting it.
+func (c *Client) PreviewJurisdiction(ctx context.Context, j Jurisdiction) (DutyPreview, error) {
+	var out DutyPreview
+	return out, c.Do(ctx, "POST", "/jurisdictions/"+url.PathEscape(j.Country)+"/preview", j, &out)
+}
+
+// Operator returns what the operator has declared about itself.
+func (c *Client) Operator(ctx context.Context) (Operator, error) {
+	var out Operator
+	return out, c.Do(ctx, "GET", "/operator", nil, &out)
+}
+
+// SetOperator declares the countries the operator is established in.
+func (c *Client) SetOperator(ctx context.Context, o Operator) (Operator, error) {
+	var out Operator
+	return out, c.Do(ctx, "PUT", "/operator", o, &out)
+}
+
+// PreviewOperator says what SetOperator(o) would change, without it.
+func (c *Client) PreviewOperator(ctx context.Context, o Operator) (DutyPreview, error) {
+	var out DutyPreview
+	return out, c.Do(ctx, "POST", "/operator/preview", o, &out)
+}
+
 // SetJurisdiction sets a country's duty profile and stance.
 func (c *Client) SetJurisdiction(ctx context.Context, j Jurisdiction) (Jurisdiction, error) {
 	var out Jurisdiction

@@ -337,24 +337,22 @@ func (s *Server) handleJurisdictions(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, js)
 }
 
-func (s *Server) handleSetJurisdiction(w http.ResponseWriter, r *http.Request) {
+// proposedJurisdiction reads a change of country c's jurisdiction from the
+// request: what is left out stays as it is. It answers the request itself
+// when the change is bad.
+func (s *Server) proposedJurisdiction(w http.ResponseWriter, r *http.Request, f *fleet) (api.Jurisdiction, jurisdiction.Jurisdiction, bool) {
+	var req api.Jurisdiction
 	c, err := jurisdiction.ParseCountry(r.PathValue("country"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
-		return
+		return req, jurisdiction.Jurisdiction{}, false
 	}
-	var req api.Jurisdiction
 	if !decode(w, r, &req) {
-		return
+		return req, jurisdiction.Jurisdiction{}, false
 	}
 	if req.Country != "" && !strings.EqualFold(req.Country, string(c)) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("body names country %q but the path names %s", req.Country, c))
-		return
-	}
-	f, err := s.loadFleet(r.Context())
-	if err != nil {
-		s.internalError(w, r, err)
-		return
+		return req, jurisdiction.Jurisdiction{}, false
 	}
 	cur := f.jurisdictionOf(string(c))
 	if req.Profile == "" {
@@ -366,16 +364,41 @@ func (s *Server) handleSetJurisdiction(w http.ResponseWriter, r *http.Request) {
 	stance, err := jurisdiction.ParseStance(req.Stance)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
-		return
+		return req, jurisdiction.Jurisdiction{}, false
+	}
+	triggers := cur.Triggers
+	if len(req.Triggers) > 0 {
+		if triggers, err = jurisdiction.ParseTriggers(strings.Join(req.Triggers, ",")); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return req, jurisdiction.Jurisdiction{}, false
+		}
+	}
+	if len(triggers) == 0 {
+		triggers = []jurisdiction.Trigger{jurisdiction.Placement}
 	}
 	if _, ok := f.profiles[req.Profile]; !ok {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown duty profile %q; known: %s", req.Profile, strings.Join(sortedNames(f.profiles), ", ")))
+		return req, jurisdiction.Jurisdiction{}, false
+	}
+	req.Country, req.Stance, req.Triggers = string(c), string(stance), strings.Split(jurisdiction.FormatTriggers(triggers), ",")
+	return req, jurisdiction.Jurisdiction{Country: c, Profile: req.Profile, Stance: stance, Triggers: triggers}, true
+}
+
+func (s *Server) handleSetJurisdiction(w http.ResponseWriter, r *http.Request) {
+	f, err := s.loadFleet(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
 		return
 	}
+	req, j, ok := s.proposedJurisdiction(w, r, f)
+	if !ok {
+		return
+	}
+	c := j.Country
 	// A virtual-only stance takes the gateways standing there out of
 	// service. Refuse it if that would leave a location with no gateway.
 	var leaving []string
-	if stance == jurisdiction.VirtualOnly {
+	if j.Stance == jurisdiction.VirtualOnly {
 		for _, g := range f.gateways {
 			if g.Place != nil && g.Place.PhysicalCountry == string(c) {
 				leaving = append(leaving, g.Name)
@@ -403,7 +426,11 @@ func (s *Server) handleSetJurisdiction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	j, err := s.db.SetJurisdiction(r.Context(), actor(r.Context()), api.Jurisdiction{Country: string(c), Profile: req.Profile, Stance: string(stance)})
+	p, ok := s.checkDutyChange(w, r, f, f.withJurisdiction(j), req.Confirm)
+	if !ok {
+		return
+	}
+	saved, err := s.db.SetJurisdiction(r.Context(), actor(r.Context()), api.Jurisdiction{Country: string(c), Profile: req.Profile, Stance: req.Stance, Triggers: req.Triggers, Confirm: req.Confirm})
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -412,8 +439,8 @@ func (s *Server) handleSetJurisdiction(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	j.OutOfService = leaving
-	writeJSON(w, http.StatusOK, j)
+	saved.OutOfService, saved.Confirm, saved.Preview = leaving, false, &p
+	writeJSON(w, http.StatusOK, saved)
 }
 
 func sortedNames(m map[string]jurisdiction.Profile) []string {
@@ -532,8 +559,10 @@ func (s *Server) handleExplain(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ex)
 }
 
-// serverList builds the clients' server list from the fleet.
-func serverList(f *fleet) api.ServerList {
+// serverList builds the clients' server list from the fleet; need
+// (fleet.recordNeed) says which locations keep subscriber records of
+// consumers, which the list tells them before they connect.
+func serverList(f *fleet, need map[string]tenantKinds) api.ServerList {
 	sl := api.ServerList{Locations: []api.ServerLocation{}}
 	for _, l := range f.locations {
 		country := jurisdiction.Country(l.Country)
@@ -572,6 +601,11 @@ func serverList(f *fleet) api.ServerList {
 			loc.Label += " — virtual, served from " + strings.Join(hosts, " and ")
 			loc.Features = append(loc.Features, "virtual")
 		}
+		if need[l.Code].consumer {
+			loc.SubscriberRecords = true
+			loc.Label += " — subscriber records kept"
+			loc.Features = append(loc.Features, "subscriber-records")
+		}
 		if healthy > 0 {
 			loc.Load = int(math.Round(float64(total) / float64(healthy)))
 			loc.Score = 100 - loc.Load
@@ -609,7 +643,12 @@ func (s *Server) handleServerList(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	writeCached(w, r, serverList(f))
+	need, _, err := f.recordNeed()
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeCached(w, r, serverList(f, need))
 }
 
 func (s *Server) handleLoads(w http.ResponseWriter, r *http.Request) {
@@ -619,7 +658,7 @@ func (s *Server) handleLoads(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	loads := api.Loads{Locations: map[string]int{}, Servers: map[string]int{}}
-	for _, l := range serverList(f).Locations {
+	for _, l := range serverList(f, nil).Locations {
 		loads.Locations[l.Code] = l.Load
 		for _, srv := range l.Servers {
 			loads.Servers[srv.Name] = srv.Load

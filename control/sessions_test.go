@@ -152,7 +152,14 @@ func TestNetmapMarksPeersOwingRecords(t *testing.T) {
 
 	// A new control server (a restart) does not know what the gateway
 	// holds: its first answer is a full netmap.
-	if _, err := ts.admin.SetJurisdiction(ctx, api.Jurisdiction{Country: "IN", Profile: "cert-in-2022", Stance: "comply"}); err != nil {
+	// Back to cert-in-2022: alice, without a record, would lose service
+	// again, so the change needs confirming.
+	back := api.Jurisdiction{Country: "IN", Profile: "cert-in-2022", Stance: "comply"}
+	if _, err := ts.admin.SetJurisdiction(ctx, back); err == nil || !strings.Contains(err.Error(), "confirm") {
+		t.Fatalf("unconfirmed change: %v", err)
+	}
+	back.Confirm = true
+	if _, err := ts.admin.SetJurisdiction(ctx, back); err != nil {
 		t.Fatal(err)
 	}
 	again, err := gc.Netmap(ctx, all.Version, 5*time.Second)

@@ -29,7 +29,7 @@ type Duty struct {
 	Country Country // whose profile brought it
 	Trigger string  // the reading: "market: location IN served from SG"
 	Why     string  // country / profile / provision / trigger: "IN / cert-in-2022 / direction (v) / market: location IN served from SG"
-	Detail string // for people: "keep validated subscriber records for 5 years after cancellation"
+	Detail  string  // for people: "keep validated subscriber records for 5 years after cancellation"
 
 	// ConsumerOnly is set for duties owed only for consumer service; the
 	// others belong to the node itself, whatever the tenant.

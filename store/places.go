@@ -252,8 +252,8 @@ func (db *DB) SetDeviceLocation(ctx context.Context, id int64, location string) 
 }
 
 // SetEstablished replaces the countries the operator is established in,
-// audited.
-func (db *DB) SetEstablished(ctx context.Context, actor string, countries []string) error {
+// audited (with whether the change was confirmed).
+func (db *DB) SetEstablished(ctx context.Context, actor string, countries []string, confirmed bool) error {
 	return db.Tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM operator_establishment`); err != nil {
 			return err
@@ -263,7 +263,7 @@ func (db *DB) SetEstablished(ctx context.Context, actor string, countries []stri
 				return err
 			}
 		}
-		return audit(ctx, tx, db.now(), actor, "operator-established", map[string]any{"countries": countries})
+		return audit(ctx, tx, db.now(), actor, "operator-established", map[string]any{"countries": countries, "confirmed": confirmed})
 	})
 }
 
@@ -352,6 +352,36 @@ func (db *DB) Profiles(ctx context.Context) (map[string][]byte, error) {
 			return nil, err
 		}
 		out[name] = []byte(body)
+	}
+	return out, rows.Err()
+}
+
+// DeviceWithoutRecord is an active device of an account that has no
+// subscriber record: what a change of duties may leave without service.
+type DeviceWithoutRecord struct {
+	User     string
+	Kind     api.TenantKind
+	Location string
+}
+
+// DevicesWithoutRecord lists the active devices of accounts without a
+// subscriber record.
+func (db *DB) DevicesWithoutRecord(ctx context.Context) ([]DeviceWithoutRecord, error) {
+	rows, err := db.QueryContext(ctx, `SELECT u.name, u.kind, d.location FROM devices d JOIN users u ON u.id = d.user_id
+		WHERE d.status = 'active' AND NOT EXISTS (SELECT 1 FROM subscriber_entries e WHERE e.user_id = u.id) ORDER BY d.id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []DeviceWithoutRecord
+	for rows.Next() {
+		var d DeviceWithoutRecord
+		var kind string
+		if err := rows.Scan(&d.User, &kind, &d.Location); err != nil {
+			return nil, err
+		}
+		d.Kind = api.TenantKind(kind)
+		out = append(out, d)
 	}
 	return out, rows.Err()
 }

@@ -230,6 +230,9 @@ func (s *Server) handleDeviceConfig(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		d.Location = location
+		// The peer is sent again: which duties its sessions carry, and
+		// whether it is served, follow its location.
+		s.notifyAndWait(r.Context())
 	}
 	writeJSON(w, http.StatusOK, api.DeviceConfigResponse{Device: d, Tunnel: s.tunnelInfo(gw, location)})
 }

@@ -643,7 +643,7 @@ func (s *Server) handleServerList(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	need, _, err := f.recordNeed()
+	need, _, _, err := f.recordNeed()
 	if err != nil {
 		s.internalError(w, r, err)
 		return

@@ -35,7 +35,7 @@ import (
 type recordDuty struct {
 	none tenantKinds            // sessions of devices on no (known) location
 	at   map[string]tenantKinds // by location code
-	need map[string]tenantKinds // by location code: a subscriber record is needed (fleet.recordNeed)
+	need map[string]tenantKinds // by location code: a missing subscriber record blocks (fleet.recordNeed's block)
 }
 
 // any reports whether the gateway owes records of some sessions.
@@ -164,7 +164,7 @@ func (s *Server) recordDutyOf(ctx context.Context, gw string) (recordDuty, error
 		return recordDuty{}, err
 	}
 	var d recordDuty
-	if d.need, _, err = f.recordNeed(); err != nil {
+	if _, d.need, _, err = f.recordNeed(); err != nil {
 		return recordDuty{}, err
 	}
 	g := f.gateway(gw)

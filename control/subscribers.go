@@ -58,7 +58,7 @@ func (s *Server) recordRequirement(ctx context.Context, k api.TenantKind) (requi
 	if err != nil {
 		return false, false, nil, err
 	}
-	need, why, err := f.recordNeed()
+	need, _, why, err := f.recordNeed()
 	if err != nil {
 		return false, false, nil, err
 	}

@@ -89,10 +89,12 @@ var tenantKindsAll = []api.TenantKind{api.Consumer, api.Enterprise}
 // recordNeed says, by location code ("" for devices on no location), for
 // which tenant kinds service there needs a subscriber record: some
 // in-service gateway serving it owes subscriber records for such sessions.
-// A device of an account without one loses that location.
-func (f *fleet) recordNeed() (map[string]tenantKinds, []string, error) {
-	need := map[string]tenantKinds{}
-	var why []string
+// block is the part of need brought by readings other than placement: a
+// device of an account without a record loses those locations. Under
+// placement the record is asked for when an account is made, as before
+// readings existed, and accounts made earlier keep their service.
+func (f *fleet) recordNeed() (need, block map[string]tenantKinds, why []string, err error) {
+	need, block = map[string]tenantKinds{}, map[string]tenantKinds{}
 	add := func(g *api.Gateway, code string) error {
 		if g == nil || g.Place == nil || !g.InService {
 			return nil
@@ -103,13 +105,19 @@ func (f *fleet) recordNeed() (map[string]tenantKinds, []string, error) {
 				return err
 			}
 			for _, d := range ds {
-				if d.Kind == jurisdiction.SubscriberRecords {
-					n := need[code]
-					n.set(k)
-					need[code] = n
-					if w := fmt.Sprintf("gateway %s: %s", g.Name, d.Why); !slices.Contains(why, w) {
-						why = append(why, w)
-					}
+				if d.Kind != jurisdiction.SubscriberRecords {
+					continue
+				}
+				n := need[code]
+				n.set(k)
+				need[code] = n
+				if d.By != jurisdiction.Placement {
+					b := block[code]
+					b.set(k)
+					block[code] = b
+				}
+				if w := fmt.Sprintf("gateway %s: %s", g.Name, d.Why); !slices.Contains(why, w) {
+					why = append(why, w)
 				}
 			}
 		}
@@ -117,17 +125,17 @@ func (f *fleet) recordNeed() (map[string]tenantKinds, []string, error) {
 	}
 	for i := range f.gateways {
 		if err := add(&f.gateways[i], ""); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	for _, l := range f.locations {
 		for _, name := range l.Gateways {
 			if err := add(f.gateway(name), l.Code); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 		}
 	}
-	return need, why, nil
+	return need, block, why, nil
 }
 
 // triggersOf converts stored trigger names; Effective checks them.
@@ -217,11 +225,11 @@ func (s *Server) dutyPreview(ctx context.Context, before, after *fleet) (api.Dut
 			}
 		}
 	}
-	needBefore, _, err := before.recordNeed()
+	_, needBefore, _, err := before.recordNeed()
 	if err != nil {
 		return p, err
 	}
-	needAfter, _, err := after.recordNeed()
+	_, needAfter, _, err := after.recordNeed()
 	if err != nil {
 		return p, err
 	}
@@ -374,7 +382,7 @@ func (s *Server) handleSetOperator(w http.ResponseWriter, r *http.Request) {
 // for the subscriber), or "" when it is not: service there needs a
 // subscriber record the account lacks.
 func (s *Server) needsRecordAt(ctx context.Context, f *fleet, user, code string) (string, error) {
-	need, _, err := f.recordNeed()
+	_, need, _, err := f.recordNeed()
 	if err != nil {
 		return "", err
 	}

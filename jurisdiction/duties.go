@@ -27,6 +27,7 @@ const (
 type Duty struct {
 	Kind    DutyKind
 	Country Country // whose profile brought it
+	By      Trigger // the trigger that brought it
 	Trigger string  // the reading: "market: location IN served from SG"
 	Why     string  // country / profile / provision / trigger: "IN / cert-in-2022 / direction (v) / market: location IN served from SG"
 	Detail  string  // for people: "keep validated subscriber records for 5 years after cancellation"
@@ -82,6 +83,7 @@ func (js Jurisdictions) Of(c Country) Jurisdiction {
 // jurisdiction and the trigger's citation.
 type reading struct {
 	j    Jurisdiction
+	by   Trigger
 	cite string // "market: location IN served from SG"
 }
 
@@ -116,7 +118,7 @@ func Effective(s Service, js Jurisdictions, profiles map[string]Profile) ([]Duty
 			return err
 		}
 		if j.Accepts(t) {
-			rs = append(rs, reading{j, cite})
+			rs = append(rs, reading{j, t, cite})
 		}
 		return nil
 	}
@@ -138,7 +140,7 @@ func Effective(s Service, js Jurisdictions, profiles map[string]Profile) ([]Duty
 	}
 	var ds []Duty
 	for _, r := range rs {
-		got, err := profileDuties(r.j, profiles, t, r.cite)
+		got, err := profileDuties(r.j, profiles, t, r.by, r.cite)
 		if err != nil {
 			return nil, err
 		}
@@ -152,8 +154,8 @@ func Effective(s Service, js Jurisdictions, profiles map[string]Profile) ([]Duty
 }
 
 // profileDuties lists the duties j's profile brings to tenant kind t, each
-// citing trigger.
-func profileDuties(j Jurisdiction, profiles map[string]Profile, t api.TenantKind, trigger string) ([]Duty, error) {
+// brought by trigger by and citing it.
+func profileDuties(j Jurisdiction, profiles map[string]Profile, t api.TenantKind, by Trigger, trigger string) ([]Duty, error) {
 	if err := j.Validate(); err != nil {
 		return nil, err
 	}
@@ -223,7 +225,7 @@ func profileDuties(j Jurisdiction, profiles map[string]Profile, t api.TenantKind
 		})
 	}
 	for i := range ds {
-		ds[i].Country, ds[i].Trigger = j.Country, trigger
+		ds[i].Country, ds[i].By, ds[i].Trigger = j.Country, by, trigger
 	}
 	return ds, nil
 }

@@ -82,17 +82,17 @@ func TestEffectiveCERTIn(t *testing.T) {
 	}
 	sources := []string{"samay1.nic.in", "samay2.nic.in", "time.nplindia.org"}
 	want := []Duty{
-		{Kind: SubscriberRecords, Why: "IN / cert-in-2022 / direction (v) / placement: node bom-1 stands in IN", Country: "IN", Trigger: "placement: node bom-1 stands in IN", ConsumerOnly: true, RetentionYears: 5,
+		{Kind: SubscriberRecords, Why: "IN / cert-in-2022 / direction (v) / placement: node bom-1 stands in IN", Country: "IN", By: Placement, Trigger: "placement: node bom-1 stands in IN", ConsumerOnly: true, RetentionYears: 5,
 			Detail: "keep validated subscriber records for 5 years after cancellation"},
-		{Kind: SessionRecords, Why: "IN / cert-in-2022 / direction (v)(c) / placement: node bom-1 stands in IN", Country: "IN", Trigger: "placement: node bom-1 stands in IN", ConsumerOnly: true, RetentionYears: 5,
+		{Kind: SessionRecords, Why: "IN / cert-in-2022 / direction (v)(c) / placement: node bom-1 stands in IN", Country: "IN", By: Placement, Trigger: "placement: node bom-1 stands in IN", ConsumerOnly: true, RetentionYears: 5,
 			Detail: "keep attribution records (tunnel IP, exit IP and port block, connecting IP, times) for 5 years after cancellation"},
-		{Kind: ICTLogs, Why: "IN / cert-in-2022 / direction (iv) / placement: node bom-1 stands in IN", Country: "IN", Trigger: "placement: node bom-1 stands in IN", RetentionDays: 180,
+		{Kind: ICTLogs, Why: "IN / cert-in-2022 / direction (iv) / placement: node bom-1 stands in IN", Country: "IN", By: Placement, Trigger: "placement: node bom-1 stands in IN", RetentionDays: 180,
 			Detail: "keep the logs of all ICT systems for a rolling 180 days"},
-		{Kind: ClockSync, Why: "IN / cert-in-2022 / direction (i) / placement: node bom-1 stands in IN", Country: "IN", Trigger: "placement: node bom-1 stands in IN", Sources: sources, MaxOffset: 100 * time.Millisecond,
+		{Kind: ClockSync, Why: "IN / cert-in-2022 / direction (i) / placement: node bom-1 stands in IN", Country: "IN", By: Placement, Trigger: "placement: node bom-1 stands in IN", Sources: sources, MaxOffset: 100 * time.Millisecond,
 			Detail: "synchronise clocks with samay1.nic.in, samay2.nic.in or time.nplindia.org; flag offsets over 100ms"},
-		{Kind: IncidentReporting, Why: "IN / cert-in-2022 / direction (ii) / placement: node bom-1 stands in IN", Country: "IN", Trigger: "placement: node bom-1 stands in IN", Deadline: 6 * time.Hour, Recipient: "incident@cert-in.org.in",
+		{Kind: IncidentReporting, Why: "IN / cert-in-2022 / direction (ii) / placement: node bom-1 stands in IN", Country: "IN", By: Placement, Trigger: "placement: node bom-1 stands in IN", Deadline: 6 * time.Hour, Recipient: "incident@cert-in.org.in",
 			Detail: "report incidents to incident@cert-in.org.in within 6 hours of noticing or being told of them"},
-		{Kind: PointOfContact, Why: "IN / cert-in-2022 / direction (iii) / placement: node bom-1 stands in IN", Country: "IN", Trigger: "placement: node bom-1 stands in IN", Recipient: "info@cert-in.org.in",
+		{Kind: PointOfContact, Why: "IN / cert-in-2022 / direction (iii) / placement: node bom-1 stands in IN", Country: "IN", By: Placement, Trigger: "placement: node bom-1 stands in IN", Recipient: "info@cert-in.org.in",
 			Detail: "designate a point of contact, send its details to info@cert-in.org.in and keep them current"},
 	}
 	for i := range max(len(ds), len(want)) {

@@ -43,13 +43,14 @@ func TestEffectiveTriggers(t *testing.T) {
 						// The reading that brings IN's duties, if any: the
 						// first of placement, establishment, market.
 						var cite string
+						var by Trigger
 						switch {
 						case accepts(Placement) && pl.node.Physical == "IN":
-							cite = "placement: node bom-1 stands in IN"
+							cite, by = "placement: node bom-1 stands in IN", Placement
 						case accepts(Establishment) && slices.Contains(est, "IN"):
-							cite = "establishment: operator established in IN"
+							cite, by = "establishment: operator established in IN", Establishment
 						case accepts(Market) && pl.loc != nil && pl.loc.Country == "IN":
-							cite = fmt.Sprintf("market: location IN served from %s", pl.node.Physical)
+							cite, by = fmt.Sprintf("market: location IN served from %s", pl.node.Physical), Market
 						}
 						var want []DutyKind
 						if cite != "" {
@@ -70,7 +71,7 @@ func TestEffectiveTriggers(t *testing.T) {
 							continue
 						}
 						for _, d := range ds {
-							if d.Trigger != cite || d.Country != "IN" || !strings.HasPrefix(d.Why, "IN / cert-in-2022 / direction (") || !strings.HasSuffix(d.Why, ") / "+cite) {
+							if d.Trigger != cite || d.By != by || d.Country != "IN" || !strings.HasPrefix(d.Why, "IN / cert-in-2022 / direction (") || !strings.HasSuffix(d.Why, ") / "+cite) {
 								t.Errorf("%s: %s cites %q (trigger %q), want the reading %q", name, d.Kind, d.Why, d.Trigger, cite)
 							}
 						}

@@ -71,6 +71,16 @@ func (d recordDuty) blocked(o store.SessionOwner) bool {
 	return o.Known && !o.Record && d.need[o.Location].of(o.Kind)
 }
 
+// blocks reports whether some device may lose service.
+func (d recordDuty) blocks() bool {
+	for _, k := range d.need {
+		if k.consumer || k.enterprise {
+			return true
+		}
+	}
+	return false
+}
+
 // key encodes d so that two duties compare equal exactly when they mark
 // every peer alike.
 func (d recordDuty) key() string {
@@ -200,6 +210,9 @@ func (s *Server) recordDutyOf(ctx context.Context, gw string) (recordDuty, error
 // under duty d, and takes out those that lose service (d.blocked): left
 // out of a full netmap, removed by a delta.
 func (s *Server) markRecorded(ctx context.Context, nm *api.Netmap, d recordDuty) error {
+	if !d.any() && !d.blocks() {
+		return nil // no owner needs looking up
+	}
 	var keys []wg.Key
 	for _, p := range nm.Peers {
 		if !p.Remove {

@@ -320,7 +320,16 @@ func (c *Client) Jurisdictions(ctx context.Context) ([]Jurisdiction, error) {
 // Explain says which duties apply on a gateway ("" for the control
 // server), for a user's tenant kind if user is set.
 func (c *Client) Explain(ctx context.Context, gateway, user string) (Explanation, error) {
+	return c.ExplainAt(ctx, gateway, user, "")
+}
+
+// ExplainAt is Explain for sessions on a location (its market reading);
+// "" for none.
+func (c *Client) ExplainAt(ctx context.Context, gateway, user, location string) (Explanation, error) {
 	q := url.Values{}
+	if location != "" {
+		q.Set("location", location)
+	}
 	if gateway != "" {
 		q.Set("gateway", gateway)
 	}

@@ -226,11 +226,12 @@ func runJurisdictionExplain(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("jurisdiction explain")
 	gateway := fs.String("gateway", "", "gateway to explain (default: the control server)")
 	user := fs.String("user", "", "explain for this user's tenant kind (default: the duties of the node itself)")
+	location := fs.String("location", "", "explain for sessions on this location (a market reading may bring its country's duties)")
 	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
-	ex, err := c.Explain(ctx, *gateway, *user)
+	ex, err := c.ExplainAt(ctx, *gateway, *user, *location)
 	if err != nil {
 		return err
 	}

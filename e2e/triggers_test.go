@@ -42,6 +42,18 @@ func TestMarketReadingOnVirtualLocation(t *testing.T) {
 	}
 	db := openStore(t, ctl)
 	layout := portblock.Default
+	eventually(t, 10*time.Second, "sg1 reports healthy", func() error {
+		sl, err := admin.ServerList(ctx)
+		if err != nil {
+			return err
+		}
+		for _, l := range sl.Locations {
+			if len(l.Servers) != 1 || !l.Servers[0].Healthy {
+				return fmt.Errorf("location %s: %+v", l.Code, l.Servers)
+			}
+		}
+		return nil
+	})
 
 	ravi, raviPriv := newDevice(t, admin, "ravi", "phone", "IN")
 	t.Run("placement only: nothing recorded", func(t *testing.T) {

@@ -284,6 +284,30 @@ func (c *Client) RemoveLocation(ctx context.Context, code string) error {
 	return c.Do(ctx, "DELETE", "/locations/"+url.PathEscape(code), nil, nil)
 }
 
+// PreviewJurisdiction says what setting j would change, without setting it.
+func (c *Client) PreviewJurisdiction(ctx context.Context, j Jurisdiction) (DutyPreview, error) {
+	var out DutyPreview
+	return out, c.Do(ctx, "POST", "/jurisdictions/"+url.PathEscape(j.Country)+"/preview", j, &out)
+}
+
+// Operator returns what the operator has declared about itself.
+func (c *Client) Operator(ctx context.Context) (Operator, error) {
+	var out Operator
+	return out, c.Do(ctx, "GET", "/operator", nil, &out)
+}
+
+// SetOperator declares the countries the operator is established in.
+func (c *Client) SetOperator(ctx context.Context, o Operator) (Operator, error) {
+	var out Operator
+	return out, c.Do(ctx, "PUT", "/operator", o, &out)
+}
+
+// PreviewOperator says what SetOperator(o) would change, without it.
+func (c *Client) PreviewOperator(ctx context.Context, o Operator) (DutyPreview, error) {
+	var out DutyPreview
+	return out, c.Do(ctx, "POST", "/operator/preview", o, &out)
+}
+
 // SetJurisdiction sets a country's duty profile and stance.
 func (c *Client) SetJurisdiction(ctx context.Context, j Jurisdiction) (Jurisdiction, error) {
 	var out Jurisdiction
@@ -299,7 +323,16 @@ func (c *Client) Jurisdictions(ctx context.Context) ([]Jurisdiction, error) {
 // Explain says which duties apply on a gateway ("" for the control
 // server), for a user's tenant kind if user is set.
 func (c *Client) Explain(ctx context.Context, gateway, user string) (Explanation, error) {
+	return c.ExplainAt(ctx, gateway, user, "")
+}
+
+// ExplainAt is Explain for sessions on a location (its market reading);
+// "" for none.
+func (c *Client) ExplainAt(ctx context.Context, gateway, user, location string) (Explanation, error) {
 	q := url.Values{}
+	if location != "" {
+		q.Set("location", location)
+	}
 	if gateway != "" {
 		q.Set("gateway", gateway)
 	}

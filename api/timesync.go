@@ -60,6 +60,25 @@ type TimeStatus struct {
 	Offset     time.Duration `json:"offset"`               // the best source's clock minus the node's, nanoseconds
 	Sources    []TimeSource  `json:"sources"`              // every source queried
 	Kernel     KernelClock   `json:"kernel"`               // whether the operating system disciplines the clock
+	// Trace is the node's traceability to the duty's reference sources
+	// when it follows other sources (Overridden, with a duty); nil
+	// otherwise.
+	Trace *TimeTrace `json:"trace,omitempty"`
+}
+
+// TimeTrace is how far a node's own sources deviate from its duty's
+// reference sources (NIC/NPL), which the monitor queries at a low rate.
+type TimeTrace struct {
+	State        syncstamp.Trace `json:"state"`                // traceable or not-traceable
+	Reference    string          `json:"reference,omitempty"`  // the reference of the last measurement
+	Deviation    time.Duration   `json:"deviation"`            // the last measurement: node's best source minus the reference, nanoseconds
+	MaxDeviation time.Duration   `json:"max_deviation"`        // largest |deviation| over Window, nanoseconds
+	Window       time.Duration   `json:"window"`               // nanoseconds
+	Bound        time.Duration   `json:"bound"`                // deviation alarm threshold, nanoseconds
+	LastAnswer   time.Time       `json:"last_answer,omitzero"` // when a reference last answered
+	Alarm        string          `json:"alarm,omitempty"`      // deviation or no-reference
+	AlarmSince   time.Time       `json:"alarm_since,omitzero"`
+	Measurements int             `json:"measurements"` // within Window
 }
 
 // Synced reports whether the node's clock was in sync with its sources.
@@ -68,7 +87,17 @@ func (s TimeStatus) Synced() bool { return s.State == TimeSynced }
 // Sync is s in brief, as records carry it: the state, the best source and
 // its offset, and whether the kernel's clock is disciplined.
 func (s TimeStatus) Sync() ClockSync {
-	return ClockSync{At: s.At, State: s.State, Source: s.Best, Offset: s.Offset, KernelSynced: s.Kernel.Known && s.Kernel.Synced}
+	c := ClockSync{At: s.At, State: s.State, Source: s.Best, Offset: s.Offset, KernelSynced: s.Kernel.Known && s.Kernel.Synced}
+	switch {
+	case s.Trace != nil:
+		c.Trace, c.TraceReference = s.Trace.State, s.Trace.Reference
+		if c.Trace == syncstamp.Traceable {
+			c.TraceWithin = s.Trace.MaxDeviation
+		}
+	case s.Required && !s.Overridden && s.State == TimeSynced:
+		c.Trace = syncstamp.SyncedToReference
+	}
+	return c
 }
 
 // TimeSource is what one NTP server said. Offset, Delay, Stratum, RefID and

@@ -240,13 +240,58 @@ type Location struct {
 
 // Jurisdiction is the operator's setting for one country.
 type Jurisdiction struct {
-	Country   string    `json:"country"`
-	Profile   string    `json:"profile"`
-	Stance    string    `json:"stance"` // comply or virtual-only
+	Country string `json:"country"`
+	Profile string `json:"profile"`
+	Stance  string `json:"stance"` // comply or virtual-only
+	// Triggers are the readings under which the profile applies:
+	// placement, establishment, market (jurisdiction.Trigger). Empty in a
+	// request keeps the current ones; stored ones are never empty.
+	Triggers  []string  `json:"triggers,omitempty"`
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	// OutOfService names the gateways a virtual-only stance takes out of
 	// service (in answers to a change only).
 	OutOfService []string `json:"out_of_service,omitempty"`
+	// Confirm, in a request, applies a change even though it leaves
+	// accounts without a subscriber record their locations now need
+	// (their devices lose those locations until the records exist).
+	Confirm bool `json:"confirm,omitempty"`
+	// Preview, in answers to a change, is what it changed.
+	Preview *DutyPreview `json:"preview,omitempty"`
+}
+
+// Operator is what the operator declares about itself: the countries it
+// is established in (for the establishment trigger).
+type Operator struct {
+	Established []string `json:"established"`
+	// Confirm: as in Jurisdiction.
+	Confirm bool         `json:"confirm,omitempty"`
+	Preview *DutyPreview `json:"preview,omitempty"`
+}
+
+// DutyChange is one duty a gateway gains or loses for sessions on a
+// location ("" for its node duties and sessions on no location).
+type DutyChange struct {
+	Gateway  string     `json:"gateway"`
+	Location string     `json:"location,omitempty"`
+	Tenant   TenantKind `json:"tenant_kind,omitempty"`
+	Kind     string     `json:"kind"`
+	Change   string     `json:"change"` // gain or lose
+	Why      string     `json:"why"`
+}
+
+// DutyPreview answers POST /jurisdictions/{country}/preview and
+// POST /operator/preview: what a change of duties would change.
+type DutyPreview struct {
+	Changes []DutyChange `json:"changes"`
+	// NewlyNeedRecords is how many accounts without a subscriber record
+	// would need one for a location their devices use; Stopped lists
+	// those locations (their service stops there until records exist).
+	NewlyNeedRecords int      `json:"accounts_newly_needing_records"`
+	Stopped          []string `json:"stopped_locations"`
+	// Recorded lists where sessions would newly be recorded:
+	// "gateway sg1, location IN, consumer".
+	Recorded []string `json:"newly_recorded"`
+	Text     string   `json:"text"`
 }
 
 // Duty is one duty that applies, and why.
@@ -276,17 +321,20 @@ type ServerList struct {
 // virtual when a serving gateway stands in another country than the one
 // advertised; Label says so in words.
 type ServerLocation struct {
-	Code          string   `json:"code"`
-	Country       string   `json:"country"`
-	CountryName   string   `json:"country_name"`
-	City          string   `json:"city,omitempty"`
-	Label         string   `json:"label"` // e.g. "India — virtual, served from Singapore"
-	Virtual       bool     `json:"virtual"`
-	HostCountries []string `json:"host_countries"`
-	Load          int      `json:"load"`  // 0-100, over healthy servers
-	Score         int      `json:"score"` // 0-100, higher is better; 0 when no server is healthy
-	Features      []string `json:"features"`
-	Servers       []Server `json:"servers"`
+	Code        string `json:"code"`
+	Country     string `json:"country"`
+	CountryName string `json:"country_name"`
+	City        string `json:"city,omitempty"`
+	Label       string `json:"label"` // e.g. "India — virtual, served from Singapore"
+	Virtual     bool   `json:"virtual"`
+	// SubscriberRecords: a consumer using this location needs a subscriber
+	// record (a duty some reading brings to it applies).
+	SubscriberRecords bool     `json:"subscriber_records,omitempty"`
+	HostCountries     []string `json:"host_countries"`
+	Load              int      `json:"load"`  // 0-100, over healthy servers
+	Score             int      `json:"score"` // 0-100, higher is better; 0 when no server is healthy
+	Features          []string `json:"features"`
+	Servers           []Server `json:"servers"`
 }
 
 // Server is one gateway serving a location.

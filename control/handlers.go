@@ -216,12 +216,23 @@ func (s *Server) handleDeviceConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, err.Error())
 		return
 	}
+	if refused, err := s.needsRecordAt(r.Context(), f, d.User, location); err != nil || refused != "" {
+		if err != nil {
+			s.internalError(w, r, err)
+		} else {
+			writeError(w, http.StatusConflict, refused)
+		}
+		return
+	}
 	if location != d.Location {
 		if err := s.db.SetDeviceLocation(r.Context(), id, location); err != nil {
 			s.internalError(w, r, err)
 			return
 		}
 		d.Location = location
+		// The peer is sent again: which duties its sessions carry, and
+		// whether it is served, follow its location.
+		s.notifyAndWait(r.Context())
 	}
 	writeJSON(w, http.StatusOK, api.DeviceConfigResponse{Device: d, Tunnel: s.tunnelInfo(gw, location)})
 }

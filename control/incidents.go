@@ -107,8 +107,7 @@ func (s *Server) eachNodeDuty(ctx context.Context, k jurisdiction.DutyKind, fn f
 	}
 	slices.Sort(nodes)
 	for _, n := range nodes {
-		c := places[n].PhysicalCountry
-		duties, err := jurisdiction.NodeDuties(jurisdiction.Node{Name: n, Physical: jurisdiction.Country(c)}, f.jurisdictionOf(c), f.profiles)
+		duties, err := f.nodeDuties(n, places[n])
 		if err != nil {
 			return err
 		}

@@ -104,7 +104,7 @@ func TestIncidentReportLifecycle(t *testing.T) {
 	if inc.State != incident.Noticed || !inc.Noticed.Equal(noticed) || !inc.Deadline.Equal(noticed.Add(6*time.Hour)) || inc.Version != 1 {
 		t.Fatalf("created %+v", inc)
 	}
-	if inc.Recipient != "incident@cert-in.org.in" || inc.DeadlineWhy != "IN / cert-in-2022 / direction (ii) (node control)" {
+	if inc.Recipient != "incident@cert-in.org.in" || inc.DeadlineWhy != "IN / cert-in-2022 / direction (ii) / placement: node control stands in IN (node control)" {
 		t.Fatalf("duty: %q %q", inc.Recipient, inc.DeadlineWhy)
 	}
 	if !strings.HasPrefix(inc.Status, "4h59m left") && !strings.HasPrefix(inc.Status, "5h left") || *inc.SecondsLeft > 5*3600 || *inc.SecondsLeft < 5*3600-60 {

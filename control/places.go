@@ -41,15 +41,13 @@ func actor(ctx context.Context) string {
 type fleet struct {
 	gateways      []api.Gateway // with place, health, load and service state filled in
 	locations     []api.Location
-	jurisdictions map[jurisdiction.Country]jurisdiction.Jurisdiction
+	jurisdictions jurisdiction.Jurisdictions
+	established   []jurisdiction.Country // where the operator is established
 	profiles      map[string]jurisdiction.Profile
 }
 
 func (f *fleet) jurisdictionOf(c string) jurisdiction.Jurisdiction {
-	if j, ok := f.jurisdictions[jurisdiction.Country(c)]; ok {
-		return j
-	}
-	return jurisdiction.Default(jurisdiction.Country(c))
+	return f.jurisdictions.Of(jurisdiction.Country(c))
 }
 
 func (f *fleet) gateway(name string) *api.Gateway {
@@ -63,7 +61,7 @@ func (f *fleet) gateway(name string) *api.Gateway {
 
 // loadFleet reads everything that decides service, duties and choices.
 func (s *Server) loadFleet(ctx context.Context) (*fleet, error) {
-	f := &fleet{jurisdictions: map[jurisdiction.Country]jurisdiction.Jurisdiction{}}
+	f := &fleet{jurisdictions: jurisdiction.Jurisdictions{}}
 	var err error
 	if f.profiles, err = s.profiles(ctx); err != nil {
 		return nil, err
@@ -74,7 +72,14 @@ func (s *Server) loadFleet(ctx context.Context) (*fleet, error) {
 	}
 	for _, j := range js {
 		c := jurisdiction.Country(j.Country)
-		f.jurisdictions[c] = jurisdiction.Jurisdiction{Country: c, Profile: j.Profile, Stance: jurisdiction.Stance(j.Stance)}
+		f.jurisdictions[c] = jurisdiction.Jurisdiction{Country: c, Profile: j.Profile, Stance: jurisdiction.Stance(j.Stance), Triggers: triggersOf(j.Triggers)}
+	}
+	est, err := s.db.Established(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range est {
+		f.established = append(f.established, jurisdiction.Country(c))
 	}
 	if f.gateways, err = s.db.Gateways(ctx); err != nil {
 		return nil, err
@@ -332,24 +337,22 @@ func (s *Server) handleJurisdictions(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, js)
 }
 
-func (s *Server) handleSetJurisdiction(w http.ResponseWriter, r *http.Request) {
+// proposedJurisdiction reads a change of country c's jurisdiction from the
+// request: what is left out stays as it is. It answers the request itself
+// when the change is bad.
+func (s *Server) proposedJurisdiction(w http.ResponseWriter, r *http.Request, f *fleet) (api.Jurisdiction, jurisdiction.Jurisdiction, bool) {
+	var req api.Jurisdiction
 	c, err := jurisdiction.ParseCountry(r.PathValue("country"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
-		return
+		return req, jurisdiction.Jurisdiction{}, false
 	}
-	var req api.Jurisdiction
 	if !decode(w, r, &req) {
-		return
+		return req, jurisdiction.Jurisdiction{}, false
 	}
 	if req.Country != "" && !strings.EqualFold(req.Country, string(c)) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("body names country %q but the path names %s", req.Country, c))
-		return
-	}
-	f, err := s.loadFleet(r.Context())
-	if err != nil {
-		s.internalError(w, r, err)
-		return
+		return req, jurisdiction.Jurisdiction{}, false
 	}
 	cur := f.jurisdictionOf(string(c))
 	if req.Profile == "" {
@@ -361,16 +364,41 @@ func (s *Server) handleSetJurisdiction(w http.ResponseWriter, r *http.Request) {
 	stance, err := jurisdiction.ParseStance(req.Stance)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
-		return
+		return req, jurisdiction.Jurisdiction{}, false
+	}
+	triggers := cur.Triggers
+	if len(req.Triggers) > 0 {
+		if triggers, err = jurisdiction.ParseTriggers(strings.Join(req.Triggers, ",")); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return req, jurisdiction.Jurisdiction{}, false
+		}
+	}
+	if len(triggers) == 0 {
+		triggers = []jurisdiction.Trigger{jurisdiction.Placement}
 	}
 	if _, ok := f.profiles[req.Profile]; !ok {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown duty profile %q; known: %s", req.Profile, strings.Join(sortedNames(f.profiles), ", ")))
+		return req, jurisdiction.Jurisdiction{}, false
+	}
+	req.Country, req.Stance, req.Triggers = string(c), string(stance), strings.Split(jurisdiction.FormatTriggers(triggers), ",")
+	return req, jurisdiction.Jurisdiction{Country: c, Profile: req.Profile, Stance: stance, Triggers: triggers}, true
+}
+
+func (s *Server) handleSetJurisdiction(w http.ResponseWriter, r *http.Request) {
+	f, err := s.loadFleet(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
 		return
 	}
+	req, j, ok := s.proposedJurisdiction(w, r, f)
+	if !ok {
+		return
+	}
+	c := j.Country
 	// A virtual-only stance takes the gateways standing there out of
 	// service. Refuse it if that would leave a location with no gateway.
 	var leaving []string
-	if stance == jurisdiction.VirtualOnly {
+	if j.Stance == jurisdiction.VirtualOnly {
 		for _, g := range f.gateways {
 			if g.Place != nil && g.Place.PhysicalCountry == string(c) {
 				leaving = append(leaving, g.Name)
@@ -398,7 +426,11 @@ func (s *Server) handleSetJurisdiction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	j, err := s.db.SetJurisdiction(r.Context(), actor(r.Context()), api.Jurisdiction{Country: string(c), Profile: req.Profile, Stance: string(stance)})
+	p, ok := s.checkDutyChange(w, r, f, f.withJurisdiction(j), req.Confirm)
+	if !ok {
+		return
+	}
+	saved, err := s.db.SetJurisdiction(r.Context(), actor(r.Context()), api.Jurisdiction{Country: string(c), Profile: req.Profile, Stance: req.Stance, Triggers: req.Triggers, Confirm: req.Confirm})
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -407,8 +439,8 @@ func (s *Server) handleSetJurisdiction(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	j.OutOfService = leaving
-	writeJSON(w, http.StatusOK, j)
+	saved.OutOfService, saved.Confirm, saved.Preview = leaving, false, &p
+	writeJSON(w, http.StatusOK, saved)
 }
 
 func sortedNames(m map[string]jurisdiction.Profile) []string {
@@ -496,11 +528,19 @@ func (s *Server) handleExplain(w http.ResponseWriter, r *http.Request) {
 	}
 	j := f.jurisdictionOf(place.PhysicalCountry)
 	jn := jurisdiction.Node{Name: node, Physical: jurisdiction.Country(place.PhysicalCountry)}
+	loc := strings.ToUpper(q.Get("location"))
+	if loc != "" && f.location(loc) == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no location %q", loc))
+		return
+	}
 	var duties []jurisdiction.Duty
-	if ex.TenantKind == "" {
-		duties, err = jurisdiction.NodeDuties(jn, j, f.profiles)
-	} else {
-		duties, err = jurisdiction.Effective(jn, j, f.profiles, ex.TenantKind)
+	switch {
+	case ex.TenantKind != "":
+		duties, err = jurisdiction.Effective(f.service(node, place.PhysicalCountry, loc, ex.TenantKind), f.jurisdictions, f.profiles)
+	case loc != "":
+		duties, err = jurisdiction.NodeDuties(f.service(node, place.PhysicalCountry, loc, ""), f.jurisdictions, f.profiles)
+	default:
+		duties, err = f.nodeDuties(node, place)
 	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -519,8 +559,10 @@ func (s *Server) handleExplain(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ex)
 }
 
-// serverList builds the clients' server list from the fleet.
-func serverList(f *fleet) api.ServerList {
+// serverList builds the clients' server list from the fleet; need
+// (fleet.recordNeed) says which locations keep subscriber records of
+// consumers, which the list tells them before they connect.
+func serverList(f *fleet, need map[string]tenantKinds) api.ServerList {
 	sl := api.ServerList{Locations: []api.ServerLocation{}}
 	for _, l := range f.locations {
 		country := jurisdiction.Country(l.Country)
@@ -559,6 +601,11 @@ func serverList(f *fleet) api.ServerList {
 			loc.Label += " — virtual, served from " + strings.Join(hosts, " and ")
 			loc.Features = append(loc.Features, "virtual")
 		}
+		if need[l.Code].consumer {
+			loc.SubscriberRecords = true
+			loc.Label += " — subscriber records kept"
+			loc.Features = append(loc.Features, "subscriber-records")
+		}
 		if healthy > 0 {
 			loc.Load = int(math.Round(float64(total) / float64(healthy)))
 			loc.Score = 100 - loc.Load
@@ -596,7 +643,12 @@ func (s *Server) handleServerList(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	writeCached(w, r, serverList(f))
+	need, _, _, err := f.recordNeed()
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeCached(w, r, serverList(f, need))
 }
 
 func (s *Server) handleLoads(w http.ResponseWriter, r *http.Request) {
@@ -606,7 +658,7 @@ func (s *Server) handleLoads(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	loads := api.Loads{Locations: map[string]int{}, Servers: map[string]int{}}
-	for _, l := range serverList(f).Locations {
+	for _, l := range serverList(f, nil).Locations {
 		loads.Locations[l.Code] = l.Load
 		for _, srv := range l.Servers {
 			loads.Servers[srv.Name] = srv.Load

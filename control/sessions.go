@@ -27,26 +27,64 @@ import (
 	"github.com/meridian-vpn/meridian/wg"
 )
 
-// recordDuty says for which tenant kinds a gateway owes session records,
-// as jurisdiction.Effective decides for the country it physically stands
-// in. The zero value owes none.
-type recordDuty struct{ consumer, enterprise bool }
+// recordDuty says, for a gateway, which sessions owe session records, as
+// jurisdiction.Effective decides for the gateway's place, the location a
+// session's device is configured for and its tenant kind; and which
+// devices lose service because their location needs a subscriber record
+// their account lacks. The zero value owes none and blocks none.
+type recordDuty struct {
+	none tenantKinds            // sessions of devices on no (known) location
+	at   map[string]tenantKinds // by location code
+	need map[string]tenantKinds // by location code: a missing subscriber record blocks (fleet.recordNeed's block)
+}
 
-func (d recordDuty) any() bool { return d.consumer || d.enterprise }
-
-// of reports whether a device of tenant kind k owes records. A record of a
-// device that is gone (known false) is kept if the gateway owes records at
-// all: it sends records only of devices the control server marked.
-func (d recordDuty) of(k api.TenantKind, known bool) bool {
-	switch {
-	case !known:
-		return d.any()
-	case k == api.Consumer:
-		return d.consumer
-	case k == api.Enterprise:
-		return d.enterprise
+// any reports whether the gateway owes records of some sessions.
+func (d recordDuty) any() bool {
+	if d.none.consumer || d.none.enterprise {
+		return true
+	}
+	for _, k := range d.at {
+		if k.consumer || k.enterprise {
+			return true
+		}
 	}
 	return false
+}
+
+// of reports whether sessions of device owner o owe records. A record of
+// a device that is gone (not known) is kept if the gateway owes records at
+// all: it sends records only of devices the control server marked.
+func (d recordDuty) of(o store.SessionOwner) bool {
+	if !o.Known {
+		return d.any()
+	}
+	k, ok := d.at[o.Location]
+	if !ok {
+		k = d.none
+	}
+	return k.of(o.Kind)
+}
+
+// blocked reports whether device owner o loses service: its location needs
+// a subscriber record its account lacks.
+func (d recordDuty) blocked(o store.SessionOwner) bool {
+	return o.Known && !o.Record && d.need[o.Location].of(o.Kind)
+}
+
+// blocks reports whether some device may lose service.
+func (d recordDuty) blocks() bool {
+	for _, k := range d.need {
+		if k.consumer || k.enterprise {
+			return true
+		}
+	}
+	return false
+}
+
+// key encodes d so that two duties compare equal exactly when they mark
+// every peer alike.
+func (d recordDuty) key() string {
+	return fmt.Sprint(d.none, d.at, d.need) // fmt sorts map keys
 }
 
 // sessionState is what the server keeps in memory about session records:
@@ -55,7 +93,7 @@ func (d recordDuty) of(k api.TenantKind, known bool) bool {
 // peers' Record flags set anew.
 type sessionState struct {
 	mu      sync.Mutex
-	sent    map[string]recordDuty // by gateway; unknown (as after a restart): send a full netmap
+	sent    map[string]string // recordDuty.key by gateway; unknown (as after a restart): send a full netmap
 	stored  prometheus.Counter
 	ignored prometheus.Counter
 
@@ -114,83 +152,101 @@ func (ss *sessionState) holds(gw string, d recordDuty) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	cur, ok := ss.sent[gw]
-	return ok && cur == d
+	return ok && cur == d.key()
 }
 
 func (ss *sessionState) sentTo(gw string, d recordDuty) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.sent == nil {
-		ss.sent = map[string]recordDuty{}
+		ss.sent = map[string]string{}
 	}
-	ss.sent[gw] = d
+	ss.sent[gw] = d.key()
 }
 
-// recordDutyOf decides whether gateway gw owes session records, per tenant
-// kind. A gateway without a declared place, or out of service, owes none.
+// recordDutyOf decides which sessions gateway gw owes session records of,
+// by location and tenant kind, and which devices lose service for want of
+// a subscriber record. A gateway without a declared place, or out of
+// service, owes none.
 func (s *Server) recordDutyOf(ctx context.Context, gw string) (recordDuty, error) {
 	f, err := s.loadFleet(ctx)
 	if err != nil {
 		return recordDuty{}, err
 	}
+	var d recordDuty
+	if _, d.need, _, err = f.recordNeed(); err != nil {
+		return recordDuty{}, err
+	}
 	g := f.gateway(gw)
 	if g == nil || g.Place == nil || !g.InService {
-		return recordDuty{}, nil
+		return d, nil
 	}
-	node := jurisdiction.Node{Name: gw, Physical: jurisdiction.Country(g.Place.PhysicalCountry)}
-	j := f.jurisdictionOf(g.Place.PhysicalCountry)
-	var d recordDuty
-	for _, k := range []api.TenantKind{api.Consumer, api.Enterprise} {
-		duties, err := jurisdiction.Effective(node, j, f.profiles, k)
-		if err != nil {
-			return recordDuty{}, fmt.Errorf("duties of gateway %s: %w", gw, err)
+	owes := func(code string) (tenantKinds, error) {
+		var ks tenantKinds
+		for _, k := range tenantKindsAll {
+			duties, err := f.duties(g, code, k)
+			if err != nil {
+				return ks, err
+			}
+			if slices.ContainsFunc(duties, func(duty jurisdiction.Duty) bool { return duty.Kind == jurisdiction.SessionRecords }) {
+				ks.set(k)
+			}
 		}
-		if !slices.ContainsFunc(duties, func(duty jurisdiction.Duty) bool { return duty.Kind == jurisdiction.SessionRecords }) {
-			continue
-		}
-		if k == api.Consumer {
-			d.consumer = true
-		} else {
-			d.enterprise = true
+		return ks, nil
+	}
+	if d.none, err = owes(""); err != nil {
+		return recordDuty{}, err
+	}
+	d.at = map[string]tenantKinds{}
+	for _, l := range f.locations {
+		if d.at[l.Code], err = owes(l.Code); err != nil {
+			return recordDuty{}, err
 		}
 	}
 	return d, nil
 }
 
 // markRecorded sets Record on the peers of nm that owe session records
-// under duty d.
+// under duty d, and takes out those that lose service (d.blocked): left
+// out of a full netmap, removed by a delta.
 func (s *Server) markRecorded(ctx context.Context, nm *api.Netmap, d recordDuty) error {
-	if !d.any() {
+	if !d.any() && !d.blocks() {
+		return nil // no owner needs looking up
+	}
+	var keys []wg.Key
+	for _, p := range nm.Peers {
+		if !p.Remove {
+			keys = append(keys, p.PublicKey)
+		}
+	}
+	if len(keys) == 0 {
 		return nil
 	}
-	var err error
-	if nm.RecordSealKey, err = s.recordSealKey(); err != nil {
+	owners, err := s.db.PeerOwners(ctx, keys)
+	if err != nil {
 		return err
 	}
-	var kinds map[wg.Key]api.TenantKind
-	if !(d.consumer && d.enterprise) {
-		var keys []wg.Key
-		for _, p := range nm.Peers {
-			if !p.Remove {
-				keys = append(keys, p.PublicKey)
-			}
+	peers := nm.Peers[:0]
+	for _, p := range nm.Peers {
+		if p.Remove {
+			peers = append(peers, p)
+			continue
 		}
-		var err error
-		if kinds, err = s.db.TenantKinds(ctx, keys); err != nil {
+		o := owners[p.PublicKey]
+		if d.blocked(o) {
+			if !nm.Full {
+				peers = append(peers, api.Peer{PublicKey: p.PublicKey, Remove: true})
+			}
+			continue
+		}
+		p.Record = d.of(o)
+		peers = append(peers, p)
+	}
+	nm.Peers = peers
+	if d.any() && nm.RecordSealKey == nil {
+		if nm.RecordSealKey, err = s.recordSealKey(); err != nil {
 			return err
 		}
-	}
-	for i := range nm.Peers {
-		p := &nm.Peers[i]
-		if p.Remove {
-			continue
-		}
-		if kinds == nil { // every tenant kind owes records
-			p.Record = true
-			continue
-		}
-		k, known := kinds[p.PublicKey]
-		p.Record = d.of(k, known)
 	}
 	return nil
 }
@@ -251,7 +307,7 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	var stored int
 	if duty.any() {
 		stored, err = s.saveSessions(r.Context(), store.GatewaySessions{Gateway: gw.Name, Records: b.Records,
-			Keep: func(o store.SessionOwner) bool { return duty.of(o.Kind, o.Known) }})
+			Keep: duty.of})
 		if errors.Is(err, store.ErrBadSessionRecord) {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return

@@ -19,7 +19,6 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/internal/check"
-	"github.com/meridian-vpn/meridian/jurisdiction"
 	"github.com/meridian-vpn/meridian/ledger"
 	mailer "github.com/meridian-vpn/meridian/mail"
 	"github.com/meridian-vpn/meridian/store"
@@ -46,33 +45,27 @@ type cancelledEntry struct {
 }
 
 // recordRequirement says whether accounts of kind k must have a subscriber
-// record, and why: some in-service gateway stands where a duty requires
-// one for that tenant kind, or the operator collects for all.
-func (s *Server) recordRequirement(ctx context.Context, k api.TenantKind) (bool, []string, error) {
+// record, and why: some in-service gateway owes subscriber records for
+// such service whatever its location (placement or establishment), or the
+// operator collects for all. accepted is set too when only some locations
+// need one (market): details given are kept, and an account without them
+// does not get those locations.
+func (s *Server) recordRequirement(ctx context.Context, k api.TenantKind) (required, accepted bool, why []string, err error) {
 	if s.cfg.CollectAll {
-		return true, []string{"the operator collects subscriber records for all accounts"}, nil
+		return true, true, []string{"the operator collects subscriber records for all accounts"}, nil
 	}
 	f, err := s.loadFleet(ctx)
 	if err != nil {
-		return false, nil, err
+		return false, false, nil, err
 	}
-	var why []string
-	for _, g := range f.gateways {
-		if g.Place == nil || !g.InService {
-			continue
-		}
-		node := jurisdiction.Node{Name: g.Name, Physical: jurisdiction.Country(g.Place.PhysicalCountry)}
-		duties, err := jurisdiction.Effective(node, f.jurisdictionOf(g.Place.PhysicalCountry), f.profiles, k)
-		if err != nil {
-			return false, nil, err
-		}
-		for _, d := range duties {
-			if d.Kind == jurisdiction.SubscriberRecords {
-				why = append(why, fmt.Sprintf("gateway %s: %s", g.Name, d.Why))
-			}
-		}
+	need, _, why, err := f.recordNeed()
+	if err != nil {
+		return false, false, nil, err
 	}
-	return len(why) > 0, why, nil
+	for _, n := range need {
+		accepted = accepted || n.of(k)
+	}
+	return need[""].of(k), accepted, why, nil
 }
 
 func (s *Server) handleRecordRequired(w http.ResponseWriter, r *http.Request) {
@@ -84,7 +77,7 @@ func (s *Server) handleRecordRequired(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `kind must be "consumer" or "enterprise"`)
 		return
 	}
-	req, why, err := s.recordRequirement(r.Context(), kind)
+	req, _, why, err := s.recordRequirement(r.Context(), kind)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -184,16 +177,16 @@ func (s *Server) trusted(a netip.Addr) bool {
 // address's daily limit.
 func (s *Server) register(w http.ResponseWriter, r *http.Request, name string, kind api.TenantKind, d *api.SubscriberDetails, public bool) (api.SignupResponse, bool) {
 	var resp api.SignupResponse
-	required, _, err := s.recordRequirement(r.Context(), kind)
+	required, accepted, _, err := s.recordRequirement(r.Context(), kind)
 	if err != nil {
 		s.internalError(w, r, err)
 		return resp, false
 	}
-	if d != nil && !required {
+	if d != nil && !accepted {
 		// No duty, no data: details given anyway are not kept.
 		d = nil
 	}
-	if required {
+	if required || d != nil {
 		missing, err := checkDetails(d)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())

@@ -19,7 +19,7 @@ func clockPlan(f *fleet, node string, place *api.Place) (api.TimePlan, error) {
 		return api.TimePlan{Why: "no declared place, so no duty is known"}, nil
 	}
 	j := f.jurisdictionOf(place.PhysicalCountry)
-	duties, err := jurisdiction.NodeDuties(jurisdiction.Node{Name: node, Physical: jurisdiction.Country(place.PhysicalCountry)}, j, f.profiles)
+	duties, err := f.nodeDuties(node, place)
 	if err != nil {
 		return api.TimePlan{}, err
 	}

@@ -105,7 +105,7 @@ func TestTimeAPI(t *testing.T) {
 	if ctl.Node != api.ControlNode || ctl.Plan.Required || ctl.Plan.Why != "SG / none: no clock-sync duty" || len(ctl.Status.Sources) != 0 {
 		t.Errorf("control: %+v %+v", ctl, ctl.Status)
 	}
-	if in1.Node != "in1" || !in1.Plan.Required || in1.Plan.Why != "IN / cert-in-2022 / direction (i)" ||
+	if in1.Node != "in1" || !in1.Plan.Required || in1.Plan.Why != "IN / cert-in-2022 / direction (i) / placement: node in1 stands in IN" ||
 		strings.Join(in1.Plan.Sources, ",") != "samay1.nic.in,samay2.nic.in,time.nplindia.org" || in1.Plan.MaxOffset != 100*time.Millisecond {
 		t.Errorf("in1 plan: %+v", in1.Plan)
 	}

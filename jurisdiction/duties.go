@@ -25,9 +25,12 @@ const (
 // that callers need not look the profile up again. Only the parameters of
 // its kind are set.
 type Duty struct {
-	Kind   DutyKind
-	Why    string // country / profile / provision: "IN / cert-in-2022 / direction (v)"
-	Detail string // for people: "keep validated subscriber records for 5 years after cancellation"
+	Kind    DutyKind
+	Country Country // whose profile brought it
+	By      Trigger // the trigger that brought it
+	Trigger string  // the reading: "market: location IN served from SG"
+	Why     string  // country / profile / provision / trigger: "IN / cert-in-2022 / direction (v) / market: location IN served from SG"
+	Detail  string  // for people: "keep validated subscriber records for 5 years after cancellation"
 
 	// ConsumerOnly is set for duties owed only for consumer service; the
 	// others belong to the node itself, whatever the tenant.
@@ -47,26 +50,114 @@ type Node struct {
 	Physical Country
 }
 
-// Effective decides which duties apply to service given on node to a tenant
-// of kind t. j must be the jurisdiction of the node's physical country:
-// placement brings duties, so a virtual location served from elsewhere
-// brings none of the advertised country's. The stance does not change the
-// answer (see AllowsPresence). profiles holds every profile j may name,
-// usually Builtin() plus the operator's own. Effective returns nil when no
-// duty applies, and an error if node, j, t or the profile is unknown or
+// Location is a location as sessions see it: its code and the country it
+// is advertised as (offered as), whatever country serves it.
+type Location struct {
+	Code    string
+	Country Country
+}
+
+// Service is service given on a node: where the node stands, the location
+// the session is on (nil when none is known, as for a node's own duties),
+// the countries the operator is established in, and the tenant kind.
+type Service struct {
+	Node        Node
+	Location    *Location
+	Established []Country
+	Tenant      api.TenantKind
+}
+
+// Jurisdictions holds the operator's settings by country; a country not
+// listed has Default's.
+type Jurisdictions map[Country]Jurisdiction
+
+// Of returns the jurisdiction of c.
+func (js Jurisdictions) Of(c Country) Jurisdiction {
+	if j, ok := js[c]; ok {
+		return j
+	}
+	return Default(c)
+}
+
+// reading is one way a country's profile reaches a service: the
+// jurisdiction and the trigger's citation.
+type reading struct {
+	j    Jurisdiction
+	by   Trigger
+	cite string // "market: location IN served from SG"
+}
+
+// Effective decides which duties apply to service s. Three readings may
+// bring a country's duty profile, each only where that country's
+// jurisdiction accepts its trigger: placement (the node physically stands
+// there; the default), establishment (the operator is established there:
+// all its service) and market (the session's location is advertised as
+// that country, virtual or not). The stance does not change the answer
+// (see AllowsPresence). Each duty's Why cites country, profile, provision
+// and trigger; a kind brought by several readings of one country is given
+// once, by the first of placement, establishment, market. profiles holds
+// every profile a jurisdiction may name, usually Builtin() plus the
+// operator's own. Effective returns nil when no duty applies, and an error
+// if the node, a country, the tenant kind or a profile is unknown or
 // invalid. It is the only function that decides duties.
-func Effective(node Node, j Jurisdiction, profiles map[string]Profile, t api.TenantKind) ([]Duty, error) {
+func Effective(s Service, js Jurisdictions, profiles map[string]Profile) ([]Duty, error) {
+	t, node := s.Tenant, s.Node
 	if t != api.Consumer && t != api.Enterprise {
 		return nil, fmt.Errorf("unknown tenant kind %q: want %s or %s", t, api.Consumer, api.Enterprise)
 	}
 	if node.Physical.Name() == "" {
 		return nil, fmt.Errorf("node %q: unknown physical country %q", node.Name, node.Physical)
 	}
-	if err := j.Validate(); err != nil {
+	if s.Location != nil && s.Location.Country.Name() == "" {
+		return nil, fmt.Errorf("location %q: unknown country %q", s.Location.Code, s.Location.Country)
+	}
+	var rs []reading
+	add := func(c Country, t Trigger, cite string) error {
+		j := js.Of(c)
+		if err := j.Validate(); err != nil {
+			return err
+		}
+		if j.Accepts(t) {
+			rs = append(rs, reading{j, t, cite})
+		}
+		return nil
+	}
+	if err := add(node.Physical, Placement, fmt.Sprintf("placement: node %s stands in %s", node.Name, node.Physical)); err != nil {
 		return nil, err
 	}
-	if j.Country != node.Physical {
-		return nil, fmt.Errorf("node %q stands in %s, not %s: its duties follow the jurisdiction of %s", node.Name, node.Physical, j.Country, node.Physical)
+	for _, c := range s.Established {
+		if c.Name() == "" {
+			return nil, fmt.Errorf("establishment: unknown country %q", c)
+		}
+		if err := add(c, Establishment, fmt.Sprintf("establishment: operator established in %s", c)); err != nil {
+			return nil, err
+		}
+	}
+	if l := s.Location; l != nil {
+		if err := add(l.Country, Market, fmt.Sprintf("market: location %s served from %s", l.Code, node.Physical)); err != nil {
+			return nil, err
+		}
+	}
+	var ds []Duty
+	for _, r := range rs {
+		got, err := profileDuties(r.j, profiles, t, r.by, r.cite)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range got {
+			if !slices.ContainsFunc(ds, func(o Duty) bool { return o.Kind == d.Kind && o.Country == d.Country }) {
+				ds = append(ds, d)
+			}
+		}
+	}
+	return ds, nil
+}
+
+// profileDuties lists the duties j's profile brings to tenant kind t, each
+// brought by trigger by and citing it.
+func profileDuties(j Jurisdiction, profiles map[string]Profile, t api.TenantKind, by Trigger, trigger string) ([]Duty, error) {
+	if err := j.Validate(); err != nil {
+		return nil, err
 	}
 	p, ok := profiles[j.Profile]
 	if !ok {
@@ -78,8 +169,7 @@ func Effective(node Node, j Jurisdiction, profiles map[string]Profile, t api.Ten
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-
-	why := func(cite string) string { return fmt.Sprintf("%s / %s / %s", node.Physical, p.Name, cite) }
+	why := func(cite string) string { return fmt.Sprintf("%s / %s / %s / %s", j.Country, p.Name, cite, trigger) }
 	owed := func(consumerOnly bool) bool { return t == api.Consumer || !consumerOnly }
 	var ds []Duty
 	if b := p.SubscriberRecords; b != nil && owed(b.ConsumerOnly) {
@@ -134,6 +224,9 @@ func Effective(node Node, j Jurisdiction, profiles map[string]Profile, t api.Ten
 			Recipient: b.Recipient,
 		})
 	}
+	for i := range ds {
+		ds[i].Country, ds[i].By, ds[i].Trigger = j.Country, by, trigger
+	}
 	return ds, nil
 }
 
@@ -141,16 +234,18 @@ func Effective(node Node, j Jurisdiction, profiles map[string]Profile, t api.Ten
 // gives for consumer or for enterprise service there, each once. Those owed
 // only for consumer service have ConsumerOnly set; the rest (under
 // cert-in-2022: ICT logs, clock sync, incident reporting, point of contact)
-// belong to the node itself. It returns nil when no duty applies.
-func NodeDuties(node Node, j Jurisdiction, profiles map[string]Profile) ([]Duty, error) {
+// belong to the node itself. s.Tenant is ignored. It returns nil when no
+// duty applies.
+func NodeDuties(s Service, js Jurisdictions, profiles map[string]Profile) ([]Duty, error) {
 	var all []Duty
 	for _, t := range []api.TenantKind{api.Consumer, api.Enterprise} {
-		ds, err := Effective(node, j, profiles, t)
+		s.Tenant = t
+		ds, err := Effective(s, js, profiles)
 		if err != nil {
 			return nil, err
 		}
 		for _, d := range ds {
-			if !slices.ContainsFunc(all, func(a Duty) bool { return a.Kind == d.Kind }) {
+			if !slices.ContainsFunc(all, func(a Duty) bool { return a.Kind == d.Kind && a.Country == d.Country }) {
 				all = append(all, d)
 			}
 		}

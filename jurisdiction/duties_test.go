@@ -22,6 +22,12 @@ var (
 	deNone    = Jurisdiction{Country: "DE", Profile: NoneProfile, Stance: Comply}
 )
 
+// eff asks Effective about service on node to a tenant of kind t, with j
+// the only listed jurisdiction and no location nor establishment.
+func eff(node Node, j Jurisdiction, profiles map[string]Profile, t api.TenantKind) ([]Duty, error) {
+	return Effective(Service{Node: node, Tenant: t}, Jurisdictions{j.Country: j}, profiles)
+}
+
 func kinds(ds []Duty) []DutyKind {
 	var ks []DutyKind
 	for _, d := range ds {
@@ -52,7 +58,7 @@ func TestEffective(t *testing.T) {
 		{"virtual IN location in SG", singapore, Default("SG"), api.Consumer, nil, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ds, err := Effective(tt.node, tt.j, Builtin(), tt.t)
+			ds, err := eff(tt.node, tt.j, Builtin(), tt.t)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -70,23 +76,23 @@ func TestEffective(t *testing.T) {
 }
 
 func TestEffectiveCERTIn(t *testing.T) {
-	ds, err := Effective(mumbai, inComply, Builtin(), api.Consumer)
+	ds, err := eff(mumbai, inComply, Builtin(), api.Consumer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sources := []string{"samay1.nic.in", "samay2.nic.in", "time.nplindia.org"}
 	want := []Duty{
-		{Kind: SubscriberRecords, Why: "IN / cert-in-2022 / direction (v)", ConsumerOnly: true, RetentionYears: 5,
+		{Kind: SubscriberRecords, Why: "IN / cert-in-2022 / direction (v) / placement: node bom-1 stands in IN", Country: "IN", By: Placement, Trigger: "placement: node bom-1 stands in IN", ConsumerOnly: true, RetentionYears: 5,
 			Detail: "keep validated subscriber records for 5 years after cancellation"},
-		{Kind: SessionRecords, Why: "IN / cert-in-2022 / direction (v)(c)", ConsumerOnly: true, RetentionYears: 5,
+		{Kind: SessionRecords, Why: "IN / cert-in-2022 / direction (v)(c) / placement: node bom-1 stands in IN", Country: "IN", By: Placement, Trigger: "placement: node bom-1 stands in IN", ConsumerOnly: true, RetentionYears: 5,
 			Detail: "keep attribution records (tunnel IP, exit IP and port block, connecting IP, times) for 5 years after cancellation"},
-		{Kind: ICTLogs, Why: "IN / cert-in-2022 / direction (iv)", RetentionDays: 180,
+		{Kind: ICTLogs, Why: "IN / cert-in-2022 / direction (iv) / placement: node bom-1 stands in IN", Country: "IN", By: Placement, Trigger: "placement: node bom-1 stands in IN", RetentionDays: 180,
 			Detail: "keep the logs of all ICT systems for a rolling 180 days"},
-		{Kind: ClockSync, Why: "IN / cert-in-2022 / direction (i)", Sources: sources, MaxOffset: 100 * time.Millisecond,
+		{Kind: ClockSync, Why: "IN / cert-in-2022 / direction (i) / placement: node bom-1 stands in IN", Country: "IN", By: Placement, Trigger: "placement: node bom-1 stands in IN", Sources: sources, MaxOffset: 100 * time.Millisecond,
 			Detail: "synchronise clocks with samay1.nic.in, samay2.nic.in or time.nplindia.org; flag offsets over 100ms"},
-		{Kind: IncidentReporting, Why: "IN / cert-in-2022 / direction (ii)", Deadline: 6 * time.Hour, Recipient: "incident@cert-in.org.in",
+		{Kind: IncidentReporting, Why: "IN / cert-in-2022 / direction (ii) / placement: node bom-1 stands in IN", Country: "IN", By: Placement, Trigger: "placement: node bom-1 stands in IN", Deadline: 6 * time.Hour, Recipient: "incident@cert-in.org.in",
 			Detail: "report incidents to incident@cert-in.org.in within 6 hours of noticing or being told of them"},
-		{Kind: PointOfContact, Why: "IN / cert-in-2022 / direction (iii)", Recipient: "info@cert-in.org.in",
+		{Kind: PointOfContact, Why: "IN / cert-in-2022 / direction (iii) / placement: node bom-1 stands in IN", Country: "IN", By: Placement, Trigger: "placement: node bom-1 stands in IN", Recipient: "info@cert-in.org.in",
 			Detail: "designate a point of contact, send its details to info@cert-in.org.in and keep them current"},
 	}
 	for i := range max(len(ds), len(want)) {
@@ -97,7 +103,7 @@ func TestEffectiveCERTIn(t *testing.T) {
 
 	// The sources are the caller's own copy.
 	ds[3].Sources[0] = "pool.ntp.org"
-	again, _ := Effective(mumbai, inComply, Builtin(), api.Consumer)
+	again, _ := eff(mumbai, inComply, Builtin(), api.Consumer)
 	if again[3].Sources[0] != "samay1.nic.in" {
 		t.Errorf("changing a returned duty changed the next answer: %v", again[3].Sources)
 	}
@@ -123,14 +129,14 @@ func TestEffectiveOperatorProfile(t *testing.T) {
 	profiles[p.Name] = p
 	j := Jurisdiction{Country: "SG", Profile: p.Name, Stance: Comply}
 	for _, kind := range []api.TenantKind{api.Consumer, api.Enterprise} {
-		ds, err := Effective(singapore, j, profiles, kind)
+		ds, err := eff(singapore, j, profiles, kind)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got, want := kinds(ds), []DutyKind{SessionRecords, IncidentReporting}; !slices.Equal(got, want) {
 			t.Errorf("%s: duties %v, want %v", kind, got, want)
 		}
-		if ds[0].Why != "SG / sg-example / section 9" || ds[0].Detail != "keep attribution records (tunnel IP, exit IP and port block, connecting IP, times) for 1 year after cancellation" {
+		if ds[0].Why != "SG / sg-example / section 9 / placement: node sin-1 stands in SG" || ds[0].Detail != "keep attribution records (tunnel IP, exit IP and port block, connecting IP, times) for 1 year after cancellation" {
 			t.Errorf("%s: %+v", kind, ds[0])
 		}
 		if ds[1].Deadline != 72*time.Hour || !strings.Contains(ds[1].Detail, "within 3 days") {
@@ -150,33 +156,32 @@ func TestEffectiveErrors(t *testing.T) {
 		t    api.TenantKind
 		want string
 	}{
-		{"unknown profile", mumbai, Jurisdiction{"IN", "cert-in-2099", Comply}, api.Consumer, `unknown duty profile "cert-in-2099"`},
-		{"empty profile", mumbai, Jurisdiction{"IN", "", Comply}, api.Consumer, "no duty profile"},
+		{"unknown profile", mumbai, Jurisdiction{Country: "IN", Profile: "cert-in-2099", Stance: Comply}, api.Consumer, `unknown duty profile "cert-in-2099"`},
+		{"empty profile", mumbai, Jurisdiction{Country: "IN", Profile: "", Stance: Comply}, api.Consumer, "no duty profile"},
 		{"empty tenant kind", mumbai, inComply, "", `unknown tenant kind ""`},
 		{"unknown tenant kind", mumbai, inComply, "business", `unknown tenant kind "business"`},
 		{"unknown node country", Node{"x-1", "XX"}, inComply, api.Consumer, `unknown physical country "XX"`},
 		{"lower-case node country", Node{"x-1", "in"}, inComply, api.Consumer, `unknown physical country "in"`},
-		{"advertised, not physical", singapore, inComply, api.Consumer, "stands in SG, not IN"},
-		{"bad stance", mumbai, Jurisdiction{"IN", CERTIn2022Profile, "maybe"}, api.Consumer, `unknown stance "maybe"`},
-		{"invalid profile", paris, Jurisdiction{"FR", "broken", Comply}, api.Consumer, "ict_logs.retention_days is 0"},
-		{"profile key and name differ", paris, Jurisdiction{"FR", "misnamed", Comply}, api.Consumer, `profile "misnamed" is named "other"`},
+		{"bad stance", mumbai, Jurisdiction{Country: "IN", Profile: CERTIn2022Profile, Stance: "maybe"}, api.Consumer, `unknown stance "maybe"`},
+		{"invalid profile", paris, Jurisdiction{Country: "FR", Profile: "broken", Stance: Comply}, api.Consumer, "ict_logs.retention_days is 0"},
+		{"profile key and name differ", paris, Jurisdiction{Country: "FR", Profile: "misnamed", Stance: Comply}, api.Consumer, `profile "misnamed" is named "other"`},
 	} {
-		ds, err := Effective(tt.node, tt.j, broken, tt.t)
+		ds, err := eff(tt.node, tt.j, broken, tt.t)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: Effective = %v, %v; want error containing %q", tt.name, kinds(ds), err, tt.want)
 		}
 	}
-	if _, err := Effective(mumbai, inComply, nil, api.Consumer); err == nil {
+	if _, err := eff(mumbai, inComply, nil, api.Consumer); err == nil {
 		t.Error("Effective with no profiles: no error")
 	}
 }
 
 func TestNodeDuties(t *testing.T) {
-	ds, err := NodeDuties(mumbai, inComply, Builtin())
+	ds, err := NodeDuties(Service{Node: mumbai}, Jurisdictions{"IN": inComply}, Builtin())
 	if err != nil {
 		t.Fatal(err)
 	}
-	consumer, _ := Effective(mumbai, inComply, Builtin(), api.Consumer)
+	consumer, _ := eff(mumbai, inComply, Builtin(), api.Consumer)
 	if !reflect.DeepEqual(ds, consumer) {
 		t.Errorf("NodeDuties(IN) = %v, want every duty of consumer service %v", kinds(ds), kinds(consumer))
 	}
@@ -186,10 +191,10 @@ func TestNodeDuties(t *testing.T) {
 			t.Errorf("%s: ConsumerOnly = %v, want %v", d.Kind, d.ConsumerOnly, want)
 		}
 	}
-	if ds, err := NodeDuties(frankfurt, deNone, Builtin()); ds != nil || err != nil {
+	if ds, err := NodeDuties(Service{Node: frankfurt}, Jurisdictions{"DE": deNone}, Builtin()); ds != nil || err != nil {
 		t.Errorf("NodeDuties(DE) = %v, %v; want nil, nil", ds, err)
 	}
-	if _, err := NodeDuties(mumbai, Jurisdiction{"IN", "nope", Comply}, Builtin()); err == nil {
+	if _, err := NodeDuties(Service{Node: mumbai}, Jurisdictions{"IN": {Country: "IN", Profile: "nope", Stance: Comply}}, Builtin()); err == nil {
 		t.Error("NodeDuties with an unknown profile: no error")
 	}
 }
@@ -200,9 +205,9 @@ func TestExplain(t *testing.T) {
 		var ds []Duty
 		var err error
 		if kind == "" {
-			ds, err = NodeDuties(node, j, Builtin())
+			ds, err = NodeDuties(Service{Node: node}, Jurisdictions{j.Country: j}, Builtin())
 		} else {
-			ds, err = Effective(node, j, Builtin(), kind)
+			ds, err = eff(node, j, Builtin(), kind)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -225,10 +230,10 @@ func TestExplain(t *testing.T) {
 
 	check("IN consumer", explain(mumbai, inComply, api.Consumer), []string{
 		"bom-1", "IN (India)", "cert-in-2022", "comply", "consumer",
-		"- subscriber-records: keep validated subscriber records for 5 years after cancellation\n  why: IN / cert-in-2022 / direction (v)\n",
+		"- subscriber-records: keep validated subscriber records for 5 years after cancellation\n  why: IN / cert-in-2022 / direction (v) / placement: node bom-1 stands in IN\n",
 		"session-records", "why: IN / cert-in-2022 / direction (v)(c)",
 		"ict-logs", "why: IN / cert-in-2022 / direction (iv)",
-		"clock-sync", "samay1.nic.in", "why: IN / cert-in-2022 / direction (i)\n",
+		"clock-sync", "samay1.nic.in", "why: IN / cert-in-2022 / direction (i) / placement: node bom-1 stands in IN\n",
 		"incident-reporting", "6 hours", "why: IN / cert-in-2022 / direction (ii)",
 		"point-of-contact", "why: IN / cert-in-2022 / direction (iii)",
 	}, []string{"Warning", "only"})

@@ -1,13 +1,57 @@
 // Package jurisdiction decides which legal duties service given on a node
-// carries. Duties follow placement: a node's physical country brings its
-// jurisdiction, and the jurisdiction's duty profile (none, cert-in-2022 or an
-// operator's own) says what must be recorded, kept and reported, and why.
-// A virtual location served from elsewhere brings none of the advertised
-// country's duties. Effective is the one function that decides; everything
-// that records, keeps or reports asks it.
+// carries. A country's duty profile (none, cert-in-2022 or an operator's
+// own) says what must be recorded, kept and reported, and why; the readings
+// the operator accepts for that country (its triggers) say when the profile
+// applies: placement (a node stands there, the default), establishment (the
+// operator is established there) or market (a location is offered as that
+// country). Under placement only, a virtual location served from elsewhere
+// brings none of the advertised country's duties. Effective is the one
+// function that decides; everything that records, keeps or reports asks it.
 package jurisdiction
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Trigger is a reading of when a country's duty profile applies.
+type Trigger string
+
+const (
+	Placement     Trigger = "placement"     // a node physically stands in the country
+	Establishment Trigger = "establishment" // the operator is established in the country: all its service
+	Market        Trigger = "market"        // service offered as the country: locations advertised as it
+)
+
+// AllTriggers lists the triggers in the order Effective reads them.
+var AllTriggers = []Trigger{Placement, Establishment, Market}
+
+// ParseTriggers reads a comma-separated list of triggers, e.g.
+// "placement,market". It returns them in AllTriggers order, each once.
+func ParseTriggers(s string) ([]Trigger, error) {
+	var out []Trigger
+	for _, f := range strings.Split(s, ",") {
+		t := Trigger(strings.TrimSpace(f))
+		if !slices.Contains(AllTriggers, t) {
+			return nil, fmt.Errorf("unknown trigger %q: want a comma-separated list of %s, %s and %s", strings.TrimSpace(f), Placement, Establishment, Market)
+		}
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b Trigger) int { return slices.Index(AllTriggers, a) - slices.Index(AllTriggers, b) })
+	return out, nil
+}
+
+// FormatTriggers writes ts as ParseTriggers reads them.
+func FormatTriggers(ts []Trigger) string {
+	var ss []string
+	for _, t := range ts {
+		ss = append(ss, string(t))
+	}
+	return strings.Join(ss, ",")
+}
 
 // Stance is the operator's decision about standing in a country.
 type Stance string
@@ -31,6 +75,17 @@ type Jurisdiction struct {
 	Country Country
 	Profile string // a key of the profiles given to Effective
 	Stance  Stance
+	// Triggers are the readings the operator accepts for the country;
+	// empty means placement only.
+	Triggers []Trigger
+}
+
+// Accepts reports whether j's profile applies under trigger t.
+func (j Jurisdiction) Accepts(t Trigger) bool {
+	if len(j.Triggers) == 0 {
+		return t == Placement
+	}
+	return slices.Contains(j.Triggers, t)
 }
 
 // Default returns the jurisdiction of a country the operator has not listed:
@@ -63,6 +118,11 @@ func (j Jurisdiction) Validate() error {
 	}
 	if _, err := ParseStance(string(j.Stance)); err != nil {
 		return fmt.Errorf("jurisdiction %s: %w", j.Country, err)
+	}
+	for _, t := range j.Triggers {
+		if !slices.Contains(AllTriggers, t) {
+			return fmt.Errorf("jurisdiction %s: unknown trigger %q", j.Country, t)
+		}
 	}
 	return nil
 }

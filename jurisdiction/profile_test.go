@@ -216,7 +216,7 @@ func FuzzParseProfileJSON(f *testing.F) {
 		profiles[p.Name] = p
 		j := Jurisdiction{Country: "SG", Profile: p.Name, Stance: Comply}
 		for _, kind := range []api.TenantKind{api.Consumer, api.Enterprise} {
-			ds, err := Effective(singapore, j, profiles, kind)
+			ds, err := eff(singapore, j, profiles, kind)
 			if err != nil {
 				t.Fatalf("Effective with accepted profile: %v", err)
 			}

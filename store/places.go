@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/wg"
 )
 
 // Audit records an admin action in the same transaction as the change.
@@ -226,15 +229,60 @@ func (db *DB) RemoveLocation(ctx context.Context, actor, code string) error {
 }
 
 // SetDeviceLocation records which location a device's config points at.
+// The device's peer is sent to the gateways again (a peer change): the
+// duties of its sessions follow its location.
 func (db *DB) SetDeviceLocation(ctx context.Context, id int64, location string) error {
-	res, err := db.ExecContext(ctx, `UPDATE devices SET location = ? WHERE id = ?`, location, id)
+	return db.Tx(ctx, func(tx *sql.Tx) error {
+		var pub, v4, v6, status string
+		err := tx.QueryRowContext(ctx, `UPDATE devices SET location = ? WHERE id = ? RETURNING public_key, ipv4, ipv6, status`, location, id).Scan(&pub, &v4, &v6, &status)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil || status != string(api.DeviceActive) {
+			return err
+		}
+		k, err := wg.ParseKey(pub)
+		if err != nil {
+			return err
+		}
+		a4, _ := netip.ParseAddr(v4)
+		a6, _ := netip.ParseAddr(v6)
+		return addPeerChange(ctx, tx, k, a4, a6, false)
+	})
+}
+
+// SetEstablished replaces the countries the operator is established in,
+// audited (with whether the change was confirmed).
+func (db *DB) SetEstablished(ctx context.Context, actor string, countries []string, confirmed bool) error {
+	return db.Tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM operator_establishment`); err != nil {
+			return err
+		}
+		for _, c := range countries {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO operator_establishment (country) VALUES (?)`, c); err != nil {
+				return err
+			}
+		}
+		return audit(ctx, tx, db.now(), actor, "operator-established", map[string]any{"countries": countries, "confirmed": confirmed})
+	})
+}
+
+// Established lists the countries the operator is established in.
+func (db *DB) Established(ctx context.Context) ([]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT country FROM operator_establishment ORDER BY country`)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrNotFound
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
 	}
-	return nil
+	return out, rows.Err()
 }
 
 // SetJurisdiction stores the operator's setting for a country, audited.
@@ -242,9 +290,13 @@ func (db *DB) SetJurisdiction(ctx context.Context, actor string, j api.Jurisdict
 	now := db.now().UTC().Truncate(time.Second)
 	j.UpdatedAt = now
 	err := db.Tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO jurisdictions (country, profile, stance, updated_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT(country) DO UPDATE SET profile = excluded.profile, stance = excluded.stance, updated_at = excluded.updated_at`,
-			j.Country, j.Profile, j.Stance, now.Unix())
+		triggers := strings.Join(j.Triggers, ",")
+		if triggers == "" {
+			triggers = "placement"
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO jurisdictions (country, profile, stance, triggers, updated_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT(country) DO UPDATE SET profile = excluded.profile, stance = excluded.stance, triggers = excluded.triggers, updated_at = excluded.updated_at`,
+			j.Country, j.Profile, j.Stance, triggers, now.Unix())
 		if err != nil {
 			return err
 		}
@@ -255,7 +307,7 @@ func (db *DB) SetJurisdiction(ctx context.Context, actor string, j api.Jurisdict
 
 // Jurisdictions lists the countries the operator has configured.
 func (db *DB) Jurisdictions(ctx context.Context) ([]api.Jurisdiction, error) {
-	rows, err := db.QueryContext(ctx, `SELECT country, profile, stance, updated_at FROM jurisdictions ORDER BY country`)
+	rows, err := db.QueryContext(ctx, `SELECT country, profile, stance, triggers, updated_at FROM jurisdictions ORDER BY country`)
 	if err != nil {
 		return nil, err
 	}
@@ -264,9 +316,11 @@ func (db *DB) Jurisdictions(ctx context.Context) ([]api.Jurisdiction, error) {
 	for rows.Next() {
 		var j api.Jurisdiction
 		var at int64
-		if err := rows.Scan(&j.Country, &j.Profile, &j.Stance, &at); err != nil {
+		var triggers string
+		if err := rows.Scan(&j.Country, &j.Profile, &j.Stance, &triggers, &at); err != nil {
 			return nil, err
 		}
+		j.Triggers = strings.Split(triggers, ",")
 		j.UpdatedAt = time.Unix(at, 0).UTC()
 		out = append(out, j)
 	}
@@ -298,6 +352,36 @@ func (db *DB) Profiles(ctx context.Context) (map[string][]byte, error) {
 			return nil, err
 		}
 		out[name] = []byte(body)
+	}
+	return out, rows.Err()
+}
+
+// DeviceWithoutRecord is an active device of an account that has no
+// subscriber record: what a change of duties may leave without service.
+type DeviceWithoutRecord struct {
+	User     string
+	Kind     api.TenantKind
+	Location string
+}
+
+// DevicesWithoutRecord lists the active devices of accounts without a
+// subscriber record.
+func (db *DB) DevicesWithoutRecord(ctx context.Context) ([]DeviceWithoutRecord, error) {
+	rows, err := db.QueryContext(ctx, `SELECT u.name, u.kind, d.location FROM devices d JOIN users u ON u.id = d.user_id
+		WHERE d.status = 'active' AND NOT EXISTS (SELECT 1 FROM subscriber_entries e WHERE e.user_id = u.id) ORDER BY d.id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []DeviceWithoutRecord
+	for rows.Next() {
+		var d DeviceWithoutRecord
+		var kind string
+		if err := rows.Scan(&d.User, &kind, &d.Location); err != nil {
+			return nil, err
+		}
+		d.Kind = api.TenantKind(kind)
+		out = append(out, d)
 	}
 	return out, rows.Err()
 }

@@ -31,6 +31,8 @@ type SessionOwner struct {
 	DeviceID int64
 	User     string
 	Kind     api.TenantKind
+	Location string // the location the device's config points at ("" for none)
+	Record   bool   // the account has a subscriber record
 }
 
 // SessionHook puts session records in the ledger, inside SaveSessions'
@@ -232,7 +234,8 @@ func (db *DB) prepareSessions(ctx context.Context) error {
 		`) AS v WHERE sessions.id = v.column1`); err != nil {
 		return err
 	}
-	if db.owners, err = db.PrepareContext(ctx, `SELECT d.public_key, d.id, u.name, u.kind FROM devices d JOIN users u ON u.id = d.user_id WHERE d.public_key`+InList); err != nil {
+	if db.owners, err = db.PrepareContext(ctx, `SELECT d.public_key, d.id, u.name, u.kind, d.location,
+			EXISTS (SELECT 1 FROM subscriber_entries e WHERE e.user_id = u.id) FROM devices d JOIN users u ON u.id = d.user_id WHERE d.public_key`+InList); err != nil {
 		return err
 	}
 	// An end the control server inferred does not count as ended: the
@@ -278,7 +281,7 @@ func (db *DB) ownersOf(query queryFunc, keys []wg.Key) (map[wg.Key]SessionOwner,
 		for rows.Next() {
 			var pub, kind string
 			o := SessionOwner{Known: true}
-			if err := rows.Scan(&pub, &o.DeviceID, &o.User, &kind); err != nil {
+			if err := rows.Scan(&pub, &o.DeviceID, &o.User, &kind, &o.Location, &o.Record); err != nil {
 				return err
 			}
 			k, err := wg.ParseKey(pub)
@@ -473,20 +476,20 @@ func (db *DB) HasSessions(ctx context.Context, user string) (bool, error) {
 	return has, err
 }
 
-// TenantKinds returns the tenant kind of each device key that belongs to a
-// device; unknown keys are left out.
-func (db *DB) TenantKinds(ctx context.Context, keys []wg.Key) (map[wg.Key]api.TenantKind, error) {
+// PeerOwners returns the owner of each device key that belongs to a
+// device (tenant kind, location, whether the account has a subscriber
+// record); unknown keys are left out.
+func (db *DB) PeerOwners(ctx context.Context, keys []wg.Key) (map[wg.Key]SessionOwner, error) {
 	owners, err := db.ownersOf(func(st *sql.Stmt, args ...any) (*sql.Rows, error) { return st.QueryContext(ctx, args...) }, keys)
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[wg.Key]api.TenantKind, len(owners))
 	for k, o := range owners {
-		if o.Known {
-			out[k] = o.Kind
+		if !o.Known {
+			delete(owners, k)
 		}
 	}
-	return out, nil
+	return owners, nil
 }
 
 // SessionsByExit returns the sessions that held port on the exit address

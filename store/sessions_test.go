@@ -243,9 +243,9 @@ func TestSessionsOfUser(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0].EndpointIndex != testIndex(r.Endpoint.Addr()) || !got[0].End.IsZero() {
 		t.Fatalf("sessions of bob: %+v %v", got, err)
 	}
-	kinds, err := db.TenantKinds(ctx, []wg.Key{pub, key(t)})
-	if err != nil || len(kinds) != 1 || kinds[pub] != api.Enterprise {
-		t.Fatalf("tenant kinds %v %v", kinds, err)
+	owners, err := db.PeerOwners(ctx, []wg.Key{pub, key(t)})
+	if err != nil || len(owners) != 1 || owners[pub].Kind != api.Enterprise || owners[pub].Record || owners[pub].Location != "" {
+		t.Fatalf("peer owners %v %v", owners, err)
 	}
 }
 

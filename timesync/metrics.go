@@ -39,6 +39,11 @@ func (m *Monitor) Collect(ch chan<- prometheus.Metric) {
 	for _, kind := range []api.TimeState{api.TimeOffsetAlarm, api.TimeNoSource} {
 		gauge(alarmDesc, one(st.State == kind), Alarm(kind))
 	}
+	if st.Trace != nil {
+		for _, kind := range []string{"deviation", "no-reference"} {
+			gauge(alarmDesc, one(st.Trace.Alarm == kind), kind)
+		}
+	}
 	gauge(maxOffsetDesc, st.MaxOffset.Seconds())
 	for _, s := range st.Sources {
 		if s.LastSuccess.IsZero() {

@@ -31,6 +31,12 @@ const (
 	DefaultInterval      = 64 * time.Second
 	DefaultTimeout       = 5 * time.Second
 	DefaultNoSourceAfter = 10 * time.Minute
+	// DefaultMaxDeviation is the deviation alarm threshold between a
+	// node's own sources and its duty's reference sources.
+	DefaultMaxDeviation     = 100 * time.Millisecond
+	DefaultNoReferenceAfter = time.Hour
+	// TraceWindow is how far back the largest deviation is kept.
+	TraceWindow = 24 * time.Hour
 )
 
 // maxHold bounds how long a kiss-o'-death keeps a source from being queried.
@@ -55,7 +61,17 @@ type Config struct {
 	// left alone, doubling for each RATE in a row (up to a day); DENY and
 	// RSTR leave it alone for a day. Default 16 × Interval.
 	KissBackoff time.Duration
-	Logger      *slog.Logger
+	// When Sources are set and a clock-sync duty applies, the duty's own
+	// sources (NIC/NPL) are the reference: they are queried every
+	// ReferenceInterval (default 16 × Interval) and the deviation between
+	// the node's best source and the reference is kept for TraceWindow.
+	// Over MaxDeviation (default 100 ms), or with no reference answering
+	// for NoReferenceAfter (default 1 h), the clock is not traceable and
+	// the trace alarm is raised.
+	ReferenceInterval time.Duration
+	MaxDeviation      time.Duration
+	NoReferenceAfter  time.Duration
+	Logger            *slog.Logger
 }
 
 // State is a node's sync state at one moment. It is the wire type, so that
@@ -74,6 +90,20 @@ type Monitor struct {
 	sources   []*source     // queried, in configured order
 	since     time.Time     // when Run began or the sources last changed
 	logged    api.TimeState // the state last logged, to log alarm changes once
+
+	refs        []*source   // the duty's sources, when the node follows others
+	refNext     time.Time   // when the reference is next queried
+	refSince    time.Time   // when the references last changed
+	devs        []deviation // within TraceWindow, oldest first
+	loggedTrace string      // the trace alarm last logged
+}
+
+// deviation is one measurement of the node's best source against a
+// reference.
+type deviation struct {
+	at  time.Time
+	ref string
+	d   time.Duration // best source's clock minus the reference's
 }
 
 // source is what one NTP server has said.
@@ -102,6 +132,15 @@ func New(cfg Config) (*Monitor, error) {
 	}
 	if cfg.KissBackoff <= 0 {
 		cfg.KissBackoff = 16 * cfg.Interval
+	}
+	if cfg.ReferenceInterval <= 0 {
+		cfg.ReferenceInterval = 16 * cfg.Interval
+	}
+	if cfg.MaxDeviation <= 0 {
+		cfg.MaxDeviation = DefaultMaxDeviation
+	}
+	if cfg.NoReferenceAfter <= 0 {
+		cfg.NoReferenceAfter = DefaultNoReferenceAfter
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -139,6 +178,7 @@ func (m *Monitor) Run(ctx context.Context, plan func(context.Context) (api.TimeP
 			m.log.Debug("clock sync plan unavailable; keeping the last one", "err", err)
 		}
 		m.round(ctx)
+		m.referenceRound(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -170,6 +210,7 @@ func (m *Monitor) setPlan(p api.TimePlan) {
 	if len(m.cfg.Sources) == 0 {
 		m.setSources(p.Sources)
 	}
+	m.setReferences()
 	if !same {
 		m.log.Info("clock sync plan", "required", p.Required, "why", p.Why, "sources", m.names(), "set_on_node", len(m.cfg.Sources) > 0)
 	}
@@ -330,6 +371,9 @@ func (m *Monitor) State() State {
 	default:
 		st.State = api.TimeWaiting
 	}
+	if len(m.refs) > 0 {
+		st.Trace = m.traceLocked(now)
+	}
 	return st
 }
 
@@ -369,6 +413,7 @@ func (m *Monitor) logAlarm(st State) {
 	prev, names := m.logged, m.names()
 	m.logged = st.State
 	m.mu.Unlock()
+	m.logTrace(st.Trace)
 	if Alarm(prev) == Alarm(st.State) {
 		return
 	}

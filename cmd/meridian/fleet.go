@@ -177,18 +177,23 @@ func runJurisdictionSet(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("jurisdiction set")
 	profile := fs.String("profile", "", "duty profile: none, cert-in-2022, or one defined with 'jurisdiction profile-set' (default: unchanged)")
 	stance := fs.String("stance", "", "comply (physical presence allowed, duties enforced) or virtual-only (no physical presence) (default: unchanged)")
+	triggers := fs.String("triggers", "", "readings that bring the profile, comma-separated: placement, establishment, market (default: unchanged; placement for a new country)")
+	confirm := fs.Bool("confirm", false, "apply even though accounts without a subscriber record would newly need one (their devices lose those locations until the records exist); see 'jurisdiction preview'")
 	c, pos, err := cf.parse(fs, args, "COUNTRY")
 	if err != nil {
 		return err
 	}
-	j, err := c.SetJurisdiction(ctx, api.Jurisdiction{Country: pos[0], Profile: *profile, Stance: *stance})
+	j, err := c.SetJurisdiction(ctx, api.Jurisdiction{Country: pos[0], Profile: *profile, Stance: *stance, Triggers: splitList(*triggers), Confirm: *confirm})
 	if err != nil {
 		return err
 	}
 	if cf.json {
 		return printJSON(j)
 	}
-	fmt.Printf("%s: duty profile %s, stance %s\n", j.Country, j.Profile, j.Stance)
+	fmt.Printf("%s: duty profile %s, stance %s, triggers %s\n", j.Country, j.Profile, j.Stance, strings.Join(j.Triggers, ","))
+	if j.Preview != nil {
+		fmt.Print(j.Preview.Text)
+	}
 	if len(j.OutOfService) > 0 {
 		fmt.Printf("taken out of service (they stand in %s): %s\n", j.Country, strings.Join(j.OutOfService, ", "))
 	}
@@ -208,9 +213,9 @@ func runJurisdictionList(ctx context.Context, args []string) error {
 	if cf.json {
 		return printJSON(js)
 	}
-	table("COUNTRY\tPROFILE\tSTANCE\tUPDATED", func(w *tabwriter.Writer) {
+	table("COUNTRY\tPROFILE\tSTANCE\tUPDATED\tTRIGGERS", func(w *tabwriter.Writer) {
 		for _, j := range js {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", j.Country, j.Profile, j.Stance, j.UpdatedAt.Format(time.DateTime))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", j.Country, j.Profile, j.Stance, j.UpdatedAt.Format(time.DateTime), strings.Join(j.Triggers, ","))
 		}
 	})
 	fmt.Println("Countries not listed: stance comply, profile none (IN: cert-in-2022).")
@@ -221,11 +226,12 @@ func runJurisdictionExplain(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("jurisdiction explain")
 	gateway := fs.String("gateway", "", "gateway to explain (default: the control server)")
 	user := fs.String("user", "", "explain for this user's tenant kind (default: the duties of the node itself)")
+	location := fs.String("location", "", "explain for sessions on this location (a market reading may bring its country's duties)")
 	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
-	ex, err := c.Explain(ctx, *gateway, *user)
+	ex, err := c.ExplainAt(ctx, *gateway, *user, *location)
 	if err != nil {
 		return err
 	}

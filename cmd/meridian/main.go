@@ -79,6 +79,11 @@ func commands() []*command {
 			{name: "explain", summary: "which duties apply, and why: --gateway G [--user U]", run: runJurisdictionExplain},
 			{name: "profiles", summary: "duty profiles (built-in and defined)", run: runJurisdictionProfiles},
 			{name: "profile-set", summary: "define a duty profile from a JSON file", run: runJurisdictionProfileSet},
+			{name: "preview", summary: "what a change would change: meridian jurisdiction preview IN --triggers placement,market", run: runJurisdictionPreview},
+		}},
+		{name: "operator", summary: "what the operator declares about itself (establishment, for the establishment trigger)", sub: []*command{
+			{name: "set", summary: "meridian operator set --established IN,… [--preview] [--confirm]", run: runOperatorSet},
+			{name: "show", summary: "the countries the operator is established in", run: runOperatorShow},
 		}},
 		{name: "time", summary: "clock sync of every node (CERT-In direction (i)); Meridian watches, chrony sets the clock", sub: []*command{
 			{name: "status", summary: "every node's clock: duty, sources, offset, kernel sync, alarms", run: runTimeStatus},

@@ -11,18 +11,24 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/timesync"
+	"github.com/meridian-vpn/meridian/timesync/syncstamp"
 )
 
 // clockFlags is the --ntp-source flag of the commands that run a node.
-type clockFlags struct{ sources stringList }
+type clockFlags struct {
+	sources                        stringList
+	maxDeviation, noReferenceAfter time.Duration
+}
 
 func (c *clockFlags) register(fs *flag.FlagSet) {
 	fs.Var(&c.sources, "ntp-source", "NTP server HOST[:PORT] to check this node's clock against instead of its clock-sync duty's sources, e.g. a cloud's own time service (repeatable); without it a node queries its duty's sources, and a node without the duty queries nothing")
+	fs.DurationVar(&c.maxDeviation, "ntp-max-deviation", timesync.DefaultMaxDeviation, "with --ntp-source under a clock-sync duty: the deviation from the duty's sources (NIC/NPL, queried at a low rate) over which the clock is not traceable and the trace alarm is raised")
+	fs.DurationVar(&c.noReferenceAfter, "ntp-no-reference-after", timesync.DefaultNoReferenceAfter, "with --ntp-source under a clock-sync duty: how long the duty's sources may stay silent before the no-reference alarm")
 }
 
 // monitor returns the time monitor of the node named node.
 func (c *clockFlags) monitor(log *slog.Logger, node string) (*timesync.Monitor, error) {
-	m, err := timesync.New(timesync.Config{Sources: c.sources, Logger: log.With("node", node)})
+	m, err := timesync.New(timesync.Config{Sources: c.sources, MaxDeviation: c.maxDeviation, NoReferenceAfter: c.noReferenceAfter, Logger: log.With("node", node)})
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--ntp-source: %w", err)}
 	}
@@ -81,7 +87,30 @@ func runTimeStatus(ctx context.Context, args []string) error {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, required, sources, offset, delay, stratum, leap, kernel, state)
 		}
 	})
+	for _, n := range nodes {
+		if n.Status != nil && n.Status.Trace != nil {
+			fmt.Printf("%s: %s\n", n.Node, traceLine(n.Status.Trace))
+		}
+	}
 	return nil
+}
+
+// traceLine words a node's traceability to its duty's reference sources:
+// "traceable: max deviation 12.0 ms against samay1.nic.in over 24 h".
+func traceLine(t *api.TimeTrace) string {
+	ref := orDash(t.Reference)
+	over := fmt.Sprintf("over %d h", int(t.Window.Hours()))
+	switch t.Alarm {
+	case "deviation":
+		return fmt.Sprintf("NOT traceable (alarm since %s): max deviation %s against %s %s, bound %s", t.AlarmSince.Local().Format(time.DateTime),
+			syncstamp.FormatDeviation(t.MaxDeviation), ref, over, syncstamp.FormatDeviation(t.Bound))
+	case "no-reference":
+		return fmt.Sprintf("NOT traceable (alarm since %s): no reference source answered", t.AlarmSince.Local().Format(time.DateTime))
+	}
+	if t.Measurements == 0 {
+		return "NOT traceable yet: no measurement against the reference sources"
+	}
+	return fmt.Sprintf("traceable: max deviation %s against %s %s", syncstamp.FormatDeviation(t.MaxDeviation), ref, over)
 }
 
 func orDash(s string) string {

@@ -37,7 +37,26 @@ type Stamp struct {
 	// KernelSynced: the operating system said a time daemon disciplines
 	// the clock. False also where the kernel could not be read.
 	KernelSynced bool `json:"kernel_synced,omitempty"`
+	// Trace says whether the clock was traceable to the duty's reference
+	// sources (NIC/NPL) when the node follows other sources; empty when
+	// the node follows the duty's sources themselves or has no duty.
+	Trace Trace `json:"trace,omitempty"`
+	// TraceWithin is the largest deviation between the node's sources and
+	// the reference over the window (traceable only), nanoseconds.
+	TraceWithin time.Duration `json:"trace_within,omitempty"`
+	// TraceReference is the reference source the deviation was measured
+	// against.
+	TraceReference string `json:"trace_reference,omitempty"`
 }
+
+// Trace is whether a node's clock was traceable to its duty's reference.
+type Trace string
+
+const (
+	SyncedToReference Trace = "synced-to-reference" // the node follows the duty's sources themselves
+	Traceable         Trace = "traceable"           // other sources, within the bound of the reference
+	NotTraceable      Trace = "not-traceable"       // other sources, deviating over the bound or with no reference answering
+)
 
 // UnwatchedAt returns the stamp of a node that runs no time monitor, at.
 func UnwatchedAt(at time.Time) Stamp { return Stamp{At: at, State: Unwatched} }
@@ -67,6 +86,14 @@ func (s Stamp) String() string {
 	if s.KernelSynced {
 		w += ", kernel synced"
 	}
+	switch s.Trace {
+	case SyncedToReference:
+		w += ", synced to the reference"
+	case Traceable:
+		w += fmt.Sprintf(", traceable within %s of %s", FormatDeviation(s.TraceWithin), s.TraceReference)
+	case NotTraceable:
+		w += ", NOT traceable to the reference"
+	}
 	return w
 }
 
@@ -81,4 +108,9 @@ func FormatOffset(d time.Duration) string {
 		return fmt.Sprintf("%+.1f ms", float64(d)/float64(time.Millisecond))
 	}
 	return fmt.Sprintf("%+.3f s", d.Seconds())
+}
+
+// FormatDeviation writes a deviation without sign: "12.0 ms".
+func FormatDeviation(d time.Duration) string {
+	return FormatOffset(max(d, -d))[1:]
 }

@@ -34,6 +34,7 @@ func (s *Server) retentionYears(ctx context.Context) (int, error) {
 // purgeResult says what a purge run removed: counts only.
 type purgeResult struct {
 	Accounts int
+	Orphans  int // session rows with no account (their device was gone when they arrived)
 	Entries  int
 	Years    int
 	Cutoff   time.Time
@@ -48,7 +49,7 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 	// One checkpoint of the write-ahead log after the last account, not one
 	// per account: it took a third of a purge.
 	defer func() {
-		if res.Accounts > 0 {
+		if res.Accounts+res.Orphans > 0 {
 			err = errors.Join(err, s.ledger.ScrubLog(ctx), s.db.ScrubSessionIndexLog(ctx))
 		}
 	}()
@@ -135,7 +136,34 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 		res.Accounts++
 		res.Entries += len(seqs)
 	}
-	return res, nil
+	return res, s.purgeOrphans(ctx, &res)
+}
+
+// purgeOrphans removes the session records of devices that were gone
+// when their records arrived: they name no account, so no account's
+// purge finds them. Their retention counts from the session's end (its
+// start, if it never ended): the device was deleted before then.
+func (s *Server) purgeOrphans(ctx context.Context, res *purgeResult) error {
+	seqs, rows, err := s.db.OrphanSessionSeqs(ctx, res.Cutoff)
+	if err != nil || rows == 0 {
+		return err
+	}
+	reason := fmt.Sprintf("retention: session records of deleted devices kept %d years after the session (ended before %s)", res.Years, res.Cutoff.UTC().Format(time.DateOnly))
+	mark := func(tx *sql.Tx) error { return store.MarkOrphanSessionsPurgedTx(ctx, tx, res.Cutoff) }
+	if len(seqs) > 0 {
+		err = s.ledger.PurgeWith(ctx, ledger.RecordChain, seqs, reason, mark)
+	} else { // only rows stored before records were sealed
+		err = s.db.Tx(ctx, mark)
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.db.FinishSessionPurges(ctx); err != nil {
+		return err
+	}
+	res.Orphans += rows
+	res.Entries += len(seqs)
+	return nil
 }
 
 // deleteAccount removes account userID (named name) and everything
@@ -190,8 +218,8 @@ func (s *Server) runPurge(ctx context.Context) {
 		}
 		return
 	}
-	if res.Accounts > 0 {
-		s.log.Info("retention purge", "accounts", res.Accounts, "ledger_entries", res.Entries, "retention_years", res.Years)
+	if res.Accounts+res.Orphans > 0 {
+		s.log.Info("retention purge", "accounts", res.Accounts, "orphan_sessions", res.Orphans, "ledger_entries", res.Entries, "retention_years", res.Years)
 		if _, err := s.ledger.Checkpoint(ctx); err != nil {
 			s.log.Warn("ledger checkpoint after purge", "err", err)
 		}

@@ -107,6 +107,12 @@ type Gateway struct {
 	// recordsRefused counts records the control server refused as wrong,
 	// set aside (refusedFile) instead of blocking the spool.
 	recordsRefused atomic.Uint64
+	// setAsideMu orders appends to the file of set-aside records
+	// (refused.go) against its rewrites.
+	setAsideMu sync.Mutex
+	// recordsNoDuty counts records the control server took but did not
+	// store, set aside (api.SetAsideNoDuty).
+	recordsNoDuty atomic.Uint64
 
 	mu        sync.Mutex
 	installed map[wg.Key]api.Peer // as applied to dev

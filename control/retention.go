@@ -33,11 +33,12 @@ func (s *Server) retentionYears(ctx context.Context) (int, error) {
 
 // purgeResult says what a purge run removed: counts only.
 type purgeResult struct {
-	Accounts int
-	Orphans  int // session rows with no account (their device was gone when they arrived)
-	Entries  int
-	Years    int
-	Cutoff   time.Time
+	Accounts   int
+	Orphans    int // session rows with no account (their device was gone when they arrived)
+	EmailCodes int // expired email codes
+	Entries    int
+	Years      int
+	Cutoff     time.Time
 }
 
 // purgeExpired removes the subscriber and session records (and the
@@ -209,9 +210,30 @@ func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64, name string) (
 	return freed, nil
 }
 
+// purgeAll purges at now everything past its retention in every
+// category the retention check counts: expired email codes, expired
+// sign-ups, ICT log entries past the duty's days, and the subscriber and
+// session records of purgeExpired (orphans included).
+func (s *Server) purgeAll(ctx context.Context, now time.Time) (purgeResult, error) {
+	codes, err := s.db.PurgeExpiredEmailCodes(ctx, now)
+	if err != nil {
+		return purgeResult{}, err
+	}
+	if err := s.expireRegistrations(ctx, now); err != nil {
+		return purgeResult{}, err
+	}
+	if _, err := s.db.PurgeICTLog(ctx, now, s.ict.longest()); err != nil {
+		return purgeResult{}, err
+	}
+	res, err := s.purgeExpired(ctx, now)
+	res.EmailCodes = int(codes)
+	return res, err
+}
+
 // runPurge is the daily retention job.
 func (s *Server) runPurge(ctx context.Context) {
-	res, err := s.purgeExpired(ctx, time.Now())
+	s.nextPurge.Store(time.Now().Add(24 * time.Hour).Unix())
+	res, err := s.purgeAll(ctx, time.Now())
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Error("retention purge failed", "err", err)
@@ -219,7 +241,7 @@ func (s *Server) runPurge(ctx context.Context) {
 		return
 	}
 	if res.Accounts+res.Orphans > 0 {
-		s.log.Info("retention purge", "accounts", res.Accounts, "orphan_sessions", res.Orphans, "ledger_entries", res.Entries, "retention_years", res.Years)
+		s.log.Info("retention purge", "accounts", res.Accounts, "orphan_sessions", res.Orphans, "expired_email_codes", res.EmailCodes, "ledger_entries", res.Entries, "retention_years", res.Years)
 		if _, err := s.ledger.Checkpoint(ctx); err != nil {
 			s.log.Warn("ledger checkpoint after purge", "err", err)
 		}

@@ -61,6 +61,8 @@ func commands() []*command {
 			{name: "approve", summary: "approve another officer's export (two-person rule): meridian compliance approve ID", run: runComplianceApprove},
 			{name: "fetch", summary: "write an approved export: meridian compliance fetch ID --out DIR", run: runComplianceFetch},
 			{name: "rotate-key", summary: "re-seal personal data under the newest key of the key file (admin token)", run: runComplianceRotateKey},
+			{name: "inventory", summary: "every category of personal data: the duty that requires it, where it lies, how much, the oldest, its retention [--json]", run: runComplianceInventory},
+			{name: "retention-check", summary: "find what is kept past its retention; fails if anything is (metric, incident candidate)", run: runComplianceRetentionCheck},
 		}},
 		{name: "device", summary: "manage devices and their WireGuard configs", sub: []*command{
 			{name: "add", summary: "add a device and write its WireGuard config", run: runDeviceAdd},

@@ -81,6 +81,11 @@ type Config struct {
 	// clock-sync duty the control server decides for it, and reports its
 	// state with the load. Nil: the gateway's clock is not watched.
 	Clock *timesync.Monitor
+	// ClockRunByControl says that Clock is the monitor of a control server
+	// in the same process ('meridian up'): one monitor per node, run by
+	// the control server with its node's plan; the gateway only stamps
+	// its records and reports from it.
+	ClockRunByControl bool
 }
 
 // dataplane is what carries decrypted tunnel traffic onwards: the userspace
@@ -194,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 	go g.saveLoop(runCtx)
 	go g.sessionLoop(runCtx)
 	go g.sendLoop(runCtx)
-	if cfg.Clock != nil {
+	if cfg.Clock != nil && !cfg.ClockRunByControl {
 		g.done.Add(1)
 		go func() { defer g.done.Done(); cfg.Clock.Run(runCtx, g.client.TimePlan) }()
 	}

@@ -187,7 +187,8 @@ func (g *Gateway) applyReportReply(rep api.GatewayReportReply) error {
 	for line := range bytes.Lines(b) {
 		var r setAsideRecord
 		if json.Unmarshal(line, &r) != nil || r.ID == "" {
-			keep.Write(line) // kept for the operator to look at
+			keep.Write(bytes.TrimSuffix(line, []byte("\n"))) // kept for the operator to look at,
+			keep.WriteByte('\n')                             // whole lines, so that appends stay lines
 			continue
 		}
 		last := r.End

@@ -74,3 +74,42 @@ func TestSetAsideReportResendPurge(t *testing.T) {
 		}
 	}
 }
+
+// FuzzReadSetAside: any content of the set-aside file reads without
+// panicking, every line either a record or counted as bad, and a resend
+// keeps the bad lines in the file for the operator.
+func FuzzReadSetAside(f *testing.F) {
+	f.Add([]byte(`{"id":"00000000000000000000000000000001","start":"2026-01-01T00:00:00Z","set_aside_reason":"no_duty"}` + "\n"))
+	f.Add([]byte("not json\n{\"id\":\"\"}\n"))
+	f.Add([]byte(`{"id":"00000000000000000000000000000002","start":"2026-01-01T00:00:00Z"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dir := t.TempDir()
+		name := filepath.Join(dir, refusedFile)
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		recs, bad, err := readSetAside(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Count(string(b), "\n")
+		if len(b) > 0 && b[len(b)-1] != '\n' {
+			lines++
+		}
+		if len(recs)+bad != lines {
+			t.Fatalf("%d records and %d bad lines of %d", len(recs), bad, lines)
+		}
+		sp, err := openSpool(dir, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sp.close()
+		g := &Gateway{log: slog.New(slog.NewTextHandler(io.Discard, nil)), spool: sp}
+		if err := g.applyReportReply(api.GatewayReportReply{Resend: []string{api.SetAsideRefused, api.SetAsideNoDuty}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, left, _ := readSetAside(name); left != bad {
+			t.Fatalf("%d bad lines kept of %d", left, bad)
+		}
+	})
+}

@@ -40,8 +40,9 @@ type GatewayRecords struct {
 	Spooled    int             `json:"spooled"`              // records waiting in the spool
 	SetAside   []SetAsideGroup `json:"set_aside"`
 	// ResendPending lists the reasons whose records the gateway is to send
-	// again at its next report.
-	ResendPending []string `json:"resend_pending,omitempty"`
+	// again at its next report; DiscardPending, those it is to delete.
+	ResendPending  []string `json:"resend_pending,omitempty"`
+	DiscardPending []string `json:"discard_pending,omitempty"`
 }
 
 // ResendRequest is the body of POST /gateways/{name}/records/resend: the
@@ -56,6 +57,10 @@ type GatewayReportReply struct {
 	// Resend lists the reasons whose set-aside records the gateway sends
 	// again: it moves them back into its spool.
 	Resend []string `json:"resend,omitempty"`
+	// Discard lists the reasons whose set-aside records the gateway
+	// deletes: only SetAsideNoDuty, once the operator has confirmed that
+	// no duty requires them.
+	Discard []string `json:"discard,omitempty"`
 	// PurgeSetAsideBefore: set-aside records whose session ended (or,
 	// open, started) before it are past the retention of session records
 	// and the gateway deletes them. Zero: keep them.
@@ -84,4 +89,11 @@ func (c *Client) GatewayRecords(ctx context.Context, name string) (GatewayRecord
 func (c *Client) ResendGatewayRecords(ctx context.Context, name string, req ResendRequest) (GatewayRecords, error) {
 	var out GatewayRecords
 	return out, c.Do(ctx, "POST", "/gateways/"+url.PathEscape(name)+"/records/resend", req, &out)
+}
+
+// DiscardGatewayRecords asks gateway name to delete, at its next report,
+// the records it set aside as no duty required them.
+func (c *Client) DiscardGatewayRecords(ctx context.Context, name string) (GatewayRecords, error) {
+	var out GatewayRecords
+	return out, c.Do(ctx, "POST", "/gateways/"+url.PathEscape(name)+"/records/discard", nil, &out)
 }

@@ -37,6 +37,7 @@ const maxRefusedIDs = 100_000
 type heldRecords struct {
 	mu      sync.Mutex
 	resend  map[string][]string // by gateway: reasons to send again at its next report
+	discard map[string]bool     // by gateway: delete its no-duty records at its next report
 	seen    map[string]struct{} // gateway and id of records counted as refused
 	refused prometheus.Counter
 }
@@ -76,6 +77,10 @@ func (s *Server) reportReply(ctx context.Context, gw string) api.GatewayReportRe
 	s.held.mu.Lock()
 	out.Resend = s.held.resend[gw]
 	delete(s.held.resend, gw)
+	if s.held.discard[gw] {
+		out.Discard = []string{api.SetAsideNoDuty}
+		delete(s.held.discard, gw)
+	}
 	s.held.mu.Unlock()
 	years, err := s.retentionYears(ctx)
 	if err != nil {
@@ -106,6 +111,9 @@ func (s *Server) gatewayRecords(ctx context.Context, name string) (api.GatewayRe
 	}
 	s.held.mu.Lock()
 	out.ResendPending = slices.Clone(s.held.resend[name])
+	if s.held.discard[name] {
+		out.DiscardPending = []string{api.SetAsideNoDuty}
+	}
 	s.held.mu.Unlock()
 	return out, nil
 }
@@ -181,6 +189,35 @@ func (s *Server) handleResendGatewayRecords(w http.ResponseWriter, r *http.Reque
 	s.held.mu.Unlock()
 	s.ict.record(api.ControlNode, api.ICTLogEntry{At: time.Now(), Category: ictlog.Gateway, Event: "set-aside session records to be sent again", Outcome: ictlog.Success,
 		Actor: who(principalOf(r.Context())), Details: ictlog.Details("gateway", name, "reasons", reasons)}, 0)
+	out, err := s.gatewayRecords(r.Context(), name)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleDiscardGatewayRecords has gateway name delete, at its next
+// report, the records it set aside because no duty required them: the
+// operator's answer to "no duty, no data" once the place is right. Records
+// refused as wrong are never discarded: a duty required them.
+func (s *Server) handleDiscardGatewayRecords(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if _, err := s.gatewayRecords(r.Context(), name); errors.Is(err, errGatewayUnknown) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no gateway named %q", name))
+		return
+	} else if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	s.held.mu.Lock()
+	if s.held.discard == nil {
+		s.held.discard = map[string]bool{}
+	}
+	s.held.discard[name] = true
+	s.held.mu.Unlock()
+	s.ict.record(api.ControlNode, api.ICTLogEntry{At: time.Now(), Category: ictlog.Gateway, Event: "set-aside session records no duty requires to be deleted", Outcome: ictlog.Success,
+		Actor: who(principalOf(r.Context())), Details: ictlog.Details("gateway", name)}, 0)
 	out, err := s.gatewayRecords(r.Context(), name)
 	if err != nil {
 		s.internalError(w, r, err)

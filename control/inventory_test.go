@@ -266,3 +266,33 @@ func metricValue(t *testing.T, ts *testServer, sample string) float64 {
 	t.Fatalf("no sample %s", sample)
 	return 0
 }
+
+// An operator's resend and discard reach the gateway once, in the reply
+// to its next report, and only for that gateway.
+func TestReportReplyCarriesInstructionsOnce(t *testing.T) {
+	ts, _, _ := aliceOnIN(t)
+	ctx := context.Background()
+	ts.joinGateway(t, "de1")
+	if _, err := ts.admin.ResendGatewayRecords(ctx, "in1", api.ResendRequest{Reasons: []string{api.SetAsideRefused}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ts.admin.DiscardGatewayRecords(ctx, "in1")
+	if err != nil || len(got.ResendPending) != 1 || len(got.DiscardPending) != 1 {
+		t.Fatalf("pending: %+v %v", got, err)
+	}
+	wantStatus(t, func() error {
+		_, err := ts.admin.ResendGatewayRecords(ctx, "in1", api.ResendRequest{Reasons: []string{"everything"}})
+		return err
+	}(), 400, "reason")
+	wantStatus(t, func() error { _, err := ts.admin.DiscardGatewayRecords(ctx, "nowhere"); return err }(), 404, "no gateway")
+	if rep := ts.reportReply(ctx, "de1"); len(rep.Resend)+len(rep.Discard) != 0 {
+		t.Fatalf("another gateway got the instructions: %+v", rep)
+	}
+	rep := ts.reportReply(ctx, "in1")
+	if len(rep.Resend) != 1 || rep.Resend[0] != api.SetAsideRefused || len(rep.Discard) != 1 || rep.Discard[0] != api.SetAsideNoDuty {
+		t.Fatalf("reply: %+v", rep)
+	}
+	if rep := ts.reportReply(ctx, "in1"); len(rep.Resend)+len(rep.Discard) != 0 {
+		t.Fatalf("instructions given twice: %+v", rep)
+	}
+}

@@ -415,6 +415,7 @@ func (s *Server) routes() []route {
 		{"POST /gateway/sessions", s.require(asGateway, s.handleGatewaySessions)},
 		{"GET /gateways/{name}/records", s.require(asAdmin, s.handleGatewayRecords)},
 		{"POST /gateways/{name}/records/resend", s.require(asAdmin, s.handleResendGatewayRecords)},
+		{"POST /gateways/{name}/records/discard", s.require(asAdmin, s.handleDiscardGatewayRecords)},
 		{"GET /compliance/inventory", s.require(asVerifier, s.handleInventory)},
 		{"POST /compliance/retention-check", s.require(asVerifier, s.handleRetentionCheck)},
 		{"GET /incidents/types", s.require(asAdmin, s.handleIncidentTypes)},

@@ -166,9 +166,10 @@ func groupSetAside(recs []setAsideRecord) []api.SetAsideGroup {
 // applyReportReply carries out the control server's instructions about
 // set-aside records: records of the reasons to resend go back into the
 // spool (then out of the file: a crash between leaves them in both, and
-// sending twice stores once); records past purgeBefore are deleted.
+// sending twice stores once); records past PurgeSetAsideBefore, and
+// no-duty records the operator discards, are deleted.
 func (g *Gateway) applyReportReply(rep api.GatewayReportReply) error {
-	if len(rep.Resend) == 0 && rep.PurgeSetAsideBefore.IsZero() {
+	if len(rep.Resend) == 0 && len(rep.Discard) == 0 && rep.PurgeSetAsideBefore.IsZero() {
 		return nil
 	}
 	g.setAsideMu.Lock()
@@ -183,7 +184,7 @@ func (g *Gateway) applyReportReply(rep api.GatewayReportReply) error {
 	}
 	var keep bytes.Buffer
 	var resend []api.SessionRecord
-	purged := 0
+	purged, discarded := 0, 0
 	for line := range bytes.Lines(b) {
 		var r setAsideRecord
 		if json.Unmarshal(line, &r) != nil || r.ID == "" {
@@ -198,13 +199,15 @@ func (g *Gateway) applyReportReply(rep api.GatewayReportReply) error {
 		switch {
 		case !rep.PurgeSetAsideBefore.IsZero() && last.Before(rep.PurgeSetAsideBefore):
 			purged++
+		case r.reason() == api.SetAsideNoDuty && slices.Contains(rep.Discard, api.SetAsideNoDuty):
+			discarded++
 		case slices.Contains(rep.Resend, r.reason()):
 			resend = append(resend, r.SessionRecord)
 		default:
 			keep.Write(line)
 		}
 	}
-	if len(resend)+purged == 0 {
+	if len(resend)+purged+discarded == 0 {
 		return nil
 	}
 	if err := g.spool.append(resend, true); err != nil {
@@ -218,6 +221,9 @@ func (g *Gateway) applyReportReply(rep api.GatewayReportReply) error {
 	}
 	if purged > 0 {
 		g.log.Info("set-aside session records past their retention deleted", "records", purged)
+	}
+	if discarded > 0 {
+		g.log.Info("set-aside session records no duty requires deleted, as the control server asked", "records", discarded)
 	}
 	return nil
 }

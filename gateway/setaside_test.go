@@ -67,8 +67,15 @@ func TestSetAsideReportResendPurge(t *testing.T) {
 	if err != nil || len(recs) != 2 || recs[0].ID != refused.ID {
 		t.Fatalf("spool after the resend: %v %v", recs, err)
 	}
+	// The operator discards what no duty requires: only that goes.
+	if err := g.applyReportReply(api.GatewayReportReply{Discard: []string{api.SetAsideNoDuty}}); err != nil {
+		t.Fatal(err)
+	}
+	if held, _ = g.heldRecords(); len(held.SetAside) != 0 || held.Spooled != 2 {
+		t.Fatalf("after the discard: %+v", held)
+	}
 	b, _ := os.ReadFile(filepath.Join(dir, refusedFile))
-	for _, id := range []string{old.ID, refused.ID} {
+	for _, id := range []string{old.ID, refused.ID, noDuty.ID} {
 		if strings.Contains(string(b), id) {
 			t.Errorf("%s still in %s", id, refusedFile)
 		}

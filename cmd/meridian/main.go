@@ -38,7 +38,7 @@ func commands() []*command {
 			{name: "set-place", summary: "declare where a gateway stands: meridian gateway set-place NAME --country SG … (audited)", run: runSetPlace("")},
 			{name: "remove", summary: "remove a gateway; its credential stops at once: meridian gateway remove NAME (audited)", run: runGatewayRemove},
 			{name: "rotate-credential", summary: "on the gateway's host: swap its credential for a new one [--state DIR] (audited)", run: runGatewayRotateCredential},
-			{name: "records", summary: "session records a gateway holds undelivered, set aside by reason: --gateway G; 'records resend --gateway G [--reason R]' sends them again", run: runGatewayRecords},
+			{name: "records", summary: "session records a gateway holds undelivered, set aside by reason: --gateway G; 'records resend --gateway G [--reason R]' sends them again; 'records discard --gateway G' deletes those no duty requires", run: runGatewayRecords},
 		}},
 		{name: "token", summary: "admin tokens of every role: list, create with a lifetime, revoke", sub: tokenCommands()},
 		{name: "connect", summary: "connect with a WireGuard config and expose the tunnel as a local SOCKS5/HTTP proxy", run: runConnect},

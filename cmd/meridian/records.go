@@ -17,6 +17,9 @@ func runGatewayRecords(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "resend" {
 		return runGatewayRecordsResend(ctx, args[1:])
 	}
+	if len(args) > 0 && args[0] == "discard" {
+		return runGatewayRecordsDiscard(ctx, args[1:])
+	}
 	fs, cf := adminCmd("gateway records")
 	gw := fs.String("gateway", "", "the gateway (required)")
 	c, _, err := cf.parse(fs, args)
@@ -58,6 +61,9 @@ func printGatewayRecords(recs api.GatewayRecords) {
 	if len(recs.ResendPending) > 0 {
 		fmt.Printf("to be sent again at the gateway's next report: %s\n", strings.Join(recs.ResendPending, ", "))
 	}
+	if len(recs.DiscardPending) > 0 {
+		fmt.Printf("to be deleted at the gateway's next report: %s\n", strings.Join(recs.DiscardPending, ", "))
+	}
 }
 
 func runGatewayRecordsResend(ctx context.Context, args []string) error {
@@ -80,5 +86,28 @@ func runGatewayRecordsResend(ctx context.Context, args []string) error {
 		return printJSON(recs)
 	}
 	fmt.Printf("gateway %s sends its set-aside records (%s) again at its next report; check with 'meridian gateway records --gateway %s'\n", recs.Gateway, strings.Join(recs.ResendPending, ", "), recs.Gateway)
+	return nil
+}
+
+// runGatewayRecordsDiscard has a gateway delete the records it set aside
+// because no duty required them (never those refused as wrong).
+func runGatewayRecordsDiscard(ctx context.Context, args []string) error {
+	fs, cf := adminCmd("gateway records discard")
+	gw := fs.String("gateway", "", "the gateway (required)")
+	c, _, err := cf.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if *gw == "" {
+		return usageError{errors.New("--gateway is required")}
+	}
+	recs, err := c.DiscardGatewayRecords(ctx, *gw)
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(recs)
+	}
+	fmt.Printf("gateway %s deletes the records it set aside as no duty required them at its next report\n", recs.Gateway)
 	return nil
 }

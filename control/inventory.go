@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -70,10 +71,12 @@ func (s *Server) inventoryDuties(ctx context.Context) (map[jurisdiction.DutyKind
 		}
 		return nil
 	}
-	if p, err := s.db.Place(ctx, api.ControlNode); err == nil {
-		if err := add(api.ControlNode, p); err != nil {
-			return nil, err
-		}
+	p, err := s.db.Place(ctx, api.ControlNode)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	if err := add(api.ControlNode, p); err != nil {
+		return nil, err
 	}
 	for _, g := range f.gateways {
 		if g.InService {

@@ -120,6 +120,9 @@ type SessionBatchResult struct {
 	// place, the jurisdiction or the device's tenant changed): they are
 	// not kept.
 	Ignored int `json:"ignored"`
+	// IgnoredIDs are the ids of the ignored records, so that the gateway
+	// sets them aside (SetAsideNoDuty) rather than drop them unaccounted.
+	IgnoredIDs []string `json:"ignored_ids,omitempty"`
 }
 
 // PostSessions sends a batch of session records from a gateway.

@@ -185,6 +185,16 @@ type GatewayReport struct {
 	// Counters are running totals the control server turns into ICT log
 	// events and incident candidates (ictlog.go).
 	Counters *GatewayCounters `json:"counters,omitempty"`
+	// Records is what the gateway holds of session records not delivered:
+	// nil from gateways older than the field.
+	Records *GatewayHeldRecords `json:"records,omitempty"`
+}
+
+// GatewayHeldRecords is the part of a gateway's report about the session
+// records it holds: counts and ids only.
+type GatewayHeldRecords struct {
+	Spooled  int             `json:"spooled"`
+	SetAside []SetAsideGroup `json:"set_aside,omitempty"`
 }
 
 // Gateway is a gateway as the admin sees it.

@@ -438,5 +438,5 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 	}
 	s.ictGatewayReport(r.Context(), principalOf(r.Context()).gateway.Name, &rep) // ICT log and DoS candidates (ictlog.go)
 	s.seen(principalOf(r.Context()).gateway.Name, &rep)
-	w.WriteHeader(http.StatusNoContent)
+	writeJSON(w, http.StatusOK, s.reportReply(r.Context(), principalOf(r.Context()).gateway.Name))
 }

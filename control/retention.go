@@ -38,10 +38,12 @@ func (s *Server) retentionYears(ctx context.Context) (int, error) {
 
 // purgeResult says what a purge run removed: counts only.
 type purgeResult struct {
-	Accounts int
-	Entries  int
-	Years    int
-	Cutoff   time.Time
+	Accounts   int
+	Orphans    int // session rows with no account (their device was gone when they arrived)
+	EmailCodes int // expired email codes
+	Entries    int
+	Years      int
+	Cutoff     time.Time
 }
 
 // purgeExpired removes the subscriber and session records (and the
@@ -53,7 +55,7 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 	// One checkpoint of the write-ahead log after the last account, not one
 	// per account: it took a third of a purge.
 	defer func() {
-		if res.Accounts > 0 {
+		if res.Accounts+res.Orphans > 0 {
 			err = errors.Join(err, s.ledger.ScrubLog(ctx), s.db.ScrubSessionIndexLog(ctx))
 		}
 	}()
@@ -140,7 +142,34 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 		res.Accounts++
 		res.Entries += len(seqs)
 	}
-	return res, nil
+	return res, s.purgeOrphans(ctx, &res)
+}
+
+// purgeOrphans removes the session records of devices that were gone
+// when their records arrived: they name no account, so no account's
+// purge finds them. Their retention counts from the session's end (its
+// start, if it never ended): the device was deleted before then.
+func (s *Server) purgeOrphans(ctx context.Context, res *purgeResult) error {
+	seqs, rows, err := s.db.OrphanSessionSeqs(ctx, res.Cutoff)
+	if err != nil || rows == 0 {
+		return err
+	}
+	reason := fmt.Sprintf("retention: session records of deleted devices kept %d years after the session (ended before %s)", res.Years, res.Cutoff.UTC().Format(time.DateOnly))
+	mark := func(tx *sql.Tx) error { return store.MarkOrphanSessionsPurgedTx(ctx, tx, res.Cutoff) }
+	if len(seqs) > 0 {
+		err = s.ledger.PurgeWith(ctx, ledger.RecordChain, seqs, reason, mark)
+	} else { // only rows stored before records were sealed
+		err = s.db.Tx(ctx, mark)
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.db.FinishSessionPurges(ctx); err != nil {
+		return err
+	}
+	res.Orphans += rows
+	res.Entries += len(seqs)
+	return nil
 }
 
 // deleteAccount removes account userID (named name) and everything
@@ -186,17 +215,38 @@ func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64, name string) (
 	return freed, nil
 }
 
+// purgeAll purges at now everything past its retention in every
+// category the retention check counts: expired email codes, expired
+// sign-ups, ICT log entries past the duty's days, and the subscriber and
+// session records of purgeExpired (orphans included).
+func (s *Server) purgeAll(ctx context.Context, now time.Time) (purgeResult, error) {
+	codes, err := s.db.PurgeExpiredEmailCodes(ctx, now)
+	if err != nil {
+		return purgeResult{}, err
+	}
+	if err := s.expireRegistrations(ctx, now); err != nil {
+		return purgeResult{}, err
+	}
+	if _, err := s.db.PurgeICTLog(ctx, now, s.ict.longest()); err != nil {
+		return purgeResult{}, err
+	}
+	res, err := s.purgeExpired(ctx, now)
+	res.EmailCodes = int(codes)
+	return res, err
+}
+
 // runPurge is the daily retention job.
 func (s *Server) runPurge(ctx context.Context) {
-	res, err := s.purgeExpired(ctx, time.Now())
+	s.nextPurge.Store(time.Now().Add(24 * time.Hour).Unix())
+	res, err := s.purgeAll(ctx, time.Now())
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Error("retention purge failed", "err", err)
 		}
 		return
 	}
-	if res.Accounts > 0 {
-		s.log.Info("retention purge", "accounts", res.Accounts, "ledger_entries", res.Entries, "retention_years", res.Years)
+	if res.Accounts+res.Orphans > 0 {
+		s.log.Info("retention purge", "accounts", res.Accounts, "orphan_sessions", res.Orphans, "expired_email_codes", res.EmailCodes, "ledger_entries", res.Entries, "retention_years", res.Years)
 		if _, err := s.ledger.Checkpoint(ctx); err != nil {
 			s.log.Warn("ledger checkpoint after purge", "err", err)
 		}

@@ -146,6 +146,11 @@ type Server struct {
 	conns        *connLimiter  // open API connections (limits.go)
 	authFails    *authLimiter  // failed credentials by source (limits.go)
 	limitMetrics *limitMetrics // what the limits refused
+
+	held heldRecords // records refused, and gateways' set-aside records (heldrecords.go)
+
+	retention retentionMetrics // the retention check (inventory.go)
+	nextPurge atomic.Int64     // Unix seconds of the next run of the retention job
 }
 
 type gatewayStatus struct {
@@ -206,6 +211,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.authFails = newAuthLimiter()
 	s.limitMetrics = newLimitMetrics(s.metrics.reg, s.conns.openConns)
 	s.sessions.setUp(s.metrics.reg)
+	s.held.setUp(s.metrics.reg)
+	s.retention.setUp(s.metrics.reg)
 	if err := s.openICT(ctx); err != nil { // ICT log (ictlog.go)
 		db.Close()
 		return nil, err
@@ -413,6 +420,11 @@ func (s *Server) routes() []route {
 		{"GET /gateway/netmap", s.require(asGateway, s.handleNetmap)},
 		{"POST /gateway/report", s.require(asGateway, s.handleReport)},
 		{"POST /gateway/sessions", s.require(asGateway, s.handleGatewaySessions)},
+		{"GET /gateways/{name}/records", s.require(asAdmin, s.handleGatewayRecords)},
+		{"POST /gateways/{name}/records/resend", s.require(asAdmin, s.handleResendGatewayRecords)},
+		{"POST /gateways/{name}/records/discard", s.require(asAdmin, s.handleDiscardGatewayRecords)},
+		{"GET /compliance/inventory", s.require(asVerifier, s.handleInventory)},
+		{"POST /compliance/retention-check", s.require(asVerifier, s.handleRetentionCheck)},
 		{"GET /incidents/types", s.require(asAdmin, s.handleIncidentTypes)},
 		{"GET /incidents/candidates", s.require(asAdmin, s.handleCandidates)},
 		{"POST /incidents/candidates/{id}/confirm", s.require(asAdmin, s.handleConfirmCandidate)},

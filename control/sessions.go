@@ -286,6 +286,7 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	// need the endpoint; the sealed form is not kept.
 	if err := s.openSealedEndpoints(b.Records); err != nil {
 		if errors.Is(err, recordseal.ErrNotOpened) || errors.Is(err, errBothEndpoints) {
+			s.recordRefused(r.Context(), gw.Name, loggableID(firstSealed(b.Records)), "sealed_endpoint_not_opened")
 			writeError(w, http.StatusBadRequest, err.Error())
 		} else {
 			s.internalError(w, r, err)
@@ -294,6 +295,7 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	}
 	for i, rec := range b.Records {
 		if err := rec.Validate(); err != nil {
+			s.recordRefused(r.Context(), gw.Name, loggableID(rec.ID), "invalid")
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("record %d: %v", i, err))
 			return
 		}
@@ -305,9 +307,14 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var stored int
+	ignored := map[string]bool{} // ids of records no duty requires
 	if duty.any() {
 		stored, err = s.saveSessions(r.Context(), store.GatewaySessions{Gateway: gw.Name, Records: b.Records,
-			Keep: duty.of})
+			Keep:    duty.of,
+			Ignored: func(id string) { ignored[id] = true }})
+		if bad := (*store.BadSessionRecordError)(nil); errors.As(err, &bad) {
+			s.recordRefused(r.Context(), gw.Name, bad.ID, "ends_before_start")
+		}
 		if errors.Is(err, store.ErrBadSessionRecord) {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
@@ -318,6 +325,11 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	res := api.SessionBatchResult{Stored: stored, Ignored: len(b.Records) - stored}
+	for _, rec := range b.Records {
+		if !duty.any() || ignored[rec.ID] {
+			res.IgnoredIDs = append(res.IgnoredIDs, rec.ID)
+		}
+	}
 	s.sessions.stored.Add(float64(res.Stored))
 	s.sessions.ignored.Add(float64(res.Ignored))
 	writeJSON(w, http.StatusOK, res)

@@ -86,6 +86,11 @@ type Config struct {
 	// clock-sync duty the control server decides for it, and reports its
 	// state with the load. Nil: the gateway's clock is not watched.
 	Clock *timesync.Monitor
+	// ClockRunByControl says that Clock is the monitor of a control server
+	// in the same process ('meridian up'): one monitor per node, run by
+	// the control server with its node's plan; the gateway only stamps
+	// its records and reports from it.
+	ClockRunByControl bool
 }
 
 // dataplane is what carries decrypted tunnel traffic onwards: the userspace
@@ -126,6 +131,12 @@ type Gateway struct {
 	// recordsRefused counts records the control server refused as wrong,
 	// set aside (refusedFile) instead of blocking the spool.
 	recordsRefused atomic.Uint64
+	// setAsideMu orders appends to the file of set-aside records
+	// (refused.go) against its rewrites.
+	setAsideMu sync.Mutex
+	// recordsNoDuty counts records the control server took but did not
+	// store, set aside (api.SetAsideNoDuty).
+	recordsNoDuty atomic.Uint64
 
 	mu        sync.Mutex
 	installed map[wg.Key]api.Peer // as applied to dev
@@ -213,7 +224,7 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 	go g.saveLoop(runCtx)
 	go g.sessionLoop(runCtx)
 	go g.sendLoop(runCtx)
-	if cfg.Clock != nil {
+	if cfg.Clock != nil && !cfg.ClockRunByControl {
 		g.done.Add(1)
 		go func() { defer g.done.Done(); cfg.Clock.Run(runCtx, g.client.TimePlan) }()
 	}

@@ -77,12 +77,24 @@ func (g *Gateway) reportLoop(ctx context.Context) {
 		}
 		c := counters
 		load.Counters = &c
+		if g.spool != nil {
+			held, err := g.heldRecords()
+			if err != nil {
+				g.log.Error("reading the records held for the report", "err", err)
+			}
+			load.Records = held
+		}
 		g.lastLoad.Store(&load)
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := g.client.Report(rctx, load)
+		reply, err := g.client.ReportWithReply(rctx, load)
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			g.log.Debug("report failed", "err", err)
+		}
+		if err == nil && g.spool != nil {
+			if err := g.applyReportReply(reply); err != nil {
+				g.log.Error("set-aside session records", "err", err)
+			}
 		}
 	wait:
 		for {
@@ -150,6 +162,7 @@ func newMetrics(g *Gateway) *metrics {
 		gauge("meridian_gateway_session_spool_limit_bytes", "Limit of the session record spool; new sessions are refused beyond it.", func() float64 { return float64(g.cfg.SpoolLimit) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_session_records_sent_total", Help: "Session records taken by the control server."}, func() float64 { return float64(g.recordsSent.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_session_records_refused_total", Help: "Session records the control server refused as wrong, set aside in the state directory's " + refusedFile + "."}, func() float64 { return float64(g.recordsRefused.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_session_records_no_duty_total", Help: "Session records the control server took but did not store as no duty required them, set aside in the state directory's " + refusedFile + "."}, func() float64 { return float64(g.recordsNoDuty.Load()) }),
 	)
 	if g.exit != nil {
 		m.reg.MustRegister(

@@ -720,7 +720,10 @@ func (g *Gateway) flushSpool() {
 		before := g.spool.pending()
 		recs, next, _, err := g.spool.peek(api.MaxSessionBatch, maxSessionBatchBytes)
 		if err == nil && len(recs) > 0 {
-			_, err = g.client.PostSessions(ctx, api.SessionBatch{Records: recs})
+			var res api.SessionBatchResult
+			if res, err = g.client.PostSessions(ctx, api.SessionBatch{Records: recs}); err == nil {
+				err = g.setAsideIgnored(recs, res)
+			}
 		}
 		if err != nil {
 			g.log.Warn("session records not delivered as the gateway stops; they stay in the spool for the next start", "bytes", g.spool.pending(), "err", redact(err.Error()))
@@ -784,8 +787,14 @@ func (g *Gateway) sendLoop(ctx context.Context) {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		_, err = g.client.PostSessions(rctx, api.SessionBatch{Records: recs})
+		var res api.SessionBatchResult
+		res, err = g.client.PostSessions(rctx, api.SessionBatch{Records: recs})
 		cancel()
+		if err == nil {
+			// Records taken but not stored are set aside, not dropped; if
+			// that fails they stay in the spool and go again.
+			err = g.setAsideIgnored(recs, res)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -798,7 +807,7 @@ func (g *Gateway) sendLoop(ctx context.Context) {
 					oneByOne = len(recs)
 					continue
 				}
-				if err := g.spool.setAside(recs[0]); err != nil {
+				if err := g.setAside(recs[:1], api.SetAsideRefused); err != nil {
 					g.log.Error("control server refuses a session record, and it could not be set aside; it stays in the spool", "id", recs[0].ID, "err", err)
 				} else {
 					g.log.Error("control server refuses a session record; set aside in "+refusedFile+" in the state directory", "id", recs[0].ID, "reason", redact(se.Message))

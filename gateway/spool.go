@@ -22,8 +22,9 @@ const (
 	// spoolHeadFile holds the offset of the first record in the spool that
 	// the control server has not acknowledged.
 	spoolHeadFile = "sessions.spool.head"
-	// refusedFile holds records the control server refused as wrong (400):
-	// kept, not sent again, so that the records behind them can go.
+	// refusedFile holds records set aside (refused.go): refused as wrong
+	// (400), or not stored as no duty required them; kept, so that the
+	// records behind them can go, until resent or past their retention.
 	refusedFile = "sessions.refused"
 
 	defaultSpoolLimit = 64 << 20
@@ -335,34 +336,6 @@ func (s *spool) close() error {
 	err := s.f.Close()
 	s.f = nil
 	return err
-}
-
-// setAside appends r to the file of refused records, beside the spool, and
-// fsyncs it. The caller acknowledges r in the spool afterwards.
-func (s *spool) setAside(r api.SessionRecord) error {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	name := filepath.Join(filepath.Dir(s.path), refusedFile)
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("refused session records: %w", err)
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(name))
-	}
-	if err != nil {
-		return fmt.Errorf("refused session records: %w", err)
-	}
-	return nil
 }
 
 // syncDir makes a file's creation or renaming in dir durable.

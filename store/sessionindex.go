@@ -504,5 +504,5 @@ func (db *DB) FinishSessionPurges(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	return db.finishOrphanPurges(ctx)
 }

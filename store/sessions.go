@@ -83,6 +83,8 @@ type GatewaySessions struct {
 	Gateway string
 	Records []api.SessionRecord
 	Keep    func(SessionOwner) bool
+	// Ignored, if set, is told the id of each record Keep refuses.
+	Ignored func(id string)
 }
 
 // SaveSessions stores batches of session records, in order, and returns
@@ -141,6 +143,9 @@ func (db *DB) SaveSessions(ctx context.Context, batches []GatewaySessions, hook 
 	for i, b := range batches {
 		for _, r := range b.Records {
 			if !b.Keep(owners[r.PublicKey]) {
+				if b.Ignored != nil {
+					b.Ignored(r.ID)
+				}
 				continue
 			}
 			stored[i]++
@@ -151,7 +156,7 @@ func (db *DB) SaveSessions(ctx context.Context, batches []GatewaySessions, hook 
 				known[r.ID] = storedSession{gateway: b.Gateway, ended: !r.End.IsZero(), start: r.Start.UnixNano()}
 			case k.gateway == b.Gateway && !k.ended && !r.End.IsZero(): // an inferred end is not ended: the reported one replaces it
 				if r.End.UnixNano() < k.start {
-					return nil, fmt.Errorf("%w: session record %s ends before the session it closes started", ErrBadSessionRecord, r.ID)
+					return nil, &BadSessionRecordError{ID: r.ID}
 				}
 				ends = append(ends, SessionEnd{ID: r.ID, End: r.End.UTC(), Clock: r.Clock})
 				known[r.ID] = storedSession{gateway: b.Gateway, ended: true}
@@ -306,6 +311,16 @@ type storedSession struct {
 // ErrBadSessionRecord marks a record that contradicts the stored one:
 // the sender's error, not the server's.
 var ErrBadSessionRecord = errors.New("bad session record")
+
+// BadSessionRecordError is the ErrBadSessionRecord of one record: one
+// that ends before the session it closes started.
+type BadSessionRecordError struct{ ID string }
+
+func (e *BadSessionRecordError) Error() string {
+	return fmt.Sprintf("%v: session record %s ends before the session it closes started", ErrBadSessionRecord, e.ID)
+}
+
+func (e *BadSessionRecordError) Is(target error) bool { return target == ErrBadSessionRecord }
 
 // storedSessions returns the records of recs already stored, by ID,
 // read in tx of the index.

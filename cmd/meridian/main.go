@@ -38,6 +38,7 @@ func commands() []*command {
 			{name: "set-place", summary: "declare where a gateway stands: meridian gateway set-place NAME --country SG … (audited)", run: runSetPlace("")},
 			{name: "remove", summary: "remove a gateway; its credential stops at once: meridian gateway remove NAME (audited)", run: runGatewayRemove},
 			{name: "rotate-credential", summary: "on the gateway's host: swap its credential for a new one [--state DIR] (audited)", run: runGatewayRotateCredential},
+			{name: "records", summary: "session records a gateway holds undelivered, set aside by reason: --gateway G; 'records resend --gateway G [--reason R]' sends them again; 'records discard --gateway G' deletes those no duty requires", run: runGatewayRecords},
 		}},
 		{name: "token", summary: "admin tokens of every role: list, create with a lifetime, revoke", sub: tokenCommands()},
 		{name: "connect", summary: "connect with a WireGuard config and expose the tunnel as a local SOCKS5/HTTP proxy", run: runConnect},
@@ -60,6 +61,8 @@ func commands() []*command {
 			{name: "approve", summary: "approve another officer's export (two-person rule): meridian compliance approve ID", run: runComplianceApprove},
 			{name: "fetch", summary: "write an approved export: meridian compliance fetch ID --out DIR", run: runComplianceFetch},
 			{name: "rotate-key", summary: "re-seal personal data under the newest key of the key file (admin token)", run: runComplianceRotateKey},
+			{name: "inventory", summary: "every category of personal data: the duty that requires it, where it lies, how much, the oldest, its retention [--json]", run: runComplianceInventory},
+			{name: "retention-check", summary: "find what is kept past its retention; fails if anything is (metric, incident candidate)", run: runComplianceRetentionCheck},
 		}},
 		{name: "device", summary: "manage devices and their WireGuard configs", sub: []*command{
 			{name: "add", summary: "add a device and write its WireGuard config", run: runDeviceAdd},

@@ -355,9 +355,7 @@ func runUp(ctx context.Context, args []string) error {
 		gcfg.Name = "local"
 	}
 	gcfg.Logger = cfg.Logger
-	if gcfg.Clock, err = cf.clock.monitor(gcfg.Logger, gcfg.Name); err != nil {
-		return err
-	}
+	shareClock(&cfg, &gcfg)
 	warnEgress(gcfg.EgressAllow, gcfg.Logger)
 	errc := make(chan error, 1)
 	ctx, cancel := context.WithCancel(ctx)
@@ -543,4 +541,10 @@ func serveMetrics(ctx context.Context, addr string, gw *gateway.Gateway) error {
 		return fmt.Errorf("--metrics %s: %w", addr, err)
 	}
 	return nil
+}
+
+// shareClock gives the gateway of 'meridian up' the control server's
+// clock monitor: one monitor per node, both roles' stamps from it.
+func shareClock(cfg *control.Config, gcfg *gateway.Config) {
+	gcfg.Clock, gcfg.ClockRunByControl = cfg.Clock, true
 }

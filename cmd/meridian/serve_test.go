@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-vpn/meridian/gateway"
 )
 
 // TestFlagsCheckedBeforeStart: a bad flag of `up`, `control` or `gateway`
@@ -103,5 +106,31 @@ func TestEgressAllowEverythingWarns(t *testing.T) {
 	}
 	if strings.Contains(string(out), "10.0.0.0/8 lets") {
 		t.Errorf("a narrow allowance warned:\n%s", out)
+	}
+}
+
+// TestUpRunsOneClockMonitor: 'meridian up' is one node, so it has one
+// clock monitor, run by the control server; the gateway stamps its
+// records from the same one and does not run it again. (Before, up made a
+// second monitor for the gateway, querying the same sources twice and
+// stamping the two roles' records from different states.)
+func TestUpRunsOneClockMonitor(t *testing.T) {
+	var cf controlFlags
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	cf.register(fs, "127.0.0.1:0")
+	if err := fs.Parse([]string{"--data", t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := cf.config(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Clock == nil {
+		t.Fatal("the control server has no clock monitor")
+	}
+	var gcfg gateway.Config
+	shareClock(&cfg, &gcfg)
+	if gcfg.Clock != cfg.Clock || !gcfg.ClockRunByControl {
+		t.Fatalf("the gateway of up has its own monitor (%p, control's %p) or runs it (%v)", gcfg.Clock, cfg.Clock, !gcfg.ClockRunByControl)
 	}
 }

@@ -1,0 +1,21 @@
+package ledger
+
+import (
+	"strings"
+	"testing"
+)
+
+// Found by scripts/mutation.sh: with `id == "" && len(id) > 64` in
+// validKeyID, a key id longer than 64 characters was accepted; no test
+// tried one at the limit.
+func TestKeyIDLengthLimit(t *testing.T) {
+	key := testKey("k")
+	id64 := strings.Repeat("a", 64)
+	k, err := parseKeyring(id64 + " " + key + "\n")
+	if err != nil || k.active != id64 {
+		t.Fatalf("a 64-character key id: %v", err)
+	}
+	if _, err := parseKeyring(id64 + "b " + key + "\n"); err == nil || !strings.Contains(err.Error(), "line 1: a key id is 1 to 64") {
+		t.Fatalf("a 65-character key id: error %v", err)
+	}
+}

@@ -19,3 +19,20 @@ func TestKeyIDLengthLimit(t *testing.T) {
 		t.Fatalf("a 65-character key id: error %v", err)
 	}
 }
+
+// Found by scripts/mutation.sh: every range boundary of validKeyID's
+// character classes could move by one unnoticed. The characters at each
+// end of a range are accepted; their neighbours outside it are refused.
+func TestKeyIDCharacterClasses(t *testing.T) {
+	key := testKey("k")
+	for _, id := range []string{"a", "z", "A", "Z", "0", "9", ".", "_", "-", "aZ09._-"} {
+		if _, err := parseKeyring(id + " " + key + "\n"); err != nil {
+			t.Errorf("key id %q refused: %v", id, err)
+		}
+	}
+	for _, id := range []string{"`", "{", "@", "[", "/", ":", "k/1", "k\x00", "é"} {
+		if _, err := parseKeyring(id + " " + key + "\n"); err == nil {
+			t.Errorf("key id %q accepted", id)
+		}
+	}
+}

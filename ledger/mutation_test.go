@@ -36,3 +36,18 @@ func TestKeyIDCharacterClasses(t *testing.T) {
 		}
 	}
 }
+
+// Found by scripts/mutation.sh: the 32-character limit of a record kind and
+// the ends of its character ranges could move by one unnoticed.
+func TestKindLimits(t *testing.T) {
+	for _, kind := range []string{strings.Repeat("k", 32), "a", "z", "0", "9", "-", "session"} {
+		if err := checkKind(kind); err != nil {
+			t.Errorf("kind %q refused: %v", kind, err)
+		}
+	}
+	for _, kind := range []string{"", strings.Repeat("k", 33), "`", "{", "/", ":", "A", "_", purgeKind, accessKind} {
+		if err := checkKind(kind); err == nil {
+			t.Errorf("kind %q accepted", kind)
+		}
+	}
+}

@@ -44,3 +44,30 @@ func TestValidateRangeEnds(t *testing.T) {
 		}
 	}
 }
+
+// Found by scripts/mutation.sh: the length limits and character ranges of
+// profile names and clock-source host names were untested at their ends.
+func TestNameAndHostEnds(t *testing.T) {
+	for s, want := range map[string]bool{
+		"a": true, "z": true, "a-0": true, "z9": true, strings.Repeat("a", 63): true,
+		"": false, strings.Repeat("a", 64): false, "`a": false, "{a": false, "0a": false,
+		"a-": false, "a`": false, "a{": false, "a/": false, "a:": false, "aA": false,
+	} {
+		if got := validName(s); got != want {
+			t.Errorf("validName(%q) = %v, want %v", s, got, want)
+		}
+	}
+	label63 := strings.Repeat("a", 63)
+	for s, want := range map[string]bool{
+		"a.z": true, "A.Z": true, "0.9a": true, "a-b.org": true, label63 + ".org": true,
+		strings.Repeat(label63+".", 3) + strings.Repeat("b", 61): true, // 253 characters
+		"": false, strings.Repeat(label63+".", 3) + strings.Repeat("b", 62): false,
+		label63 + "a.org": false, "a..org": false, "-a.org": false, "a-.org": false,
+		"a`.org": false, "a{.org": false, "a@.org": false, "a[.org": false, "a/.org": false, "a:.org": false,
+		"1.2.3": false, "fe80::1%eth0": false, "192.0.2.1": true,
+	} {
+		if got := validHost(s); got != want {
+			t.Errorf("validHost(%.20q… len %d) = %v, want %v", s, len(s), got, want)
+		}
+	}
+}

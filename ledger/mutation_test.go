@@ -51,3 +51,22 @@ func TestKindLimits(t *testing.T) {
 		}
 	}
 }
+
+// Found by scripts/mutation.sh: parseSealed's format checks (both colons,
+// the one canonical base64) were not each tested alone.
+func TestParseSealedFormatAlone(t *testing.T) {
+	ct := strings.Repeat("A", 40) // 30 bytes: long enough for a nonce and tag
+	if _, _, err := parseSealed("v1:k1:" + ct); err != nil {
+		t.Fatalf("well-formed value refused: %v", err)
+	}
+	for _, s := range []string{
+		"v1",                      // no colon
+		"v1:" + ct,                // one colon: no key id
+		"v1:k1:" + ct[:39] + "B=", // stray bits in the last character
+		"v1:k1:" + ct[:20] + "\n" + ct[20:],
+	} {
+		if _, _, err := parseSealed(s); err == nil {
+			t.Errorf("parseSealed(%q) accepted", s)
+		}
+	}
+}

@@ -66,16 +66,17 @@ func (p *Policy) Allowed(dst netip.Addr) bool {
 }
 
 func (p *Policy) denied(a netip.Addr) bool {
-	if p.own[a] {
-		return true
-	}
 	// The netip predicates cover part of the table's ground; both are kept
 	// so that neither is a single point of failure.
-	if a.IsLoopback() || a.IsUnspecified() || a.IsPrivate() || a.IsMulticast() ||
-		a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast() {
-		return true
-	}
-	return egress.Denied(a)
+	return p.own[a] || netipDenied(a) || egress.Denied(a)
+}
+
+// netipDenied is the standard library's view of what an exit must not
+// reach: loopback, unspecified, private, multicast and link-local
+// addresses.
+func netipDenied(a netip.Addr) bool {
+	return a.IsLoopback() || a.IsUnspecified() || a.IsPrivate() || a.IsMulticast() ||
+		a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast()
 }
 
 // normalizePrefix turns an IPv4-mapped IPv6 prefix into its IPv4 form, since

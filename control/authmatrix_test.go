@@ -100,6 +100,7 @@ var authMatrix = map[string]matrixRow{
 	"GET /devices/{id}/config":                {who: adminOnly},
 	"GET /subscribers/required":               {who: adminOnly},
 	"POST /subscribers/{name}/validate":       {who: adminOnly},
+	"PUT /subscribers/{name}/record":          {who: adminOnly},
 	"POST /users/{name}/cancel":               {who: adminOnly},
 	"POST /signup":                            {who: public},
 	"POST /signup/verify-email":               {who: public},

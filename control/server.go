@@ -404,6 +404,7 @@ func (s *Server) routes() []route {
 		{"GET /devices/{id}/config", s.require(asAdmin, s.handleDeviceConfig)},
 		{"GET /subscribers/required", s.require(asAdmin, s.handleRecordRequired)},
 		{"POST /subscribers/{name}/validate", s.require(asAdmin, s.handleValidate)},
+		{"PUT /subscribers/{name}/record", s.require(asAdmin, s.handleAddRecord)},
 		{"POST /users/{name}/cancel", s.require(asAdmin, s.handleCancelUser)},
 		{"POST /signup", s.handleSignup},
 		{"POST /signup/verify-email", s.handleVerifyEmail},

@@ -186,19 +186,8 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, name string, k
 		// No duty, no data: details given anyway are not kept.
 		d = nil
 	}
-	if required || d != nil {
-		missing, err := checkDetails(d)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return resp, false
-		}
-		if len(missing) > 0 {
-			writeJSON(w, http.StatusBadRequest, api.Error{
-				Error:   "a subscriber record is required for this account (a duty of a gateway's country applies); missing: " + strings.Join(missing, ", "),
-				Missing: missing,
-			})
-			return resp, false
-		}
+	if (required || d != nil) && !detailsOK(w, d) {
+		return resp, false
 	}
 	now := time.Now().UTC().Truncate(time.Second)
 	var code string
@@ -211,18 +200,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, name string, k
 		if d == nil {
 			return nil
 		}
-		rec := api.SubscriberRecord{
-			User: name, Name: d.Name, HireStart: now, Email: d.Email, RegistrationIP: s.clientIP(r), RegisteredAt: now,
-			Purpose: d.Purpose, Address: d.Address, Phones: d.Phones, Ownership: d.Ownership,
-			NameValidation: api.Validation{State: api.Unvalidated}, EmailValidation: api.Validation{State: api.Unvalidated},
-			AddressValidation: api.Validation{State: api.Unvalidated}, PhoneValidation: api.Validation{State: api.Unvalidated},
-			Clock: s.clockNow(),
-		}
-		seq, err := s.ledger.Append(r.Context(), tx, kindRegistered, rec)
-		if err != nil {
-			return err
-		}
-		if err := store.AddSubscriberEntry(r.Context(), tx, id, seq); err != nil {
+		if err := s.appendEntry(r.Context(), tx, id, kindRegistered, s.registration(r, name, now, now, d)); err != nil {
 			return err
 		}
 		if s.mailer == nil {
@@ -247,16 +225,105 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, name string, k
 	}
 	resp.User, resp.RecordKept = user, d != nil
 	if code != "" {
-		_, err := s.mailer.Send(r.Context(), mailer.Message{To: []string{d.Email}, Subject: "Your Meridian verification code",
-			Body: fmt.Sprintf("Your verification code is %s\n\nIt is valid for %d minutes.\n", code, int(emailCodeTTL.Minutes()))})
-		if err != nil {
-			// The account exists; the code can be sent again later.
-			s.log.Warn("sending an email code failed", "err", err)
-		} else {
-			resp.EmailCodeSent = true
-		}
+		resp.EmailCodeSent = s.sendEmailCode(r.Context(), d.Email, code)
 	}
 	return resp, true
+}
+
+// detailsOK checks the subscriber record's items (checkDetails); it
+// answers 400, naming what is missing or bad, when they are not complete.
+func detailsOK(w http.ResponseWriter, d *api.SubscriberDetails) bool {
+	missing, err := checkDetails(d)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return false
+	}
+	if len(missing) > 0 {
+		writeJSON(w, http.StatusBadRequest, api.Error{
+			Error:   "a subscriber record is required for this account (a duty of a gateway's country applies); missing: " + strings.Join(missing, ", "),
+			Missing: missing,
+		})
+		return false
+	}
+	return true
+}
+
+// registration is the registration entry of user's subscriber record,
+// taken at now by request r (whose address is item (d)'s registration
+// IP), for a hire that began at hireStart; its items are unvalidated.
+func (s *Server) registration(r *http.Request, user string, hireStart, now time.Time, d *api.SubscriberDetails) api.SubscriberRecord {
+	return api.SubscriberRecord{
+		User: user, Name: d.Name, HireStart: hireStart, Email: d.Email, RegistrationIP: s.clientIP(r), RegisteredAt: now,
+		Purpose: d.Purpose, Address: d.Address, Phones: d.Phones, Ownership: d.Ownership,
+		NameValidation: api.Validation{State: api.Unvalidated}, EmailValidation: api.Validation{State: api.Unvalidated},
+		AddressValidation: api.Validation{State: api.Unvalidated}, PhoneValidation: api.Validation{State: api.Unvalidated},
+		Clock: s.clockNow(),
+	}
+}
+
+// sendEmailCode mails a verification code, reporting whether it went.
+func (s *Server) sendEmailCode(ctx context.Context, to, code string) bool {
+	_, err := s.mailer.Send(ctx, mailer.Message{To: []string{to}, Subject: "Your Meridian verification code",
+		Body: fmt.Sprintf("Your verification code is %s\n\nIt is valid for %d minutes.\n", code, int(emailCodeTTL.Minutes()))})
+	if err != nil {
+		// The account exists; the code can be sent again later.
+		s.log.Warn("sending an email code failed", "err", err)
+		return false
+	}
+	return true
+}
+
+// handleAddRecord takes the subscriber record of an existing account that
+// has none (made before a duty asked for one, as when a market or
+// establishment reading is accepted), with the items user creation takes.
+// The account's devices are sent to the gateways again: those that lost a
+// location for want of the record are served there anew.
+func (s *Server) handleAddRecord(w http.ResponseWriter, r *http.Request) {
+	user := r.PathValue("name")
+	var d api.SubscriberDetails
+	if !decode(w, r, &d) {
+		return
+	}
+	u, err := s.db.User(r.Context(), user)
+	if err != nil {
+		s.storeError(w, r, err, fmt.Sprintf("no user named %q", user))
+		return
+	}
+	_, accepted, _, err := s.recordRequirement(r.Context(), u.Kind)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	if !accepted {
+		// No duty, no data.
+		writeError(w, http.StatusConflict, fmt.Sprintf("no duty asks for a subscriber record of %s accounts here (see GET /subscribers/required); none is kept", u.Kind))
+		return
+	}
+	if !detailsOK(w, &d) {
+		return
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	var code string
+	err = s.db.AddSubscriberRecord(r.Context(), user, func(tx *sql.Tx, id int64, created time.Time) error {
+		if err := s.appendEntry(r.Context(), tx, id, kindRegistered, s.registration(r, user, created, now, &d)); err != nil {
+			return err
+		}
+		if s.mailer == nil {
+			return nil
+		}
+		code = oneTimeCode()
+		return store.SetEmailCode(r.Context(), tx, id, codeHash(user, code), now.Add(emailCodeTTL))
+	})
+	if err != nil {
+		s.storeError(w, r, err, fmt.Sprintf("no user named %q", user))
+		return
+	}
+	s.notifyAndWait(r.Context()) // its devices are sent again
+	resp := api.SignupResponse{User: u, RecordKept: true}
+	if code != "" {
+		resp.EmailCodeSent = s.sendEmailCode(r.Context(), d.Email, code)
+	}
+	writeJSON(w, http.StatusCreated, resp)
 }
 
 const emailCodeTTL = 30 * time.Minute

@@ -174,6 +174,98 @@ func TestMarketTrigger(t *testing.T) {
 	if err := ts.admin.Do(ctx, "GET", "/jurisdictions/explain?gateway=sg1&location=IN&kind=consumer", nil, &ex); err != nil || len(ex.Duties) == 0 || ex.Duties[0].Why != wantWhy {
 		t.Fatalf("explain: %+v %v", ex, err)
 	}
+
+	// Ravi's record is taken now (PUT /subscribers/ravi/record): his
+	// device on India, left out until then, is sent to the gateway (a
+	// delta, and the full netmap) marked for session records, India is
+	// his again, and the record is there for a lawful lookup.
+	r2, err := ts.admin.CreateDevice(ctx, api.CreateDeviceRequest{User: "ravi", Name: "r2", PublicKey: newKey(t), Location: "IN"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err = gc.Netmap(ctx, api.FullNetmap, 0)
+	if _, ok := peerIn(full, r2.Device.PublicKey); err != nil || ok {
+		t.Fatalf("ravi's second device on India served without a record: %+v %v", full, err)
+	}
+	v = full.Version
+	if err := ts.admin.Do(ctx, "PUT", "/subscribers/ravi/record", &api.SubscriberDetails{Name: "Ravi Kumar", Email: "ravi@example.in"}, nil); err == nil ||
+		!strings.Contains(err.Error(), "missing: subscriber.purpose, subscriber.address, subscriber.ownership, subscriber.phones") {
+		t.Fatalf("record with items missing: %v", err)
+	}
+	if seqs, _ := ts.db.SubscriberSeqs(ctx, "ravi"); len(seqs) != 0 {
+		t.Fatalf("refused record kept: %v", seqs)
+	}
+	rd := details()
+	rd.Name, rd.Email = "Ravi Kumar", "ravi@example.in"
+	if err := ts.admin.Do(ctx, "PUT", "/subscribers/ravi/record", rd, nil); err != nil {
+		t.Fatalf("ravi's record: %v", err)
+	}
+	for {
+		d, err := gc.Netmap(ctx, v, 5*time.Second)
+		if err != nil || d.Full || len(d.Peers) == 0 {
+			t.Fatalf("delta after ravi's record: %+v %v", d, err)
+		}
+		v = d.Version
+		if p, ok := peerIn(d, r2.Device.PublicKey); ok {
+			if p.Remove || !p.Record {
+				t.Fatalf("ravi's peer in the delta: %+v", p)
+			}
+			break
+		}
+	}
+	full, err = gc.Netmap(ctx, api.FullNetmap, 0)
+	if p, ok := peerIn(full, r2.Device.PublicKey); err != nil || !ok || !p.Record {
+		t.Fatalf("ravi not back in the full netmap: %+v %v", full, err)
+	}
+	if cfg, err := ts.admin.DeviceConfig(ctx, ravi.Device.ID, "IN"); err != nil || cfg.Tunnel.Location != "IN" {
+		t.Fatalf("config for India after the record: %+v %v", cfg, err)
+	}
+	var got struct{ Record api.SubscriberRecord }
+	if err := ts.token(t, api.RoleCompliance).Do(ctx, "GET", "/compliance/subscribers/ravi?case=C-7", nil, &got); err != nil ||
+		got.Record.Name != "Ravi Kumar" || got.Record.Email != "ravi@example.in" || got.Record.Ownership != api.Individual ||
+		!got.Record.RegistrationIP.IsLoopback() || got.Record.RegisteredAt.IsZero() || got.Record.HireStart.After(got.Record.RegisteredAt) {
+		t.Fatalf("ravi's record: %+v %v", got.Record, err)
+	}
+	// A second record is refused (corrections are validations), as are
+	// unknown accounts; nothing more is written.
+	if err := ts.admin.Do(ctx, "PUT", "/subscribers/ravi/record", rd, nil); err == nil || !strings.Contains(err.Error(), "HTTP 409") || !strings.Contains(err.Error(), "already has a subscriber record") {
+		t.Fatalf("second record: %v", err)
+	}
+	if seqs, _ := ts.db.SubscriberSeqs(ctx, "ravi"); len(seqs) != 1 {
+		t.Fatalf("ravi's entries: %v", seqs)
+	}
+	if err := ts.admin.Do(ctx, "PUT", "/subscribers/nobody/record", rd, nil); err == nil || !strings.Contains(err.Error(), "HTTP 404") {
+		t.Fatalf("unknown account: %v", err)
+	}
+	// A cancelled account hires nothing any more: no record is taken.
+	if _, err := ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "gone"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.admin.Do(ctx, "POST", "/users/gone/cancel", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.admin.Do(ctx, "PUT", "/subscribers/gone/record", rd, nil); err == nil || !strings.Contains(err.Error(), "HTTP 409") || !strings.Contains(err.Error(), "cancelled") {
+		t.Fatalf("cancelled account: %v", err)
+	}
+	if seqs, _ := ts.db.SubscriberSeqs(ctx, "gone"); len(seqs) != 0 {
+		t.Fatalf("record kept for a cancelled account: %v", seqs)
+	}
+}
+
+// Where no duty asks for a subscriber record none is taken for an
+// existing account either: no duty, no data.
+func TestRecordWithoutDuty(t *testing.T) {
+	ts := newTestServer(t, "10.200.0.0/24")
+	ctx := context.Background()
+	if _, err := ts.admin.CreateUser(ctx, api.CreateUserRequest{Name: "ravi"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.admin.Do(ctx, "PUT", "/subscribers/ravi/record", details(), nil); err == nil || !strings.Contains(err.Error(), "HTTP 409") || !strings.Contains(err.Error(), "no duty") {
+		t.Fatalf("record without a duty: %v", err)
+	}
+	if seqs, _ := ts.db.SubscriberSeqs(ctx, "ravi"); len(seqs) != 0 {
+		t.Fatalf("record kept without a duty: %v", seqs)
+	}
 }
 
 // An operator established in India, with the establishment reading

@@ -101,6 +101,66 @@ func (db *DB) CancelUser(ctx context.Context, user string, at time.Time, also fu
 	})
 }
 
+// AddSubscriberRecord takes the subscriber record of an existing account
+// that has none: also writes it (given the account's id and creation
+// time) in the same transaction, and the account's active devices are
+// sent to the gateways again (a peer change each), so that those left out
+// for want of a record are served anew. An account that already has a
+// record, or was cancelled, is a conflict.
+func (db *DB) AddSubscriberRecord(ctx context.Context, user string, also func(tx *sql.Tx, userID int64, created time.Time) error) error {
+	return db.Tx(ctx, func(tx *sql.Tx) error {
+		var id, created int64
+		var cancelled sql.NullInt64
+		var has bool
+		err := tx.QueryRowContext(ctx, `SELECT id, created_at, cancelled_at, EXISTS (SELECT 1 FROM subscriber_entries e WHERE e.user_id = users.id) FROM users WHERE name = ?`, user).Scan(&id, &created, &cancelled, &has)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if cancelled.Valid {
+			return &ConflictError{What: fmt.Sprintf("user %q was cancelled on %s: a cancelled account hires no service, so no subscriber record is taken", user, time.Unix(cancelled.Int64, 0).UTC().Format(time.DateOnly))}
+		}
+		if has {
+			return &ConflictError{What: fmt.Sprintf("user %q already has a subscriber record; corrections are recorded as validations (POST /subscribers/{name}/validate)", user)}
+		}
+		if err := also(tx, id, time.Unix(created, 0).UTC()); err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT public_key, ipv4, ipv6 FROM devices WHERE user_id = ? AND status = 'active'`, id)
+		if err != nil {
+			return err
+		}
+		type peer struct{ pub, v4, v6 string }
+		var peers []peer
+		for rows.Next() {
+			var p peer
+			if err := rows.Scan(&p.pub, &p.v4, &p.v6); err != nil {
+				rows.Close()
+				return err
+			}
+			peers = append(peers, p)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, p := range peers {
+			k, err := wg.ParseKey(p.pub)
+			if err != nil {
+				return err
+			}
+			a4, _ := netip.ParseAddr(p.v4)
+			a6, _ := netip.ParseAddr(p.v6)
+			if err := addPeerChange(ctx, tx, k, a4, a6, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // SetEmailCode stores the hash of a one-time code for an account.
 func SetEmailCode(ctx context.Context, tx *sql.Tx, userID int64, hash []byte, expires time.Time) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO email_codes (user_id, code_hash, expires_at) VALUES (?, ?, ?)

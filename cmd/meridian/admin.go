@@ -129,6 +129,34 @@ func ago(t time.Time) string {
 func runUserAdd(ctx context.Context, args []string) error {
 	fs, cf := adminCmd("user add")
 	kind := fs.String("kind", "consumer", "consumer (a customer of a VPN service) or enterprise (an organisation's own staff)")
+	details := subscriberFlags(fs)
+	pos, err := parse(fs, args, "NAME")
+	if err != nil {
+		return err
+	}
+	req := api.CreateUserRequest{Name: pos[0], Kind: api.TenantKind(*kind)}
+	if req.Subscriber, err = details(); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	u, err := c.CreateUser(ctx, req)
+	if err != nil {
+		return detailsHint(err)
+	}
+	if cf.json {
+		return printJSON(u)
+	}
+	fmt.Printf("added %s user %q\n", u.Kind, u.Name)
+	return nil
+}
+
+// subscriberFlags registers the flags of a subscriber record's items
+// (CERT-In direction (v)) on fs; the function it returns gives the items
+// after parsing, nil when none was given.
+func subscriberFlags(fs *flag.FlagSet) func() (*api.SubscriberDetails, error) {
 	var d api.SubscriberDetails
 	var phones stringList
 	fs.StringVar(&d.Name, "full-name", "", "subscriber record (a): the subscriber's name")
@@ -138,40 +166,65 @@ func runUserAdd(ctx context.Context, args []string) error {
 	fs.Var(&phones, "phone", "subscriber record (f): contact number (repeatable)")
 	ownership := fs.String("ownership", "", "subscriber record (g): individual, company, partnership, government or other")
 	file := fs.String("subscriber", "", "read the subscriber record fields from this JSON file instead")
-	pos, err := parse(fs, args, "NAME")
+	return func() (*api.SubscriberDetails, error) {
+		d.Phones, d.Ownership = phones, api.OwnershipPattern(*ownership)
+		if *file != "" {
+			b, err := os.ReadFile(*file)
+			if err != nil {
+				return nil, err
+			}
+			if err := json.Unmarshal(b, &d); err != nil {
+				return nil, fmt.Errorf("%s: %v", *file, err)
+			}
+		}
+		if d.Name != "" || d.Email != "" || d.Purpose != "" || d.Address != "" || len(d.Phones) > 0 || d.Ownership != "" {
+			return &d, nil
+		}
+		return nil, nil
+	}
+}
+
+// detailsHint adds to a refusal for missing subscriber record items the
+// flags that give them.
+func detailsHint(err error) error {
+	var se *api.StatusError
+	if errors.As(err, &se) && strings.Contains(se.Message, "subscriber record is required") {
+		return fmt.Errorf("%w\ngive the fields with --full-name, --email, --purpose, --address, --phone, --ownership (or --subscriber FILE.json)", err)
+	}
+	return err
+}
+
+// runSubscriberRecord takes the subscriber record of an existing account
+// that has none, with the items 'user add' takes.
+func runSubscriberRecord(ctx context.Context, args []string) error {
+	fs, cf := adminCmd("subscriber record")
+	details := subscriberFlags(fs)
+	pos, err := parse(fs, args, "USER")
 	if err != nil {
 		return err
 	}
-	d.Phones, d.Ownership = phones, api.OwnershipPattern(*ownership)
-	req := api.CreateUserRequest{Name: pos[0], Kind: api.TenantKind(*kind)}
-	if *file != "" {
-		b, err := os.ReadFile(*file)
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal(b, &d); err != nil {
-			return fmt.Errorf("%s: %v", *file, err)
-		}
+	d, err := details()
+	if err != nil {
+		return err
 	}
-	if d.Name != "" || d.Email != "" || d.Purpose != "" || d.Address != "" || len(d.Phones) > 0 || d.Ownership != "" {
-		req.Subscriber = &d
+	if d == nil {
+		d = &api.SubscriberDetails{} // the server names what is missing
 	}
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
-	u, err := c.CreateUser(ctx, req)
-	if err != nil {
-		var se *api.StatusError
-		if errors.As(err, &se) && strings.Contains(se.Message, "subscriber record is required") {
-			return fmt.Errorf("%w\ngive the fields with --full-name, --email, --purpose, --address, --phone, --ownership (or --subscriber FILE.json)", err)
-		}
-		return err
+	var resp api.SignupResponse
+	if err := c.Do(ctx, "PUT", "/subscribers/"+url.PathEscape(pos[0])+"/record", d, &resp); err != nil {
+		return detailsHint(err)
 	}
 	if cf.json {
-		return printJSON(u)
+		return printJSON(resp)
 	}
-	fmt.Printf("added %s user %q\n", u.Kind, u.Name)
+	fmt.Printf("subscriber record of %q taken; its devices are served again where a record is needed\n", pos[0])
+	if resp.EmailCodeSent {
+		fmt.Println("a verification code was mailed to the subscriber")
+	}
 	return nil
 }
 

@@ -51,6 +51,7 @@ func commands() []*command {
 		{name: "subscriber", summary: "subscriber records (CERT-In direction (v)) where a duty requires them", sub: []*command{
 			{name: "required", summary: "whether accounts need a subscriber record, and which duty says so", run: runSubscriberRequired},
 			{name: "validate", summary: "record a validation: meridian subscriber validate USER --field name --method document --evidence REF", run: runSubscriberValidate},
+			{name: "record", summary: "take the record of an existing account that has none: meridian subscriber record USER --full-name … (the flags of user add)", run: runSubscriberRecord},
 		}},
 		{name: "compliance", summary: "lawful lookups and integrity (compliance / auditor tokens)", sub: []*command{
 			{name: "subscriber", summary: "a subscriber's record: meridian compliance subscriber USER --case REF", run: runComplianceSubscriber},

@@ -140,18 +140,26 @@ func firstSealed(recs []api.SessionRecord) string {
 
 var errGatewayUnknown = errors.New("no such gateway")
 
-func (s *Server) handleGatewayRecords(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+// answerGatewayRecords answers with what gateway name holds; false (and
+// the answer sent) if it cannot.
+func (s *Server) answerGatewayRecords(w http.ResponseWriter, r *http.Request, name string, write bool) bool {
 	out, err := s.gatewayRecords(r.Context(), name)
-	if errors.Is(err, errGatewayUnknown) {
+	switch {
+	case errors.Is(err, errGatewayUnknown):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no gateway named %q", name))
-		return
-	}
-	if err != nil {
+		return false
+	case err != nil:
 		s.internalError(w, r, err)
-		return
+		return false
 	}
-	writeJSON(w, http.StatusOK, out)
+	if write {
+		writeJSON(w, http.StatusOK, out)
+	}
+	return true
+}
+
+func (s *Server) handleGatewayRecords(w http.ResponseWriter, r *http.Request) {
+	s.answerGatewayRecords(w, r, r.PathValue("name"), true)
 }
 
 func (s *Server) handleResendGatewayRecords(w http.ResponseWriter, r *http.Request) {
@@ -170,11 +178,7 @@ func (s *Server) handleResendGatewayRecords(w http.ResponseWriter, r *http.Reque
 			return
 		}
 	}
-	if _, err := s.gatewayRecords(r.Context(), name); errors.Is(err, errGatewayUnknown) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no gateway named %q", name))
-		return
-	} else if err != nil {
-		s.internalError(w, r, err)
+	if !s.answerGatewayRecords(w, r, name, false) {
 		return
 	}
 	s.held.mu.Lock()
@@ -189,12 +193,7 @@ func (s *Server) handleResendGatewayRecords(w http.ResponseWriter, r *http.Reque
 	s.held.mu.Unlock()
 	s.ict.record(api.ControlNode, api.ICTLogEntry{At: time.Now(), Category: ictlog.Gateway, Event: "set-aside session records to be sent again", Outcome: ictlog.Success,
 		Actor: who(principalOf(r.Context())), Details: ictlog.Details("gateway", name, "reasons", reasons)}, 0)
-	out, err := s.gatewayRecords(r.Context(), name)
-	if err != nil {
-		s.internalError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
+	s.answerGatewayRecords(w, r, name, true)
 }
 
 // handleDiscardGatewayRecords has gateway name delete, at its next
@@ -203,11 +202,7 @@ func (s *Server) handleResendGatewayRecords(w http.ResponseWriter, r *http.Reque
 // refused as wrong are never discarded: a duty required them.
 func (s *Server) handleDiscardGatewayRecords(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if _, err := s.gatewayRecords(r.Context(), name); errors.Is(err, errGatewayUnknown) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no gateway named %q", name))
-		return
-	} else if err != nil {
-		s.internalError(w, r, err)
+	if !s.answerGatewayRecords(w, r, name, false) {
 		return
 	}
 	s.held.mu.Lock()
@@ -218,10 +213,5 @@ func (s *Server) handleDiscardGatewayRecords(w http.ResponseWriter, r *http.Requ
 	s.held.mu.Unlock()
 	s.ict.record(api.ControlNode, api.ICTLogEntry{At: time.Now(), Category: ictlog.Gateway, Event: "set-aside session records no duty requires to be deleted", Outcome: ictlog.Success,
 		Actor: who(principalOf(r.Context())), Details: ictlog.Details("gateway", name)}, 0)
-	out, err := s.gatewayRecords(r.Context(), name)
-	if err != nil {
-		s.internalError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
+	s.answerGatewayRecords(w, r, name, true)
 }

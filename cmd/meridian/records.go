@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"strings"
 	"time"
@@ -20,8 +21,21 @@ func runGatewayRecords(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "discard" {
 		return runGatewayRecordsDiscard(ctx, args[1:])
 	}
-	fs, cf := adminCmd("gateway records")
+	return gatewayRecordsCmd(ctx, "gateway records", args, nil,
+		func(c *api.Client, gw string) (api.GatewayRecords, error) { return c.GatewayRecords(ctx, gw) },
+		printGatewayRecords)
+}
+
+// gatewayRecordsCmd runs a 'gateway records' command: its flags (--gateway,
+// required, and those extra adds), the call do makes for that gateway, and
+// the answer as JSON or as say prints it.
+func gatewayRecordsCmd(ctx context.Context, name string, args []string, extra func(*flag.FlagSet),
+	do func(c *api.Client, gw string) (api.GatewayRecords, error), say func(api.GatewayRecords)) error {
+	fs, cf := adminCmd(name)
 	gw := fs.String("gateway", "", "the gateway (required)")
+	if extra != nil {
+		extra(fs)
+	}
 	c, _, err := cf.parse(fs, args)
 	if err != nil {
 		return err
@@ -29,14 +43,14 @@ func runGatewayRecords(ctx context.Context, args []string) error {
 	if *gw == "" {
 		return usageError{errors.New("--gateway is required")}
 	}
-	recs, err := c.GatewayRecords(ctx, *gw)
+	recs, err := do(c, *gw)
 	if err != nil {
 		return err
 	}
 	if cf.json {
 		return printJSON(recs)
 	}
-	printGatewayRecords(recs)
+	say(recs)
 	return nil
 }
 
@@ -67,47 +81,25 @@ func printGatewayRecords(recs api.GatewayRecords) {
 }
 
 func runGatewayRecordsResend(ctx context.Context, args []string) error {
-	fs, cf := adminCmd("gateway records resend")
-	gw := fs.String("gateway", "", "the gateway (required)")
 	var reasons stringList
-	fs.Var(&reasons, "reason", "resend only records set aside for this reason: refused or no_duty (repeatable; default: all)")
-	c, _, err := cf.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if *gw == "" {
-		return usageError{errors.New("--gateway is required")}
-	}
-	recs, err := c.ResendGatewayRecords(ctx, *gw, api.ResendRequest{Reasons: reasons})
-	if err != nil {
-		return err
-	}
-	if cf.json {
-		return printJSON(recs)
-	}
-	fmt.Printf("gateway %s sends its set-aside records (%s) again at its next report; check with 'meridian gateway records --gateway %s'\n", recs.Gateway, strings.Join(recs.ResendPending, ", "), recs.Gateway)
-	return nil
+	return gatewayRecordsCmd(ctx, "gateway records resend", args,
+		func(fs *flag.FlagSet) {
+			fs.Var(&reasons, "reason", "resend only records set aside for this reason: refused or no_duty (repeatable; default: all)")
+		},
+		func(c *api.Client, gw string) (api.GatewayRecords, error) {
+			return c.ResendGatewayRecords(ctx, gw, api.ResendRequest{Reasons: reasons})
+		},
+		func(recs api.GatewayRecords) {
+			fmt.Printf("gateway %s sends its set-aside records (%s) again at its next report; check with 'meridian gateway records --gateway %s'\n", recs.Gateway, strings.Join(recs.ResendPending, ", "), recs.Gateway)
+		})
 }
 
 // runGatewayRecordsDiscard has a gateway delete the records it set aside
 // because no duty required them (never those refused as wrong).
 func runGatewayRecordsDiscard(ctx context.Context, args []string) error {
-	fs, cf := adminCmd("gateway records discard")
-	gw := fs.String("gateway", "", "the gateway (required)")
-	c, _, err := cf.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if *gw == "" {
-		return usageError{errors.New("--gateway is required")}
-	}
-	recs, err := c.DiscardGatewayRecords(ctx, *gw)
-	if err != nil {
-		return err
-	}
-	if cf.json {
-		return printJSON(recs)
-	}
-	fmt.Printf("gateway %s deletes the records it set aside as no duty required them at its next report\n", recs.Gateway)
-	return nil
+	return gatewayRecordsCmd(ctx, "gateway records discard", args, nil,
+		func(c *api.Client, gw string) (api.GatewayRecords, error) { return c.DiscardGatewayRecords(ctx, gw) },
+		func(recs api.GatewayRecords) {
+			fmt.Printf("gateway %s deletes the records it set aside as no duty required them at its next report\n", recs.Gateway)
+		})
 }

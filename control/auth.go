@@ -125,7 +125,7 @@ func (s *Server) require(want role, h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		if err != nil {
-			s.internalError(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		if !p.allows(want) {

@@ -12,12 +12,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/meridian-vpn/meridian/internal/atomicfile"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/meridian-vpn/meridian/internal/atomicfile"
 )
 
 // authority is the control server's own certificate authority, generated on

@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net/http"
@@ -127,7 +126,7 @@ func (s *Server) handleCandidates(w http.ResponseWriter, r *http.Request) {
 	}
 	cs, err := s.db.Candidates(r.Context(), all)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, cs)
@@ -181,7 +180,7 @@ func (s *Server) handleConfirmCandidate(w http.ResponseWriter, r *http.Request) 
 	}
 	duty, err := s.incidentDuty(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	now := time.Now().UTC().Truncate(time.Second)
@@ -202,11 +201,11 @@ func (s *Server) handleConfirmCandidate(w http.ResponseWriter, r *http.Request) 
 	inc := incident.Incident{Type: typ, State: incident.Noticed, Noticed: c.DetectedAt, Deadline: incident.Deadline(c.DetectedAt, duty.within),
 		DeadlineWhy: duty.why, Recipient: duty.recipient, Version: 1, NoticeClock: c.Clock, ConfirmClock: s.clockNow()}
 	u := incident.Update{Version: 1, At: now, By: by, Type: typ, Fields: fields, Note: note}
-	inc.ID, err = s.db.CreateIncident(r.Context(), inc, func(tx *sql.Tx, id int64) error {
+	inc.ID, err = s.db.CreateIncident(r.Context(), inc, func(tx *store.Tx, id int64) error {
 		if err := s.addIncidentVersion(r.Context(), tx, id, u); err != nil {
 			return err
 		}
-		return store.DecideCandidate(r.Context(), tx, c.ID, api.CandidateConfirmed, now, by, "", id)
+		return tx.DecideCandidate(r.Context(), c.ID, api.CandidateConfirmed, now, by, "", id)
 	})
 	if err != nil {
 		s.storeError(w, r, err, fmt.Sprintf("no incident candidate %d", c.ID))
@@ -245,15 +244,15 @@ func (s *Server) handleDismissCandidate(w http.ResponseWriter, r *http.Request) 
 	if !ok {
 		return
 	}
-	err := s.db.Tx(r.Context(), func(tx *sql.Tx) error {
-		return store.DecideCandidate(r.Context(), tx, c.ID, api.CandidateDismissed, time.Now(), actor(r.Context()), req.Reason, 0)
+	err := s.db.Update(r.Context(), func(tx *store.Tx) error {
+		return tx.DecideCandidate(r.Context(), c.ID, api.CandidateDismissed, time.Now(), actor(r.Context()), req.Reason, 0)
 	})
 	if err != nil {
 		s.storeError(w, r, err, fmt.Sprintf("no incident candidate %d", c.ID))
 		return
 	}
 	if c, err = s.db.Candidate(r.Context(), c.ID); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, c)

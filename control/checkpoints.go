@@ -54,7 +54,7 @@ func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 	}
 	cs, err := s.ledger.Checkpoints(r.Context(), after, since, limit)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	pub := s.ledger.PublicKey()
@@ -90,7 +90,7 @@ func (s *Server) handleVerifyLedger(w http.ResponseWriter, r *http.Request) {
 		return s.ledger.Verify(r.Context(), held...)
 	})
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -15,13 +15,14 @@ import (
 
 	"github.com/meridian-vpn/meridian/api"
 	"github.com/meridian-vpn/meridian/ledger"
+	"github.com/meridian-vpn/meridian/store"
 )
 
 // appendRecords appends n records to the ledger's records chain.
 func (ts *testServer) appendRecords(t *testing.T, n int) {
 	t.Helper()
 	ctx := context.Background()
-	err := ts.db.Tx(ctx, func(tx *sql.Tx) error {
+	err := ts.db.Update(ctx, func(tx *store.Tx) error {
 		for i := 0; i < n; i++ {
 			if _, err := ts.ledger.Append(ctx, tx, "test-record", map[string]int{"n": i}); err != nil {
 				return err

@@ -47,7 +47,7 @@ func (s *Server) handleCreateExport(w http.ResponseWriter, r *http.Request) {
 	_, err := s.db.ExecContext(r.Context(), `INSERT INTO exports (id, case_ref, query, requested_by, requested_at, approved_by, approved_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		e.ID, e.Case, s.keys.Seal(string(q), exportAAD), e.RequestedBy, now.Unix(), approvedBy, approvedAt)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, e)
@@ -86,7 +86,7 @@ func (s *Server) handleApproveExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	me := actor(r.Context())
@@ -100,7 +100,7 @@ func (s *Server) handleApproveExport(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().UTC().Truncate(time.Second)
 	if _, err := s.db.ExecContext(r.Context(), `UPDATE exports SET approved_by = ?, approved_at = ? WHERE id = ? AND approved_by IS NULL`, me, now.Unix(), id); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	e.ApprovedBy, e.ApprovedAt = me, now
@@ -117,7 +117,7 @@ func (s *Server) handleExportBundle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	if e.ApprovedBy == "" {
@@ -126,7 +126,7 @@ func (s *Server) handleExportBundle(w http.ResponseWriter, r *http.Request) {
 	}
 	seqs, err := s.db.SubscriberSeqs(r.Context(), q.Subscriber)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	access := ledger.Access{Who: actor(r.Context()), Case: e.Case, Query: "export " + e.ID + " subscriber " + q.Subscriber}
@@ -134,20 +134,20 @@ func (s *Server) handleExportBundle(w http.ResponseWriter, r *http.Request) {
 	if len(seqs) > 0 {
 		entries, err := s.ledger.Read(r.Context(), access, ledger.RecordChain, seqs...)
 		if err != nil {
-			s.internalError(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		if rec, err = foldRecord(entries); err != nil {
-			s.internalError(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 	} else if err := s.ledger.RecordAccess(r.Context(), access, 0); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	devs, err := s.db.Devices(r.Context(), q.Subscriber)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	files := map[string][]byte{}
@@ -156,7 +156,7 @@ func (s *Server) handleExportBundle(w http.ResponseWriter, r *http.Request) {
 	files["devices.csv"] = devicesCSV(devs)
 	b, err := s.bundle(e, files)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, b)

@@ -78,7 +78,7 @@ func (s *Server) handleRotateCredential(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	s.ictCredential(r, "gateway credential rotated", "gateway", gw.Name)
@@ -96,7 +96,7 @@ func (s *Server) credentialHolds(w http.ResponseWriter, r *http.Request) bool {
 		writeError(w, http.StatusUnauthorized, "gateway credential no longer valid: the gateway was removed or its credential rotated")
 		return false
 	case err != nil:
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return false
 	}
 	return true

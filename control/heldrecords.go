@@ -149,7 +149,7 @@ func (s *Server) answerGatewayRecords(w http.ResponseWriter, r *http.Request, na
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no gateway named %q", name))
 		return false
 	case err != nil:
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return false
 	}
 	if write {

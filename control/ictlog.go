@@ -365,7 +365,7 @@ func (s *Server) handleICTLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.ict.log.Flush(r.Context()); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -383,7 +383,7 @@ func (s *Server) handleICTLogs(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleICTLogStatus(w http.ResponseWriter, r *http.Request) {
 	if err := s.refreshICTDuties(r.Context()); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	st := api.ICTLogStatus{Location: s.ict.location, Duties: []api.ICTLogDuty{}}
@@ -397,7 +397,7 @@ func (s *Server) handleICTLogStatus(w http.ResponseWriter, r *http.Request) {
 	st.KeepDays = s.ict.longest()
 	var err error
 	if st.Entries, st.Oldest, st.Newest, st.Dropped, err = s.ict.log.Stats(r.Context()); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	st.Notes = ictNotes(st)

@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -177,29 +176,29 @@ func (s *Server) handleCreateIncident(w http.ResponseWriter, r *http.Request) {
 	}
 	duty, err := s.incidentDuty(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	inc := incident.Incident{Type: typ, State: incident.Noticed, Noticed: noticed, Deadline: incident.Deadline(noticed, duty.within),
 		DeadlineWhy: duty.why, Recipient: duty.recipient, Version: 1, NoticeClock: s.clockNow()}
 	u := incident.Update{Version: 1, At: now, By: actor(r.Context()), Type: typ, Fields: req.Fields, Note: req.Note}
-	inc.ID, err = s.db.CreateIncident(r.Context(), inc, func(tx *sql.Tx, id int64) error {
+	inc.ID, err = s.db.CreateIncident(r.Context(), inc, func(tx *store.Tx, id int64) error {
 		return s.addIncidentVersion(r.Context(), tx, id, u)
 	})
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	s.log.Info("incident recorded", "incident", inc.ID, "type", int(typ), "deadline", inc.Deadline)
 	writeJSON(w, http.StatusCreated, inc.AsOf(time.Now()))
 }
 
-func (s *Server) addIncidentVersion(ctx context.Context, tx *sql.Tx, id int64, u incident.Update) error {
+func (s *Server) addIncidentVersion(ctx context.Context, tx *store.Tx, id int64, u incident.Update) error {
 	seq, err := s.ledger.Append(ctx, tx, kindIncidentVersion, incidentVersionEntry{Incident: id, Update: u})
 	if err != nil {
 		return err
 	}
-	return store.AddIncidentVersion(ctx, tx, id, u, seq)
+	return tx.AddIncidentVersion(ctx, id, u, seq)
 }
 
 // loadIncident reads an incident with its content from the ledger,
@@ -239,7 +238,7 @@ func (s *Server) handleIncidents(w http.ResponseWriter, r *http.Request) {
 	}
 	incs, err := s.db.Incidents(r.Context(), all)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	now := time.Now()
@@ -320,7 +319,7 @@ func (s *Server) handleCloseIncident(w http.ResponseWriter, r *http.Request) {
 // changeIncident adds u as the incident's next version, after event e.
 func (s *Server) changeIncident(w http.ResponseWriter, r *http.Request, id int64, e incident.Event, u incident.Update) {
 	now := time.Now().UTC().Truncate(time.Second)
-	inc, err := s.db.ChangeIncident(r.Context(), id, func(tx *sql.Tx, inc *incident.Incident) error {
+	inc, err := s.db.ChangeIncident(r.Context(), id, func(tx *store.Tx, inc *incident.Incident) error {
 		next, err := inc.State.After(e)
 		if err != nil {
 			return &store.ConflictError{What: fmt.Sprintf("incident %d: %v", id, err)}
@@ -428,7 +427,7 @@ func (s *Server) handleSendIncident(w http.ResponseWriter, r *http.Request) {
 // recordDelivery records a report that reached its recipient and moves
 // the incident on: the first one is the initial report.
 func (s *Server) recordDelivery(ctx context.Context, id int64, d incident.Delivery) error {
-	_, err := s.db.ChangeIncident(ctx, id, func(tx *sql.Tx, inc *incident.Incident) error {
+	_, err := s.db.ChangeIncident(ctx, id, func(tx *store.Tx, inc *incident.Incident) error {
 		next, err := inc.State.After(incident.Send)
 		if err != nil {
 			return &store.ConflictError{What: fmt.Sprintf("incident %d: %v", id, err)}
@@ -437,7 +436,7 @@ func (s *Server) recordDelivery(ctx context.Context, id int64, d incident.Delive
 			inc.Reported = d.At
 		}
 		inc.State = next
-		return store.AddIncidentDelivery(ctx, tx, id, d)
+		return tx.AddIncidentDelivery(ctx, id, d)
 	})
 	return err
 }
@@ -528,15 +527,15 @@ func (s *Server) handleSetPOC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.UpdatedAt = time.Now().UTC().Truncate(time.Second)
-	err := s.db.Tx(r.Context(), func(tx *sql.Tx) error {
+	err := s.db.Update(r.Context(), func(tx *store.Tx) error {
 		seq, err := s.ledger.Append(r.Context(), tx, kindPOC, p)
 		if err != nil {
 			return err
 		}
-		return store.AddPOCVersion(r.Context(), tx, seq, p.UpdatedAt, actor(r.Context()))
+		return tx.AddPOCVersion(r.Context(), seq, p.UpdatedAt, actor(r.Context()))
 	})
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, p)
@@ -550,7 +549,7 @@ func (s *Server) handlePOCLetter(w http.ResponseWriter, r *http.Request) {
 	}
 	to, err := s.pocRecipient(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, p.Letter(to, time.Now()))
@@ -569,11 +568,11 @@ func (s *Server) handleCreateOrder(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	o.ID, err = s.db.CreateOrder(r.Context(), o, actor(r.Context()), func(tx *sql.Tx) (int64, error) {
+	o.ID, err = s.db.CreateOrder(r.Context(), o, actor(r.Context()), func(tx *store.Tx) (int64, error) {
 		return s.ledger.Append(r.Context(), tx, kindOrder, orderEntry{Reference: o.Reference, Request: o.Request})
 	})
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	s.log.Info("CERT-In order recorded", "order", o.ID, "due", o.Due)
@@ -583,7 +582,7 @@ func (s *Server) handleCreateOrder(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleOrders(w http.ResponseWriter, r *http.Request) {
 	rows, err := s.db.Orders(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	now := time.Now()
@@ -610,7 +609,7 @@ func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request) {
 	}
 	entries, err := s.ledger.Read(r.Context(), ledger.Access{Who: actor(r.Context()), Case: "CERT-In order " + o.Reference, Query: "show"}, ledger.RecordChain, seqs...)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	for _, e := range entries {
@@ -619,7 +618,7 @@ func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request) {
 			continue // purged
 		}
 		if err := json.Unmarshal(e.Body, &v); err != nil {
-			s.internalError(w, r, fmt.Errorf("order %d: ledger entry %d: %w", id, e.Seq, err))
+			s.fail(w, r, fmt.Errorf("order %d: ledger entry %d: %w", id, e.Seq, err))
 			return
 		}
 		if v.Request != "" {
@@ -649,7 +648,7 @@ func (s *Server) handleAnswerOrder(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	o, err := s.db.AnswerOrder(r.Context(), id, func(tx *sql.Tx, o *incident.Order) (int64, error) {
+	o, err := s.db.AnswerOrder(r.Context(), id, func(tx *store.Tx, o *incident.Order) (int64, error) {
 		if err := o.Respond(at, req.Answer); err != nil {
 			var fe *incident.FieldError
 			if errors.As(err, &fe) {

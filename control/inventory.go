@@ -196,7 +196,7 @@ func (s *Server) retentionCheck(ctx context.Context, now time.Time) (api.Invento
 func (s *Server) handleInventory(w http.ResponseWriter, r *http.Request) {
 	inv, err := s.inventory(r.Context(), time.Now())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, inv)
@@ -205,7 +205,7 @@ func (s *Server) handleInventory(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleRetentionCheck(w http.ResponseWriter, r *http.Request) {
 	inv, err := s.retentionCheck(r.Context(), time.Now())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, inv)

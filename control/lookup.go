@@ -116,7 +116,7 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(err.Error(), "must") || strings.Contains(err.Error(), "zone") {
 			writeError(w, http.StatusBadRequest, err.Error())
 		} else {
-			s.internalError(w, r, err)
+			s.fail(w, r, err)
 		}
 		return
 	}
@@ -153,7 +153,7 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 	for _, u := range names {
 		us, err := s.db.SubscriberSeqs(r.Context(), u)
 		if err != nil {
-			s.internalError(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		for _, sq := range us {
@@ -166,7 +166,7 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 	if len(seqs) > 0 {
 		entries, err := s.ledger.Read(r.Context(), access, ledger.RecordChain, seqs...)
 		if err != nil {
-			s.internalError(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		byUser := map[string][]ledger.Entry{}
@@ -175,7 +175,7 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 				if e.Body != nil {
 					var rec api.SessionRecord
 					if err := json.Unmarshal(e.Body, &rec); err != nil {
-						s.internalError(w, r, fmt.Errorf("session entry %d: %w", e.Seq, err))
+						s.fail(w, r, fmt.Errorf("session entry %d: %w", e.Seq, err))
 						return
 					}
 					sealed[e.Seq] = rec
@@ -186,7 +186,7 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 				if e.Body != nil {
 					var end store.SessionEnd
 					if err := json.Unmarshal(e.Body, &end); err != nil {
-						s.internalError(w, r, fmt.Errorf("session-end entry %d: %w", e.Seq, err))
+						s.fail(w, r, fmt.Errorf("session-end entry %d: %w", e.Seq, err))
 						return
 					}
 					ended[e.Seq] = end
@@ -199,12 +199,12 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 		}
 		for u, es := range byUser {
 			if records[u], err = foldRecord(es); err != nil {
-				s.internalError(w, r, err)
+				s.fail(w, r, err)
 				return
 			}
 		}
 	} else if err := s.ledger.RecordAccess(r.Context(), access, len(sessions)); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	out := api.LookupResult{Case: ref, Query: query, Sessions: []api.LookupSession{}, Subscribers: records}

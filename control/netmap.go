@@ -87,12 +87,12 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 			// it gets a full one with every peer's Record flag.
 			duty, err := s.recordDutyOf(r.Context(), gw.Name)
 			if err != nil {
-				s.internalError(w, r, err)
+				s.fail(w, r, err)
 				return
 			}
 			cur, err := s.db.NetmapVersion(r.Context())
 			if err != nil {
-				s.internalError(w, r, err)
+				s.fail(w, r, err)
 				return
 			}
 			if since < 0 || since > cur || !s.sessions.holds(gw.Name, duty) {
@@ -105,7 +105,7 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 					err = s.markRecorded(r.Context(), &nm, duty)
 				}
 				if err != nil {
-					s.internalError(w, r, err)
+					s.fail(w, r, err)
 					return
 				}
 				if !ok {
@@ -136,7 +136,7 @@ func (s *Server) writeFullNetmap(w http.ResponseWriter, r *http.Request, gw stri
 		err = s.markRecorded(r.Context(), &nm, duty)
 	}
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	nm.Addresses = s.gatewayAddresses()

@@ -213,7 +213,7 @@ func (s *Server) handleSetPlace(w http.ResponseWriter, r *http.Request) {
 	if node == "" {
 		node = api.ControlNode
 	} else if ok, err := s.db.GatewayExists(r.Context(), node); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	} else if !ok {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no gateway named %q", node))
@@ -229,7 +229,7 @@ func (s *Server) handleSetPlace(w http.ResponseWriter, r *http.Request) {
 	}
 	f, err := s.loadFleet(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	if j := f.jurisdictionOf(p.PhysicalCountry); !j.AllowsPresence() {
@@ -239,11 +239,11 @@ func (s *Server) handleSetPlace(w http.ResponseWriter, r *http.Request) {
 	}
 	saved, err := s.db.SetPlace(r.Context(), actor(r.Context()), node, p)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	if err := s.refreshService(r.Context()); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, saved)
@@ -256,7 +256,7 @@ func (s *Server) handleControlPlace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, p)
@@ -286,7 +286,7 @@ func (s *Server) handleCreateLocation(w http.ResponseWriter, r *http.Request) {
 	}
 	f, err := s.loadFleet(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	for _, name := range l.Gateways {
@@ -313,7 +313,7 @@ func (s *Server) handleCreateLocation(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleLocations(w http.ResponseWriter, r *http.Request) {
 	ls, err := s.db.Locations(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, ls)
@@ -331,7 +331,7 @@ func (s *Server) handleRemoveLocation(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleJurisdictions(w http.ResponseWriter, r *http.Request) {
 	js, err := s.db.Jurisdictions(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, js)
@@ -387,7 +387,7 @@ func (s *Server) proposedJurisdiction(w http.ResponseWriter, r *http.Request, f 
 func (s *Server) handleSetJurisdiction(w http.ResponseWriter, r *http.Request) {
 	f, err := s.loadFleet(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	req, j, ok := s.proposedJurisdiction(w, r, f)
@@ -432,11 +432,11 @@ func (s *Server) handleSetJurisdiction(w http.ResponseWriter, r *http.Request) {
 	}
 	saved, err := s.db.SetJurisdiction(r.Context(), actor(r.Context()), api.Jurisdiction{Country: string(c), Profile: req.Profile, Stance: req.Stance, Triggers: req.Triggers, Confirm: req.Confirm})
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	if err := s.refreshService(r.Context()); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	saved.OutOfService, saved.Confirm, saved.Preview = leaving, false, &p
@@ -455,7 +455,7 @@ func sortedNames(m map[string]jurisdiction.Profile) []string {
 func (s *Server) handleProfiles(w http.ResponseWriter, r *http.Request) {
 	ps, err := s.profiles(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, ps)
@@ -478,7 +478,7 @@ func (s *Server) handleSetProfile(w http.ResponseWriter, r *http.Request) {
 	}
 	canonical, _ := json.Marshal(p)
 	if err := s.db.SaveProfile(r.Context(), actor(r.Context()), p.Name, canonical); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	s.changed.notify() // duties may have changed: gateways' long polls check
@@ -495,13 +495,13 @@ func (s *Server) handleExplain(w http.ResponseWriter, r *http.Request) {
 	}
 	f, err := s.loadFleet(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	var place *api.Place
 	if node == api.ControlNode {
 		if place, err = s.db.Place(r.Context(), node); err != nil && !errors.Is(err, store.ErrNotFound) {
-			s.internalError(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 	} else if g := f.gateway(node); g != nil {
@@ -640,12 +640,12 @@ func writeCached(w http.ResponseWriter, r *http.Request, v any) {
 func (s *Server) handleServerList(w http.ResponseWriter, r *http.Request) {
 	f, err := s.loadFleet(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	need, _, _, err := f.recordNeed()
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeCached(w, r, serverList(f, need))
@@ -654,7 +654,7 @@ func (s *Server) handleServerList(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleLoads(w http.ResponseWriter, r *http.Request) {
 	f, err := s.loadFleet(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	loads := api.Loads{Locations: map[string]int{}, Servers: map[string]int{}}

@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -116,7 +115,7 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 		}
 		seqs = append(seqs, sessionSeqs...)
 		reason := fmt.Sprintf("retention: subscriber and session records kept %d years after cancellation (cancelled before %s)", years, res.Cutoff.UTC().Format(time.DateOnly))
-		del := func(tx *sql.Tx) error {
+		del := func(tx *store.Tx) error {
 			var err error
 			freed, err = deleteAccount(ctx, tx, a.id, a.name)
 			return err
@@ -124,7 +123,7 @@ func (s *Server) purgeExpired(ctx context.Context, now time.Time) (res purgeResu
 		if len(seqs) > 0 {
 			err = s.ledger.PurgeWith(ctx, ledger.RecordChain, seqs, reason, del)
 		} else { // only session rows stored before records were sealed
-			err = s.db.Tx(ctx, del)
+			err = s.db.Update(ctx, del)
 		}
 		if err != nil {
 			return res, err
@@ -155,11 +154,11 @@ func (s *Server) purgeOrphans(ctx context.Context, res *purgeResult) error {
 		return err
 	}
 	reason := fmt.Sprintf("retention: session records of deleted devices kept %d years after the session (ended before %s)", res.Years, res.Cutoff.UTC().Format(time.DateOnly))
-	mark := func(tx *sql.Tx) error { return store.MarkOrphanSessionsPurgedTx(ctx, tx, res.Cutoff) }
+	mark := func(tx *store.Tx) error { return tx.MarkOrphanSessionsPurgedTx(ctx, res.Cutoff) }
 	if len(seqs) > 0 {
 		err = s.ledger.PurgeWith(ctx, ledger.RecordChain, seqs, reason, mark)
 	} else { // only rows stored before records were sealed
-		err = s.db.Tx(ctx, mark)
+		err = s.db.Update(ctx, mark)
 	}
 	if err != nil {
 		return err
@@ -177,8 +176,8 @@ func (s *Server) purgeOrphans(ctx context.Context, res *purgeResult) error {
 // session rows, in the session index, go once tx has committed
 // (store.FinishSessionPurges); they are found by the account's name,
 // which also finds those of devices deleted since.
-func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64, name string) ([]netip.Addr, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT ipv4, ipv6 FROM devices WHERE user_id = ?`, userID)
+func deleteAccount(ctx context.Context, tx *store.Tx, userID int64, name string) ([]netip.Addr, error) {
+	rows, err := tx.SQL().QueryContext(ctx, `SELECT ipv4, ipv6 FROM devices WHERE user_id = ?`, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +195,7 @@ func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64, name string) (
 		}
 	}
 	rows.Close()
-	if err := store.MarkSessionsPurgedTx(ctx, tx, name); err != nil {
+	if err := tx.MarkSessionsPurgedTx(ctx, name); err != nil {
 		return nil, err
 	}
 	for _, q := range []struct {
@@ -208,7 +207,7 @@ func deleteAccount(ctx context.Context, tx *sql.Tx, userID int64, name string) (
 		{`DELETE FROM devices WHERE user_id = ?`, userID},
 		{`DELETE FROM users WHERE id = ?`, userID},
 	} {
-		if _, err := tx.ExecContext(ctx, q.stmt, q.arg); err != nil {
+		if _, err := tx.SQL().ExecContext(ctx, q.stmt, q.arg); err != nil {
 			return nil, err
 		}
 	}

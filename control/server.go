@@ -3,17 +3,14 @@
 package control
 
 import (
-	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -469,84 +466,6 @@ func (s *Server) Handler() http.Handler {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return s.metrics.instrument(mux)
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, api.Error{Error: msg})
-}
-
-// internalError logs err (which carries no personal data: errors built in
-// this package never include addresses or names of people) and answers 500.
-func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusInternalServerError, "internal error; see the control server's log")
-}
-
-// decode reads a JSON body into v: bounded in size, unknown fields and
-// trailing data refused, with a message that says what was wrong.
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	return decodeUpTo(w, r, v, maxBody)
-}
-
-// decodeUpTo is decode for a body of up to limit bytes.
-func decodeUpTo(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
-	body := bufio.NewReader(http.MaxBytesReader(w, r.Body, limit))
-	err := jsonObject(body)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err == nil {
-		err = dec.Decode(v)
-	}
-	if err == nil && dec.More() {
-		err = errors.New("unexpected data after the JSON object")
-	}
-	if err == nil {
-		if _, e := dec.Token(); e != io.EOF {
-			err = errors.New("unexpected data after the JSON object")
-		}
-	}
-	if err == nil {
-		return true
-	}
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe):
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", limit))
-	case errors.Is(err, errSlowBody):
-		writeError(w, http.StatusRequestTimeout, err.Error())
-	case errors.Is(err, io.EOF):
-		writeError(w, http.StatusBadRequest, "empty request body; a JSON object is required")
-	default:
-		writeError(w, http.StatusBadRequest, "malformed JSON body: "+err.Error())
-	}
-	return false
-}
-
-// jsonObject checks that a body holds a JSON object (after any white
-// space) without consuming it: null, arrays and scalars are refused, not
-// taken as an empty request.
-func jsonObject(body *bufio.Reader) error {
-	for {
-		c, err := body.ReadByte()
-		if err != nil {
-			return err
-		}
-		switch c {
-		case ' ', '\t', '\r', '\n':
-			continue
-		case '{':
-			return body.UnreadByte()
-		}
-		return errors.New("the body must be a JSON object ({...})")
-	}
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

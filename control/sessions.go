@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -289,7 +288,7 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 			s.recordRefused(r.Context(), gw.Name, loggableID(firstSealed(b.Records)), "sealed_endpoint_not_opened")
 			writeError(w, http.StatusBadRequest, err.Error())
 		} else {
-			s.internalError(w, r, err)
+			s.fail(w, r, err)
 		}
 		return
 	}
@@ -303,7 +302,7 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 	s.seen(gw.Name, nil)
 	duty, err := s.ingestDuty(r.Context(), gw.Name)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	var stored int
@@ -320,7 +319,7 @@ func (s *Server) handleGatewaySessions(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err != nil {
-			s.internalError(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 	}
@@ -528,11 +527,11 @@ func (s *Server) catchUpSessionIndex(ctx context.Context) error {
 func (s *Server) sessionHook(ctx context.Context) store.SessionHook {
 	return store.SessionHook{
 		Index: s.endpointIndex,
-		Next:  func(tx *sql.Tx) (int64, error) { return s.ledger.NextSeq(ctx, tx) },
-		Stored: func(tx *sql.Tx, recs []store.SessionEntry) ([]int64, error) {
+		Next:  func(tx *store.Tx) (int64, error) { return s.ledger.NextSeq(ctx, tx) },
+		Stored: func(tx *store.Tx, recs []store.SessionEntry) ([]int64, error) {
 			return ledger.AppendAll(ctx, s.ledger, tx, "session", recs)
 		},
-		Ended: func(tx *sql.Tx, ends []store.SessionEnd) ([]int64, error) {
+		Ended: func(tx *store.Tx, ends []store.SessionEnd) ([]int64, error) {
 			return ledger.AppendAll(ctx, s.ledger, tx, "session-end", ends)
 		},
 	}

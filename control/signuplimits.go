@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"database/sql"
 	"errors"
 	"fmt"
 	"math"
@@ -210,12 +209,12 @@ func (e *mailQuotaError) Error() string { return "verification mail limit reache
 
 // reserveSignupMail counts, in the sign-up's transaction, the verification
 // mail it will send to addr, or refuses with a *mailQuotaError.
-func (s *Server) reserveSignupMail(ctx context.Context, tx *sql.Tx, addr string, now time.Time) error {
+func (s *Server) reserveSignupMail(ctx context.Context, tx *store.Tx, addr string, now time.Time) error {
 	n := limitOr(s.cfg.SignupMailsPerDay, DefaultSignupMailsPerDay)
 	if n == 0 {
 		return nil
 	}
-	ok, until, err := store.ReserveSignupMail(ctx, tx, s.emailKey(addr), now, signupMailWindow, n)
+	ok, until, err := tx.ReserveSignupMail(ctx, s.emailKey(addr), now, signupMailWindow, n)
 	if err == nil && !ok {
 		err = &mailQuotaError{until: until}
 	}
@@ -247,11 +246,11 @@ func (s *Server) expireRegistrations(ctx context.Context, now time.Time) error {
 	}
 	reason := fmt.Sprintf("expired sign-up: neither email verified nor a device within %s, so no service was hired", within)
 	for _, a := range accounts {
-		del := func(tx *sql.Tx) error { return store.DeleteUnconfirmed(ctx, tx, a.ID) }
+		del := func(tx *store.Tx) error { return tx.DeleteUnconfirmed(ctx, a.ID) }
 		if len(a.Seqs) > 0 {
 			err = s.ledger.PurgeWith(ctx, ledger.RecordChain, a.Seqs, reason, del)
 		} else {
-			err = s.db.Tx(ctx, del)
+			err = s.db.Update(ctx, del)
 		}
 		if errors.Is(err, store.ErrConfirmed) {
 			continue // confirmed since it was listed

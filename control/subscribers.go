@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,7 +78,7 @@ func (s *Server) handleRecordRequired(w http.ResponseWriter, r *http.Request) {
 	}
 	req, _, why, err := s.recordRequirement(r.Context(), kind)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"kind": kind, "required": req, "why": why})
@@ -179,7 +178,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, name string, k
 	var resp api.SignupResponse
 	required, accepted, _, err := s.recordRequirement(r.Context(), kind)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return resp, false
 	}
 	if d != nil && !accepted {
@@ -191,9 +190,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, name string, k
 	}
 	now := time.Now().UTC().Truncate(time.Second)
 	var code string
-	user, err := s.db.CreateUserWith(r.Context(), name, kind, func(tx *sql.Tx, id int64) error {
+	user, err := s.db.CreateUserWith(r.Context(), name, kind, func(tx *store.Tx, id int64) error {
 		if public {
-			if err := store.MarkUnconfirmed(r.Context(), tx, id); err != nil {
+			if err := tx.MarkUnconfirmed(r.Context(), id); err != nil {
 				return err
 			}
 		}
@@ -212,7 +211,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, name string, k
 			}
 		}
 		code = oneTimeCode()
-		return store.SetEmailCode(r.Context(), tx, id, codeHash(name, code), now.Add(emailCodeTTL))
+		return tx.SetEmailCode(r.Context(), id, codeHash(name, code), now.Add(emailCodeTTL))
 	})
 	var quota *mailQuotaError
 	if errors.As(err, &quota) {
@@ -291,7 +290,7 @@ func (s *Server) handleAddRecord(w http.ResponseWriter, r *http.Request) {
 	}
 	_, accepted, _, err := s.recordRequirement(r.Context(), u.Kind)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	if !accepted {
@@ -304,7 +303,7 @@ func (s *Server) handleAddRecord(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().UTC().Truncate(time.Second)
 	var code string
-	err = s.db.AddSubscriberRecord(r.Context(), user, func(tx *sql.Tx, id int64, created time.Time) error {
+	err = s.db.AddSubscriberRecord(r.Context(), user, func(tx *store.Tx, id int64, created time.Time) error {
 		if err := s.appendEntry(r.Context(), tx, id, kindRegistered, s.registration(r, user, created, now, &d)); err != nil {
 			return err
 		}
@@ -312,7 +311,7 @@ func (s *Server) handleAddRecord(w http.ResponseWriter, r *http.Request) {
 			return nil
 		}
 		code = oneTimeCode()
-		return store.SetEmailCode(r.Context(), tx, id, codeHash(user, code), now.Add(emailCodeTTL))
+		return tx.SetEmailCode(r.Context(), id, codeHash(user, code), now.Add(emailCodeTTL))
 	})
 	if err != nil {
 		s.storeError(w, r, err, fmt.Sprintf("no user named %q", user))
@@ -372,8 +371,8 @@ func (s *Server) handleVerifyEmail(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "user and the 6-digit code are required")
 		return
 	}
-	err := s.db.CheckEmailCode(r.Context(), req.User, codeHash(req.User, req.Code), time.Now(), func(tx *sql.Tx, id int64) error {
-		if err := store.ConfirmUser(r.Context(), tx, id); err != nil {
+	err := s.db.CheckEmailCode(r.Context(), req.User, codeHash(req.User, req.Code), time.Now(), func(tx *store.Tx, id int64) error {
+		if err := tx.ConfirmUser(r.Context(), id); err != nil {
 			return err
 		}
 		return s.appendEntry(r.Context(), tx, id, kindValidated, validatedEntry{User: req.User, Field: "email",
@@ -386,12 +385,12 @@ func (s *Server) handleVerifyEmail(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) appendEntry(ctx context.Context, tx *sql.Tx, userID int64, kind string, entry any) error {
+func (s *Server) appendEntry(ctx context.Context, tx *store.Tx, userID int64, kind string, entry any) error {
 	seq, err := s.ledger.Append(ctx, tx, kind, entry)
 	if err != nil {
 		return err
 	}
-	return store.AddSubscriberEntry(ctx, tx, userID, seq)
+	return tx.AddSubscriberEntry(ctx, userID, seq)
 }
 
 func (s *Server) handleValidate(w http.ResponseWriter, r *http.Request) {
@@ -420,7 +419,7 @@ func (s *Server) handleValidate(w http.ResponseWriter, r *http.Request) {
 	}
 	seqs, err := s.db.SubscriberSeqs(r.Context(), user)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	if len(seqs) == 0 {
@@ -433,16 +432,16 @@ func (s *Server) handleValidate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := api.Validation{State: req.State, Method: req.Method, Evidence: req.Evidence, By: actor(r.Context()), At: time.Now().UTC().Truncate(time.Second), Clock: s.clockNow()}
-	err = s.db.Tx(r.Context(), func(tx *sql.Tx) error {
+	err = s.db.Update(r.Context(), func(tx *store.Tx) error {
 		if v.State == api.Validated { // an operator took the sign-up on
-			if err := store.ConfirmUser(r.Context(), tx, id); err != nil {
+			if err := tx.ConfirmUser(r.Context(), id); err != nil {
 				return err
 			}
 		}
 		return s.appendEntry(r.Context(), tx, id, kindValidated, validatedEntry{User: user, Field: req.Field, Validation: v})
 	})
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
@@ -451,9 +450,9 @@ func (s *Server) handleValidate(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleCancelUser(w http.ResponseWriter, r *http.Request) {
 	user := r.PathValue("name")
 	now := time.Now().UTC().Truncate(time.Second)
-	err := s.db.CancelUser(r.Context(), user, now, func(tx *sql.Tx, id int64) error {
+	err := s.db.CancelUser(r.Context(), user, now, func(tx *store.Tx, id int64) error {
 		var n int
-		if err := tx.QueryRowContext(r.Context(), `SELECT count(*) FROM subscriber_entries WHERE user_id = ?`, id).Scan(&n); err != nil || n == 0 {
+		if err := tx.SQL().QueryRowContext(r.Context(), `SELECT count(*) FROM subscriber_entries WHERE user_id = ?`, id).Scan(&n); err != nil || n == 0 {
 			return err
 		}
 		return s.appendEntry(r.Context(), tx, id, kindCancelled, cancelledEntry{User: user, At: now, Clock: s.clockNow()})
@@ -514,13 +513,13 @@ func (s *Server) handleSubscriberRecord(w http.ResponseWriter, r *http.Request) 
 	user := r.PathValue("name")
 	seqs, err := s.db.SubscriberSeqs(r.Context(), user)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	access := ledger.Access{Who: actor(r.Context()), Case: ref, Query: "subscriber " + user}
 	if len(seqs) == 0 {
 		if err := s.ledger.RecordAccess(r.Context(), access, 0); err != nil {
-			s.internalError(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		writeError(w, http.StatusNotFound, "no subscriber record is kept for this account")
@@ -528,17 +527,17 @@ func (s *Server) handleSubscriberRecord(w http.ResponseWriter, r *http.Request) 
 	}
 	entries, err := s.ledger.Read(r.Context(), access, ledger.RecordChain, seqs...)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	rec, err := foldRecord(entries)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	devs, err := s.db.Devices(r.Context(), user)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"case": ref, "record": rec, "devices": devs})
@@ -550,7 +549,7 @@ func (s *Server) handleSubscriberRecord(w http.ResponseWriter, r *http.Request) 
 func (s *Server) handleRotateKey(w http.ResponseWriter, r *http.Request) {
 	n, err := s.ledger.RotateKey(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"resealed": n})

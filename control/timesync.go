@@ -75,17 +75,17 @@ func (s *Server) clockNow() *api.ClockSync {
 func (s *Server) handleTime(w http.ResponseWriter, r *http.Request) {
 	f, err := s.loadFleet(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	place, err := s.controlPlace(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	ctl := api.NodeTime{Node: api.ControlNode}
 	if ctl.Plan, err = clockPlan(f, api.ControlNode, place); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	if s.cfg.Clock != nil {
@@ -96,7 +96,7 @@ func (s *Server) handleTime(w http.ResponseWriter, r *http.Request) {
 	for _, g := range f.gateways {
 		nt := api.NodeTime{Node: g.Name, Status: g.Load.Time}
 		if nt.Plan, err = clockPlan(f, g.Name, g.Place); err != nil {
-			s.internalError(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		out = append(out, nt)
@@ -109,7 +109,7 @@ func (s *Server) handleGatewayTimePlan(w http.ResponseWriter, r *http.Request) {
 	name := principalOf(r.Context()).gateway.Name
 	f, err := s.loadFleet(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	g := f.gateway(name)
@@ -119,7 +119,7 @@ func (s *Server) handleGatewayTimePlan(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := clockPlan(f, name, g.Place)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, p)

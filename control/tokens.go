@@ -95,7 +95,7 @@ func createToken(ctx context.Context, db *store.DB, actor, name, role string, tt
 func (s *Server) handleAdminTokens(w http.ResponseWriter, r *http.Request) {
 	ts, err := s.db.AdminTokens(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, ts)
@@ -122,7 +122,7 @@ func (s *Server) handleCreateAdminToken(w http.ResponseWriter, r *http.Request) 
 	}
 	t, err := createToken(r.Context(), s.db, actor(r.Context()), req.Name, req.Role, req.TTL)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	s.ictCredential(r, "admin token created", "token", t.ID, "role", t.Role)

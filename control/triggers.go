@@ -295,7 +295,7 @@ func (s *Server) checkDutyChange(w http.ResponseWriter, r *http.Request, before,
 func (s *Server) handlePreviewJurisdiction(w http.ResponseWriter, r *http.Request) {
 	f, err := s.loadFleet(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	_, j, ok := s.proposedJurisdiction(w, r, f)
@@ -313,7 +313,7 @@ func (s *Server) handlePreviewJurisdiction(w http.ResponseWriter, r *http.Reques
 func (s *Server) handleOperator(w http.ResponseWriter, r *http.Request) {
 	est, err := s.db.Established(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, api.Operator{Established: est})
@@ -341,7 +341,7 @@ func (s *Server) proposedOperator(w http.ResponseWriter, r *http.Request) (api.O
 	}
 	f, err := s.loadFleet(r.Context())
 	if err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return req, nil, nil, false
 	}
 	req.Established = names
@@ -371,7 +371,7 @@ func (s *Server) handleSetOperator(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.db.SetEstablished(r.Context(), actor(r.Context()), req.Established, req.Confirm); err != nil {
-		s.internalError(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	s.changed.notify() // duties may have changed: gateways' long polls check

@@ -3,12 +3,12 @@ package ledger
 import (
 	"context"
 	"crypto/ed25519"
-	"database/sql"
 	"encoding/binary"
 	"fmt"
 	"time"
 
 	"github.com/meridian-vpn/meridian/api"
+	"github.com/meridian-vpn/meridian/store"
 )
 
 // A Checkpoint is the control server's signed statement of both chains'
@@ -66,7 +66,8 @@ func (c Checkpoint) heads() []signedHead {
 // and returns it. Keep a copy outside the database, for Verify.
 func (l *Ledger) Checkpoint(ctx context.Context) (Checkpoint, error) {
 	var c Checkpoint
-	err := l.db.Tx(ctx, func(tx *sql.Tx) error {
+	err := l.db.Update(ctx, func(t *store.Tx) error {
+		tx := t.SQL()
 		var err error
 		if c.Records, err = l.chainHead(ctx, tx, RecordChain); err != nil {
 			return err

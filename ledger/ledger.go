@@ -166,7 +166,7 @@ func (l *Ledger) Close() error {
 // Appends are serialised by the database's write lock (store begins every
 // transaction IMMEDIATE); the (chain, seq) primary key turns any race into
 // an error, never a fork.
-func (l *Ledger) Append(ctx context.Context, tx *sql.Tx, kind string, record any) (seq int64, err error) {
+func (l *Ledger) Append(ctx context.Context, tx *store.Tx, kind string, record any) (seq int64, err error) {
 	if err := checkKind(kind); err != nil {
 		return 0, err
 	}
@@ -174,7 +174,7 @@ func (l *Ledger) Append(ctx context.Context, tx *sql.Tx, kind string, record any
 	if err != nil {
 		return 0, fmt.Errorf("ledger: %s record: %w", kind, err)
 	}
-	return l.append(ctx, tx, RecordChain, kind, body, true)
+	return l.append(ctx, tx.SQL(), RecordChain, kind, body, true)
 }
 
 func checkKind(kind string) error {
@@ -196,7 +196,7 @@ func checkKind(kind string) error {
 // records chain in tx, as Append does one, and returns their seqs. Many
 // entries go into one statement: appended one at a time, the statements
 // cost more than the sealing and hashing.
-func AppendAll[T any](ctx context.Context, l *Ledger, tx *sql.Tx, kind string, records []T) ([]int64, error) {
+func AppendAll[T any](ctx context.Context, l *Ledger, tx *store.Tx, kind string, records []T) ([]int64, error) {
 	if err := checkKind(kind); err != nil {
 		return nil, err
 	}
@@ -207,13 +207,14 @@ func AppendAll[T any](ctx context.Context, l *Ledger, tx *sql.Tx, kind string, r
 			return nil, fmt.Errorf("ledger: %s record: %w", kind, err)
 		}
 	}
-	return l.appendAll(ctx, tx, RecordChain, kind, plains, true)
+	return l.appendAll(ctx, tx.SQL(), RecordChain, kind, plains, true)
 }
 
 // NextSeq returns the seq that the next entry appended to the record
 // chain in tx will have, so that what refers to the entries can be written
 // beside them (the session index).
-func (l *Ledger) NextSeq(ctx context.Context, tx *sql.Tx) (int64, error) {
+func (l *Ledger) NextSeq(ctx context.Context, t *store.Tx) (int64, error) {
+	tx := t.SQL()
 	head, cached := l.cachedHead(tx, RecordChain)
 	if !cached {
 		var err error
@@ -382,7 +383,8 @@ func (l *Ledger) RecordAccess(ctx context.Context, a Access, results int) error 
 	if err := a.check(); err != nil {
 		return err
 	}
-	return l.db.Tx(ctx, func(tx *sql.Tx) error {
+	return l.db.Update(ctx, func(t *store.Tx) error {
+		tx := t.SQL()
 		return l.recordAccess(ctx, tx, accessRecord{Who: a.Who, Case: a.Case, Query: a.Query, Results: results})
 	})
 }
@@ -416,7 +418,8 @@ func (l *Ledger) Read(ctx context.Context, a Access, chain Chain, seqs ...int64)
 		return nil, err
 	}
 	var out []Entry
-	err := l.db.Tx(ctx, func(tx *sql.Tx) error {
+	err := l.db.Update(ctx, func(t *store.Tx) error {
+		tx := t.SQL()
 		out = out[:0]
 		results := 0
 		for _, seq := range seqs {
@@ -511,7 +514,7 @@ func (l *Ledger) Purge(ctx context.Context, chain Chain, seqs []int64, reason st
 // index, an account) go with them or not at all. It leaves the
 // write-ahead log as it is: call ScrubLog after the last of several
 // purges.
-func (l *Ledger) PurgeWith(ctx context.Context, chain Chain, seqs []int64, reason string, also func(tx *sql.Tx) error) error {
+func (l *Ledger) PurgeWith(ctx context.Context, chain Chain, seqs []int64, reason string, also func(tx *store.Tx) error) error {
 	if err := chain.check(); err != nil {
 		return err
 	}
@@ -522,7 +525,8 @@ func (l *Ledger) PurgeWith(ctx context.Context, chain Chain, seqs []int64, reaso
 	slices.Sort(seqs)
 	seqs = slices.Compact(seqs)
 
-	err := l.db.Tx(ctx, func(tx *sql.Tx) error {
+	err := l.db.Update(ctx, func(t *store.Tx) error {
+		tx := t.SQL()
 		rec := purgeRecord{Reason: reason, Count: len(seqs), Kinds: map[string]int{}}
 		kinds, err := l.entryKinds(ctx, tx, chain, seqs)
 		if err != nil {
@@ -561,7 +565,7 @@ func (l *Ledger) PurgeWith(ctx context.Context, chain Chain, seqs []int64, reaso
 			return fmt.Errorf("ledger: purge %s entries: %w", chain, err)
 		}
 		if also != nil {
-			return also(tx)
+			return also(t)
 		}
 		return nil
 	})
@@ -644,7 +648,8 @@ const rotateBatch = 1000
 // last seq.
 func (l *Ledger) rotateBatch(ctx context.Context, chain Chain, after int64) (n int, last int64, err error) {
 	prefix := sealedVersion + ":" + l.keys.active + ":"
-	err = l.db.Tx(ctx, func(tx *sql.Tx) error {
+	err = l.db.Update(ctx, func(t *store.Tx) error {
+		tx := t.SQL()
 		rows, err := tx.QueryContext(ctx, `SELECT seq, data_key FROM ledger_entries
 			WHERE chain = ? AND seq > ? AND data_key IS NOT NULL AND substr(data_key, 1, ?) <> ?
 			ORDER BY seq LIMIT ?`, string(chain), after, len(prefix), prefix, rotateBatch)

@@ -75,7 +75,7 @@ func appendSessions(t testing.TB, l *Ledger, db *store.DB, from, n, batch int) [
 	ctx := context.Background()
 	var seqs []int64
 	for i := from; i < from+n; i += batch {
-		err := db.Tx(ctx, func(tx *sql.Tx) error {
+		err := db.Update(ctx, func(tx *store.Tx) error {
 			for j := i; j < min(i+batch, from+n); j++ {
 				seq, err := l.Append(ctx, tx, "session", testSession(j))
 				if err != nil {
@@ -168,7 +168,7 @@ func TestAppendReadVerify(t *testing.T) {
 	if _, err := l.Read(ctx, officer, RecordChain, 251); err == nil || !strings.Contains(err.Error(), "records entry 251 does not exist") {
 		t.Fatalf("reading a missing entry: %v", err)
 	}
-	err = db.Tx(ctx, func(tx *sql.Tx) error {
+	err = db.Update(ctx, func(tx *store.Tx) error {
 		for _, kind := range []string{"", "purge", "access", "Session", "a b", strings.Repeat("k", 33)} {
 			if _, err := l.Append(ctx, tx, kind, 1); err == nil {
 				t.Errorf("appended kind %q", kind)
@@ -184,7 +184,7 @@ func TestAppendReadVerify(t *testing.T) {
 func TestAppendCommitsWithCallersTransaction(t *testing.T) {
 	ctx := context.Background()
 	l, db, _ := newLedger(t, testKeyring(t, "k1"))
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.Update(ctx, func(tx *store.Tx) error {
 		if _, err := l.Append(ctx, tx, "session", testSession(1)); err != nil {
 			return err
 		}
@@ -205,10 +205,10 @@ func TestAppendAfterRolledBackSavepoint(t *testing.T) {
 	ctx := context.Background()
 	l, db, _ := newLedger(t, testKeyring(t, "k1"))
 	var seqs []int64
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.Update(ctx, func(tx *store.Tx) error {
 		for i, stmt := range []string{"", "SAVEPOINT s", "ROLLBACK TO s"} {
 			if stmt != "" {
-				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				if _, err := tx.SQL().ExecContext(ctx, stmt); err != nil {
 					return err
 				}
 			}
@@ -242,7 +242,7 @@ func TestAppendAll(t *testing.T) {
 		batch[i] = testSession(i + 1)
 	}
 	var seqs []int64
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.Update(ctx, func(tx *store.Tx) error {
 		seq, err := l.Append(ctx, tx, "session", testSession(0))
 		if err != nil {
 			return err
@@ -251,13 +251,13 @@ func TestAppendAll(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT s"); err != nil {
+		if _, err := tx.SQL().ExecContext(ctx, "SAVEPOINT s"); err != nil {
 			return err
 		}
 		if _, err := AppendAll(ctx, l, tx, "session", batch[:3]); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "ROLLBACK TO s"); err != nil {
+		if _, err := tx.SQL().ExecContext(ctx, "ROLLBACK TO s"); err != nil {
 			return err
 		}
 		last, err := AppendAll(ctx, l, tx, "session", []session{testSession(151)})
@@ -313,7 +313,7 @@ func TestConcurrentAppends(t *testing.T) {
 		wg.Go(func() {
 			ctx := context.Background()
 			for b := range 5 {
-				err := db.Tx(ctx, func(tx *sql.Tx) error {
+				err := db.Update(ctx, func(tx *store.Tx) error {
 					for i := range 20 {
 						if _, err := l.Append(ctx, tx, "session", testSession(g*1000+b*20+i)); err != nil {
 							return err
@@ -910,7 +910,7 @@ func BenchmarkAppendAll(b *testing.B) {
 		for i := range batch {
 			batch[i] = testSession(records + i)
 		}
-		err := db.Tx(ctx, func(tx *sql.Tx) error {
+		err := db.Update(ctx, func(tx *store.Tx) error {
 			_, err := AppendAll(ctx, l, tx, "session", batch)
 			return err
 		})
@@ -929,7 +929,7 @@ func BenchmarkAppend(b *testing.B) {
 	l, db, _ := newLedger(b, testKeyring(b, "k1"))
 	records := 0
 	for b.Loop() {
-		err := db.Tx(ctx, func(tx *sql.Tx) error {
+		err := db.Update(ctx, func(tx *store.Tx) error {
 			for range 1000 {
 				if _, err := l.Append(ctx, tx, "session", testSession(records)); err != nil {
 					return err

@@ -20,9 +20,9 @@ func (db *DB) CreateUser(ctx context.Context, name string, kind api.TenantKind) 
 // CreateUserWith adds an account and runs also (if not nil) in the same
 // transaction, so that what is written with the account (a subscriber
 // record) commits with it or not at all.
-func (db *DB) CreateUserWith(ctx context.Context, name string, kind api.TenantKind, also func(tx *sql.Tx, userID int64) error) (api.User, error) {
+func (db *DB) CreateUserWith(ctx context.Context, name string, kind api.TenantKind, also func(tx *Tx, userID int64) error) (api.User, error) {
 	now := db.now().UTC().Truncate(time.Second)
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO users (name, kind, created_at) VALUES (?, ?, ?)`, name, string(kind), now.Unix())
 		if isUnique(err) {
 			return &ConflictError{What: fmt.Sprintf("user %q already exists", name)}
@@ -34,7 +34,7 @@ func (db *DB) CreateUserWith(ctx context.Context, name string, kind api.TenantKi
 		if err != nil || also == nil {
 			return err
 		}
-		return also(tx, id)
+		return also(&Tx{tx: tx}, id)
 	})
 	if err != nil {
 		return api.User{}, err
@@ -92,7 +92,7 @@ func (db *DB) DeleteUser(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		var id int64
 		var n, records int
 		err := tx.QueryRowContext(ctx, `SELECT id, (SELECT count(*) FROM devices WHERE user_id = users.id), (SELECT count(*) FROM subscriber_entries WHERE user_id = users.id)
@@ -135,7 +135,7 @@ type NewDevice struct {
 func (db *DB) CreateDevice(ctx context.Context, nd NewDevice) (api.Device, error) {
 	now := db.now().UTC().Truncate(time.Second)
 	var d api.Device
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		var uid int64
 		var cancelled sql.NullInt64
 		err := tx.QueryRowContext(ctx, `SELECT id, cancelled_at FROM users WHERE name = ?`, nd.User).Scan(&uid, &cancelled)
@@ -157,7 +157,7 @@ func (db *DB) CreateDevice(ctx context.Context, nd NewDevice) (api.Device, error
 			return err
 		}
 		id, _ := res.LastInsertId()
-		if err := ConfirmUser(ctx, tx, uid); err != nil { // a device is service: the sign-up is confirmed
+		if err := (&Tx{tx: tx}).ConfirmUser(ctx, uid); err != nil { // a device is service: the sign-up is confirmed
 			return err
 		}
 		if err := addPeerChange(ctx, tx, nd.PublicKey, nd.IPv4, nd.IPv6, false); err != nil {
@@ -244,7 +244,7 @@ func (db *DB) Devices(ctx context.Context, user string) ([]api.Device, error) {
 // allocated until it is deleted.
 func (db *DB) RevokeDevice(ctx context.Context, id int64) (api.Device, error) {
 	var d api.Device
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		var err error
 		d, err = scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = ?`, id))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -268,7 +268,7 @@ func (db *DB) RevokeDevice(ctx context.Context, id int64) (api.Device, error) {
 // DeleteDevice removes a device; its addresses become free again.
 func (db *DB) DeleteDevice(ctx context.Context, id int64) (api.Device, error) {
 	var d api.Device
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		var err error
 		d, err = scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = ?`, id))
 		if errors.Is(err, sql.ErrNoRows) {

@@ -26,7 +26,7 @@ func TestInsertAnyNumberOfRows(t *testing.T) {
 		for i := range rows {
 			args = append(args, i, i*i)
 		}
-		if err := db.Tx(ctx, func(tx *sql.Tx) error { return in.Exec(ctx, tx, args) }); err != nil {
+		if err := db.write(ctx, func(tx *sql.Tx) error { return in.Exec(ctx, tx, args) }); err != nil {
 			t.Fatalf("%d rows: %v", rows, err)
 		}
 		var n, bad int
@@ -49,7 +49,7 @@ func TestInsertAnyNumberOfRows(t *testing.T) {
 			}
 		}
 	}
-	if err := db.Tx(ctx, func(tx *sql.Tx) error { return in.Exec(ctx, tx, []any{1}) }); err == nil {
+	if err := db.write(ctx, func(tx *sql.Tx) error { return in.Exec(ctx, tx, []any{1}) }); err == nil {
 		t.Error("half a row was inserted")
 	}
 }
@@ -73,7 +73,7 @@ func TestValuesUpdateFrom(t *testing.T) {
 	for n := 10; n < 87; n++ { // 77 rows: statements of 64, 8, 4 and 1
 		args = append(args, n, n*n)
 	}
-	if err := db.Tx(ctx, func(tx *sql.Tx) error { return up.Exec(ctx, tx, args) }); err != nil {
+	if err := db.write(ctx, func(tx *sql.Tx) error { return up.Exec(ctx, tx, args) }); err != nil {
 		t.Fatal(err)
 	}
 	var set, wrong int

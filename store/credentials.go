@@ -35,7 +35,7 @@ func (db *DB) AddAdminToken(ctx context.Context, actor string, t NewAdminToken) 
 		exp = t.Expires.Unix()
 		detail["expires_at"] = t.Expires.UTC().Truncate(time.Second)
 	}
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO admin_tokens (id, hash, name, role, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
 			t.ID, t.Hash, t.Name, t.Role, now.Unix(), exp)
 		if err != nil {
@@ -98,7 +98,7 @@ func (db *DB) AdminTokens(ctx context.Context) ([]api.AdminToken, error) {
 // nobody able to manage the server through the API.
 func (db *DB) RevokeAdminToken(ctx context.Context, actor, id string) error {
 	now := db.now()
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		var name, role string
 		var revoked bool
 		err := tx.QueryRowContext(ctx, `SELECT name, role, revoked FROM admin_tokens WHERE id = ?`, id).Scan(&name, &role, &revoked)
@@ -144,7 +144,7 @@ type GatewayRemoval struct {
 func (db *DB) RemoveGateway(ctx context.Context, actor, name string) (GatewayRemoval, error) {
 	now := db.now()
 	var out GatewayRemoval
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		var pub string
 		err := tx.QueryRowContext(ctx, `SELECT public_key FROM gateways WHERE name = ?`, name).Scan(&pub)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -189,7 +189,7 @@ func (db *DB) RemoveGateway(ctx context.Context, actor, name string) (GatewayRem
 // still old (ErrNotFound if not), audited as the gateway's own action.
 func (db *DB) RotateGatewayCredential(ctx context.Context, name string, old, hash []byte) error {
 	now := db.now()
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE gateways SET cred_hash = ? WHERE name = ? AND cred_hash = ?`, hash, name, old)
 		if err != nil {
 			return err

@@ -75,7 +75,7 @@ type NewGateway struct {
 // in one transaction: a refused join leaves nothing behind.
 func (db *DB) JoinGateway(ctx context.Context, g NewGateway, checkHash func(stored []byte) bool) error {
 	now := db.now()
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		var hash []byte
 		var reusable, revoked bool
 		var exp int64
@@ -172,7 +172,7 @@ func (db *DB) NetmapVersion(ctx context.Context) (int64, error) {
 // FullNetmap returns every active device as a peer, with the current version.
 func (db *DB) FullNetmap(ctx context.Context) (api.Netmap, error) {
 	nm := api.Netmap{Full: true, Peers: []api.Peer{}}
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		var v sql.NullInt64
 		if err := tx.QueryRowContext(ctx, `SELECT max(version) FROM peer_changes`).Scan(&v); err != nil {
 			return err

@@ -13,7 +13,7 @@ import (
 
 // AppendICTLog adds entries to the ICT log in one transaction.
 func (db *DB) AppendICTLog(ctx context.Context, entries []api.ICTLogEntry) error {
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		st, err := tx.PrepareContext(ctx, `INSERT INTO ict_log (at, node, country, category, event, outcome, actor, details, keep_days) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
@@ -132,7 +132,7 @@ func (db *DB) RaiseCandidate(ctx context.Context, c api.IncidentCandidate) (api.
 	at := c.DetectedAt.Unix()
 	var id int64
 	var fresh bool
-	err = db.Tx(ctx, func(tx *sql.Tx) error {
+	err = db.write(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `UPDATE incident_candidates SET last_seen_at = max(last_seen_at, ?), sightings = sightings + 1
 			WHERE kind = ? AND node = ? AND state = 'pending' RETURNING id`, at, c.Kind, c.Node).Scan(&id)
 		if !errors.Is(err, sql.ErrNoRows) {
@@ -206,7 +206,8 @@ func (db *DB) Candidates(ctx context.Context, all bool) ([]api.IncidentCandidate
 // DecideCandidate confirms (with the incident it became) or dismisses
 // (with a reason) the pending candidate id, in tx. A candidate already
 // decided is a conflict.
-func DecideCandidate(ctx context.Context, tx *sql.Tx, id int64, state api.CandidateState, at time.Time, by, reason string, incident int64) error {
+func (t *Tx) DecideCandidate(ctx context.Context, id int64, state api.CandidateState, at time.Time, by, reason string, incident int64) error {
+	tx := t.tx
 	inc := sql.NullInt64{Int64: incident, Valid: incident != 0}
 	res, err := tx.ExecContext(ctx, `UPDATE incident_candidates SET state = ?, decided_at = ?, decided_by = ?, reason = ?, incident_id = ? WHERE id = ? AND state = 'pending'`,
 		string(state), at.Unix(), by, reason, inc, id)

@@ -54,7 +54,7 @@ func stampOf(col string, v sql.NullString) (*syncstamp.Stamp, error) {
 // CreateIncident adds inc (state noticed, with its clock stamps) and runs
 // first, which must add its version 1, in the same transaction. It returns
 // the new id.
-func (db *DB) CreateIncident(ctx context.Context, inc incident.Incident, first func(tx *sql.Tx, id int64) error) (int64, error) {
+func (db *DB) CreateIncident(ctx context.Context, inc incident.Incident, first func(tx *Tx, id int64) error) (int64, error) {
 	notice, err := stampJSON(inc.NoticeClock)
 	if err != nil {
 		return 0, err
@@ -64,7 +64,7 @@ func (db *DB) CreateIncident(ctx context.Context, inc incident.Incident, first f
 		return 0, err
 	}
 	var id int64
-	err = db.Tx(ctx, func(tx *sql.Tx) error {
+	err = db.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO incidents (type, state, noticed_at, deadline_at, deadline_why, recipient, notice_clock, confirm_clock) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 			int(inc.Type), string(incident.Noticed), inc.Noticed.Unix(), inc.Deadline.Unix(), inc.DeadlineWhy, inc.Recipient, notice, confirm)
 		if err != nil {
@@ -73,7 +73,7 @@ func (db *DB) CreateIncident(ctx context.Context, inc incident.Incident, first f
 		if id, err = res.LastInsertId(); err != nil {
 			return err
 		}
-		return first(tx, id)
+		return first(&Tx{tx: tx}, id)
 	})
 	return id, err
 }
@@ -81,14 +81,14 @@ func (db *DB) CreateIncident(ctx context.Context, inc incident.Incident, first f
 // ChangeIncident runs change on incident id in a transaction and saves
 // what it changed of the type, state and times. change adds versions and
 // deliveries with AddIncidentVersion and AddIncidentDelivery.
-func (db *DB) ChangeIncident(ctx context.Context, id int64, change func(tx *sql.Tx, inc *incident.Incident) error) (incident.Incident, error) {
+func (db *DB) ChangeIncident(ctx context.Context, id int64, change func(tx *Tx, inc *incident.Incident) error) (incident.Incident, error) {
 	var inc incident.Incident
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		var err error
 		if inc, err = incidentRow(tx.QueryRowContext(ctx, incidentSelect+` WHERE i.id = ?`, id)); err != nil {
 			return err
 		}
-		if err := change(tx, &inc); err != nil {
+		if err := change(&Tx{tx: tx}, &inc); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE incidents SET type = ?, state = ?, reported_at = ?, closed_at = ? WHERE id = ?`,
@@ -100,7 +100,8 @@ func (db *DB) ChangeIncident(ctx context.Context, id int64, change func(tx *sql.
 
 // AddIncidentVersion indexes the ledger entry seq as version u.Version of
 // incident id.
-func AddIncidentVersion(ctx context.Context, tx *sql.Tx, id int64, u incident.Update, seq int64) error {
+func (t *Tx) AddIncidentVersion(ctx context.Context, id int64, u incident.Update, seq int64) error {
+	tx := t.tx
 	_, err := tx.ExecContext(ctx, `INSERT INTO incident_versions (incident_id, version, seq, at, actor) VALUES (?, ?, ?, ?, ?)`, id, u.Version, seq, u.At.Unix(), u.By)
 	if isUnique(err) {
 		return &ConflictError{What: "the incident changed at the same time; try again"}
@@ -109,7 +110,8 @@ func AddIncidentVersion(ctx context.Context, tx *sql.Tx, id int64, u incident.Up
 }
 
 // AddIncidentDelivery records a report that reached its recipient.
-func AddIncidentDelivery(ctx context.Context, tx *sql.Tx, id int64, d incident.Delivery) error {
+func (t *Tx) AddIncidentDelivery(ctx context.Context, id int64, d incident.Delivery) error {
+	tx := t.tx
 	_, err := tx.ExecContext(ctx, `INSERT INTO incident_deliveries (incident_id, version, report, at, channel, recipient, message_id, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		id, d.Version, d.Report, d.At.Unix(), string(d.Channel), d.Recipient, d.MessageID, d.By)
 	return err
@@ -266,7 +268,8 @@ func (db *DB) OpenIncidents(ctx context.Context) (int, error) {
 
 // AddPOCVersion indexes the ledger entry seq as the current point of
 // contact.
-func AddPOCVersion(ctx context.Context, tx *sql.Tx, seq int64, at time.Time, actor string) error {
+func (t *Tx) AddPOCVersion(ctx context.Context, seq int64, at time.Time, actor string) error {
+	tx := t.tx
 	_, err := tx.ExecContext(ctx, `INSERT INTO poc_versions (seq, at, actor) VALUES (?, ?, ?)`, seq, at.Unix(), actor)
 	return err
 }
@@ -291,10 +294,10 @@ type OrderRow struct {
 
 // CreateOrder adds an order of CERT-In; request appends what it asks for to
 // the ledger in the same transaction and returns the entry's seq.
-func (db *DB) CreateOrder(ctx context.Context, o incident.Order, actor string, request func(tx *sql.Tx) (int64, error)) (int64, error) {
+func (db *DB) CreateOrder(ctx context.Context, o incident.Order, actor string, request func(tx *Tx) (int64, error)) (int64, error) {
 	var id int64
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
-		seq, err := request(tx)
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		seq, err := request(&Tx{tx: tx})
 		if err != nil {
 			return err
 		}
@@ -396,14 +399,14 @@ func (db *DB) OpenOrders(ctx context.Context) (int, error) {
 // AnswerOrder runs answer on order id in a transaction; it records the
 // answer (o.Respond) and appends its text to the ledger, returning the
 // entry's seq.
-func (db *DB) AnswerOrder(ctx context.Context, id int64, answer func(tx *sql.Tx, o *incident.Order) (int64, error)) (OrderRow, error) {
+func (db *DB) AnswerOrder(ctx context.Context, id int64, answer func(tx *Tx, o *incident.Order) (int64, error)) (OrderRow, error) {
 	var o OrderRow
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		var err error
 		if o, err = orderRow(tx.QueryRowContext(ctx, orderSelect+` WHERE id = ?`, id)); err != nil {
 			return err
 		}
-		if o.AnswerSeq, err = answer(tx, &o.Order); err != nil {
+		if o.AnswerSeq, err = answer(&Tx{tx: tx}, &o.Order); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE certin_orders SET answered_at = ?, answer_seq = ? WHERE id = ?`, o.Answered.Unix(), o.AnswerSeq, id)

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"strings"
 	"testing"
 	"time"
@@ -16,25 +15,25 @@ func TestIncidentRegister(t *testing.T) {
 	noticed := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
 	at := noticed.Add(time.Minute)
 	inc := incident.Incident{Type: 8, Noticed: noticed, Deadline: incident.Deadline(noticed, 6*time.Hour), DeadlineWhy: "IN / cert-in-2022 / direction (ii)", Recipient: incident.DefaultRecipient}
-	id, err := db.CreateIncident(ctx, inc, func(tx *sql.Tx, id int64) error {
-		return AddIncidentVersion(ctx, tx, id, incident.Update{Version: 1, At: at, By: "admin:1"}, 11)
+	id, err := db.CreateIncident(ctx, inc, func(tx *Tx, id int64) error {
+		return tx.AddIncidentVersion(ctx, id, incident.Update{Version: 1, At: at, By: "admin:1"}, 11)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// An update adds a version and a delivery; the first version stays.
-	_, err = db.ChangeIncident(ctx, id, func(tx *sql.Tx, inc *incident.Incident) error {
+	_, err = db.ChangeIncident(ctx, id, func(tx *Tx, inc *incident.Incident) error {
 		if inc.Version != 1 || inc.State != incident.Noticed {
 			t.Fatalf("loaded %+v", inc)
 		}
 		inc.State, inc.Reported = incident.Reported, at.Add(time.Hour)
-		return AddIncidentDelivery(ctx, tx, id, incident.Delivery{At: inc.Reported, Version: 1, Report: "initial report", Channel: incident.Email, Recipient: inc.Recipient, MessageID: "<1@x>", By: "admin:1"})
+		return tx.AddIncidentDelivery(ctx, id, incident.Delivery{At: inc.Reported, Version: 1, Report: "initial report", Channel: incident.Email, Recipient: inc.Recipient, MessageID: "<1@x>", By: "admin:1"})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = db.ChangeIncident(ctx, id, func(tx *sql.Tx, inc *incident.Incident) error {
-		return AddIncidentVersion(ctx, tx, id, incident.Update{Version: inc.Version + 1, At: at.Add(2 * time.Hour), By: "admin:1"}, 12)
+	_, err = db.ChangeIncident(ctx, id, func(tx *Tx, inc *incident.Incident) error {
+		return tx.AddIncidentVersion(ctx, id, incident.Update{Version: inc.Version + 1, At: at.Add(2 * time.Hour), By: "admin:1"}, 12)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -63,8 +62,8 @@ func TestIncidentRegister(t *testing.T) {
 		}
 	}
 	// A version number taken twice is a conflict, not a fork.
-	_, err = db.ChangeIncident(ctx, id, func(tx *sql.Tx, inc *incident.Incident) error {
-		return AddIncidentVersion(ctx, tx, id, incident.Update{Version: 2, At: at, By: "admin:1"}, 13)
+	_, err = db.ChangeIncident(ctx, id, func(tx *Tx, inc *incident.Incident) error {
+		return tx.AddIncidentVersion(ctx, id, incident.Update{Version: 2, At: at, By: "admin:1"}, 13)
 	})
 	if _, ok := err.(*ConflictError); !ok {
 		t.Fatalf("duplicate version: %v", err)
@@ -84,7 +83,7 @@ func TestIncidentRegister(t *testing.T) {
 	if n, _ := db.OpenIncidents(ctx); n != 1 {
 		t.Fatalf("open: %d", n)
 	}
-	db.ChangeIncident(ctx, id, func(tx *sql.Tx, inc *incident.Incident) error {
+	db.ChangeIncident(ctx, id, func(tx *Tx, inc *incident.Incident) error {
 		inc.State, inc.Closed = incident.Closed, at.Add(3*time.Hour)
 		return nil
 	})
@@ -107,7 +106,7 @@ func TestOrdersAndPOC(t *testing.T) {
 	}
 	now := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
 	for seq := int64(3); seq <= 4; seq++ {
-		db.Tx(ctx, func(tx *sql.Tx) error { return AddPOCVersion(ctx, tx, seq, now, "admin:1") })
+		db.Update(ctx, func(tx *Tx) error { return tx.AddPOCVersion(ctx, seq, now, "admin:1") })
 	}
 	if seq, _, err := db.POCVersion(ctx); err != nil || seq != 4 {
 		t.Fatalf("current PoC: %d %v", seq, err)
@@ -117,23 +116,23 @@ func TestOrdersAndPOC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := db.CreateOrder(ctx, o, "admin:1", func(*sql.Tx) (int64, error) { return 7, nil })
+	id, err := db.CreateOrder(ctx, o, "admin:1", func(*Tx) (int64, error) { return 7, nil })
 	if err != nil {
 		t.Fatal(err)
 	}
 	later, _ := incident.NewOrder("CERT-In/2", "2026-05-01T10:00:00Z", "2026-05-03T10:00:00Z", "logs")
-	db.CreateOrder(ctx, later, "admin:1", func(*sql.Tx) (int64, error) { return 8, nil })
+	db.CreateOrder(ctx, later, "admin:1", func(*Tx) (int64, error) { return 8, nil })
 	got, err := db.Order(ctx, id)
 	if err != nil || got.Reference != "CERT-In/1" || got.RequestSeq != 7 || got.State != incident.OrderOpen || !got.Due.Equal(o.Due) {
 		t.Fatalf("order %+v %v", got, err)
 	}
-	ans, err := db.AnswerOrder(ctx, id, func(tx *sql.Tx, o *incident.Order) (int64, error) {
+	ans, err := db.AnswerOrder(ctx, id, func(tx *Tx, o *incident.Order) (int64, error) {
 		return 9, o.Respond(now.Add(time.Hour), "sent")
 	})
 	if err != nil || ans.AnswerSeq != 9 || ans.State != incident.OrderAnswered {
 		t.Fatalf("answer %+v %v", ans, err)
 	}
-	_, err = db.AnswerOrder(ctx, id, func(tx *sql.Tx, o *incident.Order) (int64, error) {
+	_, err = db.AnswerOrder(ctx, id, func(tx *Tx, o *incident.Order) (int64, error) {
 		return 10, o.Respond(now.Add(time.Hour), "again")
 	})
 	if err == nil || !strings.Contains(err.Error(), "already answered") {

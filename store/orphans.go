@@ -43,7 +43,8 @@ func (db *DB) OrphanSessionSeqs(ctx context.Context, cutoff time.Time) (seqs []i
 // session entries with no account whose end is before cutoff, up to the
 // ledger's head, are being purged: FinishSessionPurges removes their rows
 // from the index once tx has committed (or at the next start).
-func MarkOrphanSessionsPurgedTx(ctx context.Context, tx *sql.Tx, cutoff time.Time) error {
+func (t *Tx) MarkOrphanSessionsPurgedTx(ctx context.Context, cutoff time.Time) error {
+	tx := t.tx
 	_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO session_orphan_purges (up_to, ended_before)
 		SELECT coalesce(max(seq), 0), ? FROM ledger_entries WHERE chain = 'records'`, cutoff.UnixNano())
 	return err

@@ -70,7 +70,7 @@ func (db *DB) SetPlace(ctx context.Context, actor, node string, p api.Place) (ap
 	if p.ExitAddresses == nil {
 		exits = []byte("[]")
 	}
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		old, err := place(ctx, tx, node)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
@@ -161,7 +161,7 @@ func (db *DB) Places(ctx context.Context) (map[string]*api.Place, error) {
 // CreateLocation adds a location served by the given gateways.
 func (db *DB) CreateLocation(ctx context.Context, actor string, l api.Location) error {
 	now := db.now()
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO locations (code, country, city, created_at) VALUES (?, ?, ?, ?)`, l.Code, l.Country, l.City, now.Unix())
 		if isUnique(err) {
 			return &ConflictError{What: fmt.Sprintf("location %q already exists", l.Code)}
@@ -210,7 +210,7 @@ func (db *DB) Locations(ctx context.Context) ([]api.Location, error) {
 
 // RemoveLocation deletes a location that no device uses.
 func (db *DB) RemoveLocation(ctx context.Context, actor, code string) error {
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		var n, used int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*), (SELECT count(*) FROM devices WHERE location = ?) FROM locations WHERE code = ?`, code, code).Scan(&n, &used); err != nil {
 			return err
@@ -232,7 +232,7 @@ func (db *DB) RemoveLocation(ctx context.Context, actor, code string) error {
 // The device's peer is sent to the gateways again (a peer change): the
 // duties of its sessions follow its location.
 func (db *DB) SetDeviceLocation(ctx context.Context, id int64, location string) error {
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		var pub, v4, v6, status string
 		err := tx.QueryRowContext(ctx, `UPDATE devices SET location = ? WHERE id = ? RETURNING public_key, ipv4, ipv6, status`, location, id).Scan(&pub, &v4, &v6, &status)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -254,7 +254,7 @@ func (db *DB) SetDeviceLocation(ctx context.Context, id int64, location string) 
 // SetEstablished replaces the countries the operator is established in,
 // audited (with whether the change was confirmed).
 func (db *DB) SetEstablished(ctx context.Context, actor string, countries []string, confirmed bool) error {
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM operator_establishment`); err != nil {
 			return err
 		}
@@ -289,7 +289,7 @@ func (db *DB) Established(ctx context.Context) ([]string, error) {
 func (db *DB) SetJurisdiction(ctx context.Context, actor string, j api.Jurisdiction) (api.Jurisdiction, error) {
 	now := db.now().UTC().Truncate(time.Second)
 	j.UpdatedAt = now
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		triggers := strings.Join(j.Triggers, ",")
 		if triggers == "" {
 			triggers = "placement"
@@ -329,7 +329,7 @@ func (db *DB) Jurisdictions(ctx context.Context) ([]api.Jurisdiction, error) {
 
 // SaveProfile stores an operator-defined duty profile (JSON), audited.
 func (db *DB) SaveProfile(ctx context.Context, actor, name string, body []byte) error {
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO duty_profiles (name, body) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET body = excluded.body`, name, string(body))
 		if err != nil {
 			return err

@@ -460,7 +460,8 @@ func (db *DB) CatchUpSessionIndex(ctx context.Context, read func(seqs []int64) (
 // session entries of account user up to the ledger's head are being
 // purged: FinishSessionPurges removes their rows from the index once tx
 // has committed (or at the next start).
-func MarkSessionsPurgedTx(ctx context.Context, tx *sql.Tx, user string) error {
+func (t *Tx) MarkSessionsPurgedTx(ctx context.Context, user string) error {
+	tx := t.tx
 	_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO session_index_purges (user_name, up_to)
 		SELECT ?, coalesce(max(seq), 0) FROM ledger_entries WHERE chain = 'records'`, user)
 	return err

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -205,7 +204,7 @@ func TestSessionPurgeFinishes(t *testing.T) {
 	if _, err := db.SessionIndex().Exec(`INSERT INTO sessions (id, gateway, public_key, user_name, port_lo, port_hi, start_at) VALUES ('` + fmt.Sprintf("%032x", 99) + `', 'old', 'k', 'alice', 1024, 1279, 1)`); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Tx(ctx, func(tx *sql.Tx) error { return MarkSessionsPurgedTx(ctx, tx, "alice") }); err != nil {
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.MarkSessionsPurgedTx(ctx, "alice") }); err != nil {
 		t.Fatal(err)
 	}
 	// Alice's name is taken again, and a session of the new account is
@@ -265,7 +264,7 @@ func TestUncommittedIndexRows(t *testing.T) {
 	// entries do not get the seqs its rows were written with.
 	db.Exec(`INSERT INTO ledger_entries (chain, seq, kind, at, body, prev_hash, hash) VALUES ('records', 3, 'subscriber', 0, x'00', zeroblob(32), zeroblob(32))`)
 	racing := fl.hook()
-	racing.Next = func(*sql.Tx) (int64, error) { return 3, nil }
+	racing.Next = func(*Tx) (int64, error) { return 3, nil }
 	if _, err := db.SaveSessions(ctx, []GatewaySessions{{Gateway: "gw", Records: recs[2:], Keep: keepAll}}, racing); err == nil {
 		t.Fatal("saved with the wrong seqs")
 	}

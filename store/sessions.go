@@ -44,13 +44,13 @@ type SessionHook struct {
 	// Next returns the seq the next ledger entry appended in tx will have:
 	// the index rows are written, with the seqs of their entries, while
 	// the entries are.
-	Next func(tx *sql.Tx) (int64, error)
+	Next func(tx *Tx) (int64, error)
 	// Stored records sessions when they are first stored and returns the
 	// ledger seq of each entry, in order.
-	Stored func(tx *sql.Tx, recs []SessionEntry) (seqs []int64, err error)
+	Stored func(tx *Tx, recs []SessionEntry) (seqs []int64, err error)
 	// Ended records that stored open sessions ended and returns the ledger
 	// seq of each entry, in order.
-	Ended func(tx *sql.Tx, ends []SessionEnd) (seqs []int64, err error)
+	Ended func(tx *Tx, ends []SessionEnd) (seqs []int64, err error)
 }
 
 // SessionEntry is the body of the ledger entry that records a session:
@@ -193,7 +193,7 @@ func appendSessions(tx *sql.Tx, starts []SessionEntry, ends []SessionEnd, next i
 		return nil
 	}
 	if len(starts) > 0 {
-		seqs, err := hook.Stored(tx, starts)
+		seqs, err := hook.Stored(&Tx{tx: tx}, starts)
 		if err == nil {
 			err = check(seqs, len(starts), next)
 		}
@@ -202,7 +202,7 @@ func appendSessions(tx *sql.Tx, starts []SessionEntry, ends []SessionEnd, next i
 		}
 	}
 	if len(ends) > 0 {
-		seqs, err := hook.Ended(tx, ends)
+		seqs, err := hook.Ended(&Tx{tx: tx}, ends)
 		if err == nil {
 			err = check(seqs, len(ends), next+int64(len(starts)))
 		}
@@ -401,8 +401,8 @@ type indexWrite struct {
 // index is left to catch up. The caller holds the index writer (x).
 func (db *DB) writeSessions(ctx context.Context, x *sessionIndex, starts []SessionEntry, owners map[wg.Key]SessionOwner, ends []SessionEnd, hook SessionHook) error {
 	var ix *indexWrite
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
-		next, err := hook.Next(tx)
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		next, err := hook.Next(&Tx{tx: tx})
 		if err != nil {
 			return err
 		}

@@ -27,19 +27,19 @@ type fakeLedger struct {
 
 func testIndex(ip netip.Addr) string { return "idx:" + ip.Unmap().String() }
 
-func fakeNext(tx *sql.Tx) (int64, error) {
+func fakeNext(tx *Tx) (int64, error) {
 	var n int64
-	err := tx.QueryRow(`SELECT coalesce(max(seq), 0) + 1 FROM ledger_entries WHERE chain = 'records'`).Scan(&n)
+	err := tx.tx.QueryRow(`SELECT coalesce(max(seq), 0) + 1 FROM ledger_entries WHERE chain = 'records'`).Scan(&n)
 	return n, err
 }
 
 // fakeAppend appends an entry of kind, chained by zero hashes.
-func fakeAppend(tx *sql.Tx, kind string) (int64, error) {
+func fakeAppend(tx *Tx, kind string) (int64, error) {
 	seq, err := fakeNext(tx)
 	if err != nil {
 		return 0, err
 	}
-	_, err = tx.Exec(`INSERT INTO ledger_entries (chain, seq, kind, at, body, prev_hash, hash) VALUES ('records', ?, ?, 0, x'00', zeroblob(32), zeroblob(32))`, seq, kind)
+	_, err = tx.tx.Exec(`INSERT INTO ledger_entries (chain, seq, kind, at, body, prev_hash, hash) VALUES ('records', ?, ?, 0, x'00', zeroblob(32), zeroblob(32))`, seq, kind)
 	return seq, err
 }
 
@@ -50,7 +50,7 @@ func (f *fakeLedger) hook() SessionHook {
 	return SessionHook{
 		Index: testIndex,
 		Next:  fakeNext,
-		Stored: func(tx *sql.Tx, recs []SessionEntry) ([]int64, error) {
+		Stored: func(tx *Tx, recs []SessionEntry) ([]int64, error) {
 			var seqs []int64
 			for _, r := range recs {
 				seq, err := fakeAppend(tx, "session")
@@ -63,7 +63,7 @@ func (f *fakeLedger) hook() SessionHook {
 			}
 			return seqs, nil
 		},
-		Ended: func(tx *sql.Tx, ends []SessionEnd) ([]int64, error) {
+		Ended: func(tx *Tx, ends []SessionEnd) ([]int64, error) {
 			var seqs []int64
 			for _, e := range ends {
 				seq, err := fakeAppend(tx, "session-end")

@@ -9,7 +9,8 @@ import (
 
 // MarkUnconfirmed marks a new account as a self-service sign-up that has
 // not yet been confirmed by use (see ConfirmUser).
-func MarkUnconfirmed(ctx context.Context, tx *sql.Tx, userID int64) error {
+func (t *Tx) MarkUnconfirmed(ctx context.Context, userID int64) error {
+	tx := t.tx
 	_, err := tx.ExecContext(ctx, `UPDATE users SET unconfirmed = 1 WHERE id = ?`, userID)
 	return err
 }
@@ -17,7 +18,8 @@ func MarkUnconfirmed(ctx context.Context, tx *sql.Tx, userID int64) error {
 // ConfirmUser marks an account confirmed: its email was verified or an
 // operator validated its record. Getting a device confirms it too
 // (CreateDevice).
-func ConfirmUser(ctx context.Context, tx *sql.Tx, userID int64) error {
+func (t *Tx) ConfirmUser(ctx context.Context, userID int64) error {
+	tx := t.tx
 	_, err := tx.ExecContext(ctx, `UPDATE users SET unconfirmed = 0 WHERE id = ? AND unconfirmed = 1`, userID)
 	return err
 }
@@ -26,7 +28,8 @@ func ConfirmUser(ctx context.Context, tx *sql.Tx, userID int64) error {
 // keyed hash is key, in its rolling window of length window, unless limit
 // mails were already counted in it. When refused, it returns when the
 // window ends.
-func ReserveSignupMail(ctx context.Context, tx *sql.Tx, key []byte, now time.Time, window time.Duration, limit int) (ok bool, until time.Time, err error) {
+func (t *Tx) ReserveSignupMail(ctx context.Context, key []byte, now time.Time, window time.Duration, limit int) (ok bool, until time.Time, err error) {
+	tx := t.tx
 	var start int64
 	var sent int
 	err = tx.QueryRowContext(ctx, `SELECT window_start, sent FROM signup_mails WHERE addr_key = ?`, key).Scan(&start, &sent)
@@ -48,7 +51,7 @@ func ReserveSignupMail(ctx context.Context, tx *sql.Tx, key []byte, now time.Tim
 // before, and returns how many.
 func (db *DB) TrimSignupMails(ctx context.Context, before time.Time) (int64, error) {
 	var n int64
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM signup_mails WHERE window_start < ?`, before.Unix())
 		if err == nil {
 			n, err = res.RowsAffected()
@@ -100,7 +103,8 @@ var ErrConfirmed = errors.New("the account is no longer an unconfirmed sign-up")
 // DeleteUnconfirmed removes an unconfirmed sign-up with its email code and
 // the index of its subscriber record, checking in tx that it is still
 // unconfirmed, uncancelled and without devices.
-func DeleteUnconfirmed(ctx context.Context, tx *sql.Tx, userID int64) error {
+func (t *Tx) DeleteUnconfirmed(ctx context.Context, userID int64) error {
+	tx := t.tx
 	var still bool
 	err := tx.QueryRowContext(ctx, `SELECT unconfirmed = 1 AND cancelled_at IS NULL AND NOT EXISTS (SELECT 1 FROM devices WHERE user_id = users.id)
 		FROM users WHERE id = ?`, userID).Scan(&still)

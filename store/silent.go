@@ -57,7 +57,7 @@ func (db *DB) SaveGatewaysHeard(ctx context.Context, heard map[string]time.Time)
 	if len(heard) == 0 {
 		return nil
 	}
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		for gw, at := range heard {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO gateway_heard (gateway, heard_at) VALUES (?, ?)
 				ON CONFLICT (gateway) DO UPDATE SET heard_at = max(heard_at, excluded.heard_at)`, gw, at.UnixNano()); err != nil {

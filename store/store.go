@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meridian-vpn/meridian/internal/datadir"
+	"github.com/meridian-vpn/meridian/internal/errcode"
 
 	_ "modernc.org/sqlite"
 )
@@ -24,12 +25,15 @@ import (
 var migrations embed.FS
 
 // ErrNotFound is returned when a looked-up row does not exist.
-var ErrNotFound = errors.New("not found")
+var ErrNotFound = errcode.New(errcode.NotFound, "not found")
 
 // ConflictError is returned when a write would break a uniqueness rule.
 type ConflictError struct{ What string }
 
 func (e *ConflictError) Error() string { return e.What }
+
+// ErrorCode makes a conflict answer as one (errcode.Conflict).
+func (e *ConflictError) ErrorCode() errcode.Code { return errcode.Conflict }
 
 // DB is the Meridian database.
 type DB struct {
@@ -135,7 +139,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		err = db.Tx(ctx, func(tx *sql.Tx) error {
+		err = db.write(ctx, func(tx *sql.Tx) error {
 			for _, stmt := range strings.Split(string(body), ";\n") {
 				if strings.TrimSpace(stripComments(stmt)) == "" {
 					continue
@@ -169,9 +173,9 @@ func stripComments(s string) string {
 // checkpointer, and readers.
 const maxConns = 6
 
-// Tx runs fn in a transaction, committing if it returns nil. Transactions
-// take turns: one at a time writes.
-func (db *DB) Tx(ctx context.Context, fn func(*sql.Tx) error) error {
+// write runs fn in a transaction, committing if it returns nil.
+// Transactions take turns: one at a time writes.
+func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
 	db.writing.Lock()
 	defer db.writing.Unlock()
 	return txOn(ctx, db.DB, fn)

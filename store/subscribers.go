@@ -23,7 +23,8 @@ func (db *DB) UserID(ctx context.Context, name string) (int64, error) {
 }
 
 // AddSubscriberEntry indexes a ledger entry (records chain) under an account.
-func AddSubscriberEntry(ctx context.Context, tx *sql.Tx, userID, seq int64) error {
+func (t *Tx) AddSubscriberEntry(ctx context.Context, userID, seq int64) error {
+	tx := t.tx
 	_, err := tx.ExecContext(ctx, `INSERT INTO subscriber_entries (user_id, seq) VALUES (?, ?)`, userID, seq)
 	return err
 }
@@ -49,8 +50,8 @@ func (db *DB) SubscriberSeqs(ctx context.Context, user string) ([]int64, error) 
 
 // CancelUser ends an account's period of hire at at (once), running also in
 // the same transaction.
-func (db *DB) CancelUser(ctx context.Context, user string, at time.Time, also func(tx *sql.Tx, userID int64) error) error {
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+func (db *DB) CancelUser(ctx context.Context, user string, at time.Time, also func(tx *Tx, userID int64) error) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		var id int64
 		var cancelled sql.NullInt64
 		err := tx.QueryRowContext(ctx, `SELECT id, cancelled_at FROM users WHERE name = ?`, user).Scan(&id, &cancelled)
@@ -95,7 +96,7 @@ func (db *DB) CancelUser(ctx context.Context, user string, at time.Time, also fu
 			}
 		}
 		if also != nil {
-			return also(tx, id)
+			return also(&Tx{tx: tx}, id)
 		}
 		return nil
 	})
@@ -107,8 +108,8 @@ func (db *DB) CancelUser(ctx context.Context, user string, at time.Time, also fu
 // sent to the gateways again (a peer change each), so that those left out
 // for want of a record are served anew. An account that already has a
 // record, or was cancelled, is a conflict.
-func (db *DB) AddSubscriberRecord(ctx context.Context, user string, also func(tx *sql.Tx, userID int64, created time.Time) error) error {
-	return db.Tx(ctx, func(tx *sql.Tx) error {
+func (db *DB) AddSubscriberRecord(ctx context.Context, user string, also func(tx *Tx, userID int64, created time.Time) error) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
 		var id, created int64
 		var cancelled sql.NullInt64
 		var has bool
@@ -125,7 +126,7 @@ func (db *DB) AddSubscriberRecord(ctx context.Context, user string, also func(tx
 		if has {
 			return &ConflictError{What: fmt.Sprintf("user %q already has a subscriber record; corrections are recorded as validations (POST /subscribers/{name}/validate)", user)}
 		}
-		if err := also(tx, id, time.Unix(created, 0).UTC()); err != nil {
+		if err := also(&Tx{tx: tx}, id, time.Unix(created, 0).UTC()); err != nil {
 			return err
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT public_key, ipv4, ipv6 FROM devices WHERE user_id = ? AND status = 'active'`, id)
@@ -162,7 +163,8 @@ func (db *DB) AddSubscriberRecord(ctx context.Context, user string, also func(tx
 }
 
 // SetEmailCode stores the hash of a one-time code for an account.
-func SetEmailCode(ctx context.Context, tx *sql.Tx, userID int64, hash []byte, expires time.Time) error {
+func (t *Tx) SetEmailCode(ctx context.Context, userID int64, hash []byte, expires time.Time) error {
+	tx := t.tx
 	_, err := tx.ExecContext(ctx, `INSERT INTO email_codes (user_id, code_hash, expires_at) VALUES (?, ?, ?)
 		ON CONFLICT(user_id) DO UPDATE SET code_hash = excluded.code_hash, expires_at = excluded.expires_at, attempts = 0`, userID, hash, expires.Unix())
 	return err
@@ -174,9 +176,9 @@ const maxCodeAttempts = 5
 // CheckEmailCode compares hash with the account's pending code. A match
 // consumes the code and runs also in the same transaction; a miss counts
 // an attempt.
-func (db *DB) CheckEmailCode(ctx context.Context, user string, hash []byte, now time.Time, also func(tx *sql.Tx, userID int64) error) error {
+func (db *DB) CheckEmailCode(ctx context.Context, user string, hash []byte, now time.Time, also func(tx *Tx, userID int64) error) error {
 	wrong := false
-	err := db.Tx(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		var id, exp int64
 		var attempts int
 		var want []byte
@@ -201,7 +203,7 @@ func (db *DB) CheckEmailCode(ctx context.Context, user string, hash []byte, now 
 		if _, err := tx.ExecContext(ctx, `DELETE FROM email_codes WHERE user_id = ?`, id); err != nil {
 			return err
 		}
-		return also(tx, id)
+		return also(&Tx{tx: tx}, id)
 	})
 	if err == nil && wrong {
 		return errWrongCode
